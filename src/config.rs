@@ -1,0 +1,74 @@
+//! Command-line flags and environment variables.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{server::ServeOptions, store::StoreConfig};
+
+/// A gRPC archive of news articles on an embedded sled database.
+#[derive(Debug, Parser)]
+#[command(name = "article-archive", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+}
+
+/// Settings of `article-archive serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (host:port); port 0 picks a free port, which is
+    /// logged.
+    #[arg(long, env = "ARCHIVE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+
+    /// Directory of the sled database; created when missing.
+    #[arg(long, env = "ARCHIVE_DATA_DIR", default_value = "./archive-data")]
+    pub data_dir: PathBuf,
+
+    /// sled page cache size in MiB (a target, not a hard cap on memory).
+    #[arg(long, env = "ARCHIVE_CACHE_MB", default_value_t = 256)]
+    pub cache_mb: u64,
+
+    /// Seconds that open streams get to finish after SIGTERM or Ctrl-C before
+    /// they are ended with UNAVAILABLE.
+    #[arg(long, env = "ARCHIVE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+
+    /// Log line format.
+    #[arg(long, env = "ARCHIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
+impl ServeArgs {
+    /// Store settings derived from the flags.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut config = StoreConfig::new(&self.data_dir);
+        config.cache_capacity_bytes = self.cache_mb.saturating_mul(1024 * 1024);
+        config
+    }
+
+    /// Server settings derived from the flags.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+}

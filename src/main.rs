@@ -1,0 +1,77 @@
+//! The `article-archive` binary: parse the command line, set up tracing, and
+//! hand over to the library.
+
+use std::process::ExitCode;
+
+use article_archive::{
+    config::{Cli, Command, ServeArgs},
+    server, telemetry, Error, Store,
+};
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("article-archive: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => {
+            telemetry::init(args.log_format);
+            runtime.block_on(serve(args))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("article-archive: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let store = Store::open(&args.store_config())?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| Error::io(format!("binding {}", args.listen), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("reading the bound address", e))?;
+    info!(data_dir = %args.data_dir.display(), "listening on {addr}");
+    server::run(listener, store, shutdown_signal(), args.serve_options()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("received Ctrl-C"),
+        () = terminate => info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,141 @@
+//! `run`: serves the archive, health and reflection on a bound listener
+//! until a shutdown future completes.
+
+use std::{future::Future, time::Duration};
+
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{codec::CompressionEncoding, transport::Server};
+use tonic_health::ServingStatus;
+use tracing::{info, info_span, warn};
+
+use crate::{
+    error::Error,
+    proto::{self, archive_service_server::ArchiveServiceServer},
+    service::ArchiveService,
+    store::Store,
+};
+
+/// Largest request message accepted. Well above the largest valid article
+/// (about 1.3 MiB), so an over-long field is answered with REJECTED naming
+/// the field instead of breaking the stream.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// The name health reports the archive under.
+pub const SERVICE_NAME: &str = "archive.v1.ArchiveService";
+
+/// Settings of a running server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long open streams may run on after shutdown starts before they
+    /// are ended with UNAVAILABLE.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Time given to connections to close after open streams were told to end.
+const STREAM_END_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` completes, then: health turns NOT_SERVING, new
+/// connections are refused, open calls get `options.shutdown_grace` to
+/// finish, streams still open after that end with UNAVAILABLE, and the store
+/// is flushed.
+///
+/// # Errors
+/// [`Error::Io`] when the transport fails, [`Error::Storage`] when the final
+/// flush fails.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ArchiveServiceServer<ArchiveService>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
+
+    let (stop_streams, streams_stopped) = watch::channel(false);
+    let archive = ArchiveServiceServer::new(ArchiveService::new(store.clone(), streams_stopped))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+
+    let (shutdown_started_tx, shutdown_started) = tokio::sync::oneshot::channel();
+    let signal = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            info!("shutting down: refusing new connections");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<ArchiveServiceServer<ArchiveService>>()
+                .await;
+            let _ = shutdown_started_tx.send(());
+        }
+    };
+
+    let serve = Server::builder()
+        .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        .tcp_nodelay(true)
+        // Detect dead peers on idle connections instead of holding them forever.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(archive)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let mut serve = tokio::spawn(serve);
+
+    let served = tokio::select! {
+        served = &mut serve => Some(served),
+        _ = shutdown_started => None,
+    };
+    let served = match served {
+        Some(served) => served,
+        None => match tokio::time::timeout(options.shutdown_grace, &mut serve).await {
+            Ok(served) => served,
+            Err(_) => {
+                warn!(grace = ?options.shutdown_grace, "grace period over: ending open streams with UNAVAILABLE");
+                let _ = stop_streams.send(true);
+                match tokio::time::timeout(STREAM_END_TIMEOUT, &mut serve).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        warn!("connections still open; closing them");
+                        serve.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        },
+    };
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(Error::io("serving gRPC", std::io::Error::other(e))),
+        Err(e) => return Err(Error::io("server task", std::io::Error::other(e))),
+    }
+    store.flush()?;
+    info!("stopped; store flushed");
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! The gRPC handlers: parse the request into domain types, call the store,
+//! map the answer back. Nothing else lives here.
+
+use std::{pin::Pin, time::Instant};
+
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{info, Instrument, Span};
+
+use crate::{
+    article::{Article, ArticleId, Timestamp, ValidationError},
+    error::Error,
+    page_token::PageToken,
+    proto::{
+        self, archive_service_server::ArchiveService as ArchiveApi, ArticleView, IngestOutcome,
+        SortOrder,
+    },
+    store::{DateRange, Order, PendingWrite, Position, Store, WriteOutcome},
+};
+
+/// Page size used when a request asks for 0.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page size; larger requests are clamped to it.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Largest ListArticles response, the default receive limit of gRPC clients.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Room kept in a response for the page token and framing.
+const RESPONSE_HEADROOM: usize = 16 * 1024;
+/// Articles of one ingest stream that may await their acknowledgement at
+/// once. Past this the server stops reading the stream, so a client that
+/// never reads its responses is held back by HTTP/2 flow control instead of
+/// filling the server's memory.
+pub const INGEST_WINDOW: usize = 1024;
+
+/// The `archive.v1.ArchiveService` implementation.
+pub struct ArchiveService {
+    store: Store,
+    /// Turns true when the shutdown grace period is over: open ingest streams
+    /// then stop reading and end with UNAVAILABLE.
+    stop_streams: watch::Receiver<bool>,
+}
+
+impl ArchiveService {
+    /// A service over `store`; `stop_streams` ends open ingest streams.
+    pub fn new(store: Store, stop_streams: watch::Receiver<bool>) -> Self {
+        Self {
+            store,
+            stop_streams,
+        }
+    }
+}
+
+type IngestStream =
+    Pin<Box<dyn Stream<Item = Result<proto::IngestArticlesResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ArchiveApi for ArchiveService {
+    async fn get_article(
+        &self,
+        request: Request<proto::GetArticleRequest>,
+    ) -> Result<Response<proto::GetArticleResponse>, Status> {
+        let started = Instant::now();
+        let result = (|| {
+            let id = ArticleId::parse("id", &request.get_ref().id)?;
+            // A point read is served from sled's cache or one short read, so it
+            // runs inline rather than paying for a blocking-pool hop.
+            let stored = self
+                .store
+                .get(&id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            Ok::<_, Error>(proto::GetArticleResponse {
+                article: Some(stored.into_proto(true)),
+            })
+        })();
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn list_articles(
+        &self,
+        request: Request<proto::ListArticlesRequest>,
+    ) -> Result<Response<proto::ListArticlesResponse>, Status> {
+        let started = Instant::now();
+        let result = async {
+            let query = ListQuery::parse(request.into_inner(), self.store.page_token_key())?;
+            let store = self.store.clone();
+            // A page reads up to 1000 records: off the async workers.
+            tokio::task::spawn_blocking(move || query.run(&store))
+                .await
+                .map_err(|e| Status::internal(format!("list task failed: {e}")))?
+                .map_err(Status::from)
+        }
+        .await;
+        log_finished(started, result.map(Response::new))
+    }
+
+    type IngestArticlesStream = IngestStream;
+
+    async fn ingest_articles(
+        &self,
+        request: Request<Streaming<proto::IngestArticlesRequest>>,
+    ) -> Result<Response<Self::IngestArticlesStream>, Status> {
+        let started = Instant::now();
+        let inbound = request.into_inner();
+        let (pending_tx, pending_rx) = mpsc::channel(INGEST_WINDOW);
+        let (out_tx, out_rx) = mpsc::channel(INGEST_WINDOW);
+        let span = Span::current();
+        tokio::spawn(
+            read_ingest_stream(
+                inbound,
+                self.store.clone(),
+                pending_tx,
+                self.stop_streams.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        tokio::spawn(acknowledge_in_order(pending_rx, out_tx, started).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// One request's answer, possibly still waiting for the writer.
+enum Pending {
+    Ready(proto::IngestArticlesResponse),
+    Waiting {
+        index: u64,
+        id: ArticleId,
+        write: PendingWrite,
+    },
+    /// The stream ends here with this status.
+    End(Status),
+}
+
+/// Reads requests, validates each, and queues valid articles for the writer.
+/// Answers go to `pending` in request order.
+async fn read_ingest_stream(
+    mut inbound: Streaming<proto::IngestArticlesRequest>,
+    store: Store,
+    pending: mpsc::Sender<Pending>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut index = 0u64;
+    loop {
+        let message = tokio::select! {
+            biased;
+            // A dropped sender means the server is gone without asking streams
+            // to stop; only an explicit stop ends them.
+            () = async { if stop.wait_for(|stop| *stop).await.is_err() { std::future::pending().await } } => {
+                let _ = pending.send(Pending::End(Status::unavailable(
+                    "the server is shutting down; articles without a response were not stored",
+                ))).await;
+                return;
+            }
+            message = inbound.message() => message,
+        };
+        let next = match message {
+            Ok(Some(request)) => match request.article.map(Article::from_proto) {
+                None => Pending::Ready(rejected(
+                    index,
+                    "",
+                    &ValidationError {
+                        field: "article",
+                        rule: "is required".into(),
+                    },
+                )),
+                Some(Err(invalid)) => Pending::Ready(rejected(index, "", &invalid)),
+                Some(Ok(article)) => {
+                    let id = article.id().clone();
+                    match store.submit(article).await {
+                        Ok(write) => Pending::Waiting { index, id, write },
+                        Err(e) => Pending::End(e.into()),
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(status) => Pending::End(status),
+        };
+        let ends = matches!(next, Pending::End(_));
+        if pending.send(next).await.is_err() || ends {
+            return;
+        }
+        index += 1;
+    }
+}
+
+/// Sends each answer once it is final, in request order, and ends the stream
+/// after the first error.
+async fn acknowledge_in_order(
+    mut pending: mpsc::Receiver<Pending>,
+    out: mpsc::Sender<Result<proto::IngestArticlesResponse, Status>>,
+    started: Instant,
+) {
+    let mut code = Code::Ok;
+    let mut acknowledged = 0u64;
+    while let Some(next) = pending.recv().await {
+        let answer = match next {
+            Pending::Ready(response) => Ok(response),
+            Pending::Waiting { index, id, write } => {
+                write.outcome().await.map_err(Status::from).map(|outcome| {
+                    proto::IngestArticlesResponse {
+                        index,
+                        id: id.to_string(),
+                        outcome: match outcome {
+                            WriteOutcome::Created => IngestOutcome::Created,
+                            WriteOutcome::Updated => IngestOutcome::Updated,
+                            WriteOutcome::Unchanged => IngestOutcome::Unchanged,
+                        } as i32,
+                        error: String::new(),
+                    }
+                })
+            }
+            Pending::End(status) => Err(status),
+        };
+        let failed = answer.as_ref().err().map(Status::code);
+        if out.send(answer).await.is_err() {
+            code = Code::Cancelled;
+            break;
+        }
+        if let Some(failed) = failed {
+            code = failed;
+            break;
+        }
+        acknowledged += 1;
+    }
+    info!(
+        ?code,
+        acknowledged,
+        latency_ms = started.elapsed().as_secs_f64() * 1e3,
+        "rpc finished"
+    );
+}
+
+fn rejected(index: u64, id: &str, why: &ValidationError) -> proto::IngestArticlesResponse {
+    proto::IngestArticlesResponse {
+        index,
+        id: id.to_owned(),
+        outcome: IngestOutcome::Rejected as i32,
+        error: why.to_string(),
+    }
+}
+
+fn log_finished<T>(started: Instant, result: Result<T, Status>) -> Result<T, Status> {
+    let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+    info!(
+        ?code,
+        latency_ms = started.elapsed().as_secs_f64() * 1e3,
+        "rpc finished"
+    );
+    result
+}
+
+/// A validated ListArticles request.
+struct ListQuery {
+    range: DateRange,
+    order: Order,
+    after: Option<Position>,
+    page_size: usize,
+    with_body: bool,
+    token_key: [u8; 32],
+}
+
+impl ListQuery {
+    fn parse(request: proto::ListArticlesRequest, token_key: &[u8; 32]) -> Result<Self, Error> {
+        let invalid = |field, rule: &str| {
+            Error::from(ValidationError {
+                field,
+                rule: rule.into(),
+            })
+        };
+        let page_size = match usize::try_from(request.page_size) {
+            Err(_) => return Err(invalid("page_size", "must not be negative")),
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(n) => n.min(MAX_PAGE_SIZE),
+        };
+        let bound = |field, ts: &Option<prost_types::Timestamp>| {
+            ts.as_ref()
+                .map(|ts| Timestamp::from_proto(field, ts))
+                .transpose()
+        };
+        let range = DateRange {
+            start: bound("start_time", &request.start_time)?,
+            end: bound("end_time", &request.end_time)?,
+        };
+        if let (Some(start), Some(end)) = (range.start, range.end) {
+            if start > end {
+                return Err(invalid("start_time", "must not be after end_time"));
+            }
+        }
+        let order = match SortOrder::try_from(request.order) {
+            Ok(SortOrder::Unspecified | SortOrder::OldestFirst) => Order::OldestFirst,
+            Ok(SortOrder::NewestFirst) => Order::NewestFirst,
+            Err(_) => return Err(invalid("order", "is not a known SortOrder")),
+        };
+        let with_body = match ArticleView::try_from(request.view) {
+            Ok(ArticleView::Unspecified | ArticleView::Basic) => false,
+            Ok(ArticleView::Full) => true,
+            Err(_) => return Err(invalid("view", "is not a known ArticleView")),
+        };
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            let token = PageToken::decode(&request.page_token, token_key)?;
+            if token.order != order || token.range != range {
+                return Err(Error::InvalidPageToken(
+                    "it was issued for a different range or order",
+                ));
+            }
+            Some(token.after)
+        };
+        Ok(Self {
+            range,
+            order,
+            after,
+            page_size,
+            with_body,
+            token_key: *token_key,
+        })
+    }
+
+    /// Builds one page: up to `page_size` articles and, so the response stays
+    /// under [`MAX_RESPONSE_BYTES`], fewer when they are large. A token is
+    /// returned only when another article follows.
+    fn run(self, store: &Store) -> Result<proto::ListArticlesResponse, Error> {
+        let budget = MAX_RESPONSE_BYTES - RESPONSE_HEADROOM;
+        let mut scan = store.scan(self.range, self.order, self.after.as_ref());
+        let mut articles = Vec::new();
+        let mut bytes = 0;
+        let mut last = None;
+        let more = loop {
+            let Some(next) = scan.next() else { break false };
+            if articles.len() == self.page_size {
+                next?;
+                break true;
+            }
+            let stored = next?;
+            let position = Position {
+                published_at: stored.content.published_at,
+                id: stored.id.clone(),
+            };
+            let article = stored.into_proto(self.with_body);
+            let len = article.encoded_len();
+            let framed = 1 + prost::length_delimiter_len(len) + len;
+            if bytes + framed > budget && !articles.is_empty() {
+                break true;
+            }
+            bytes += framed;
+            articles.push(article);
+            last = Some(position);
+        };
+        let next_page_token = match (more, last) {
+            (true, Some(after)) => PageToken {
+                order: self.order,
+                range: self.range,
+                after,
+            }
+            .encode(&self.token_key),
+            _ => String::new(),
+        };
+        Ok(proto::ListArticlesResponse {
+            articles,
+            next_page_token,
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! The on-disk encoding of a stored article.
+//!
+//! A record is one format byte ([`FORMAT_V1`]) followed by a protobuf message
+//! defined here, not in the public API, so the API can evolve without
+//! rewriting data. The id is the record's key and is not repeated inside.
+//! Fields the writer needs on every ingest (date and hash) can be decoded on
+//! their own with [`RecordHeader`], skipping the body.
+
+use prost::Message;
+
+use crate::article::{ArticleContent, ArticleId, StoredArticle, Timestamp};
+
+/// The only record format so far.
+const FORMAT_V1: u8 = 1;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordV1 {
+    #[prost(int64, tag = "1")]
+    published_seconds: i64,
+    #[prost(uint32, tag = "2")]
+    published_nanos: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    content_sha256: Vec<u8>,
+    #[prost(int64, tag = "4")]
+    ingested_seconds: i64,
+    #[prost(uint32, tag = "5")]
+    ingested_nanos: u32,
+    #[prost(string, tag = "6")]
+    url: String,
+    #[prost(string, tag = "7")]
+    title: String,
+    #[prost(string, tag = "8")]
+    body: String,
+    #[prost(string, repeated, tag = "9")]
+    authors: Vec<String>,
+    #[prost(string, tag = "10")]
+    source: String,
+    #[prost(string, tag = "11")]
+    section: String,
+    #[prost(string, repeated, tag = "12")]
+    tags: Vec<String>,
+    #[prost(string, tag = "13")]
+    language: String,
+}
+
+/// The leading fields of a record: enough to place it in the index and to
+/// tell whether new content differs, without decoding the text.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordHeaderV1 {
+    #[prost(int64, tag = "1")]
+    published_seconds: i64,
+    #[prost(uint32, tag = "2")]
+    published_nanos: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    content_sha256: Vec<u8>,
+}
+
+/// Where a stored article sits in the index, and what its content hashes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// The stored publication time.
+    pub published_at: Timestamp,
+    /// The stored content hash.
+    pub content_sha256: [u8; 32],
+}
+
+/// Why a record could not be decoded.
+pub type DecodeError = String;
+
+/// Encodes a record for the primary tree.
+pub fn encode(
+    content: &ArticleContent,
+    content_sha256: [u8; 32],
+    ingested_at: Timestamp,
+) -> Vec<u8> {
+    let record = RecordV1 {
+        published_seconds: content.published_at.seconds,
+        published_nanos: content.published_at.nanos,
+        content_sha256: content_sha256.to_vec(),
+        ingested_seconds: ingested_at.seconds,
+        ingested_nanos: ingested_at.nanos,
+        url: content.url.clone(),
+        title: content.title.clone(),
+        body: content.body.clone(),
+        authors: content.authors.clone(),
+        source: content.source.clone(),
+        section: content.section.clone(),
+        tags: content.tags.clone(),
+        language: content.language.clone(),
+    };
+    let mut out = Vec::with_capacity(1 + record.encoded_len());
+    out.push(FORMAT_V1);
+    record
+        .encode(&mut out)
+        .expect("a Vec grows to fit any message");
+    out
+}
+
+fn payload(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    match bytes.split_first() {
+        Some((&FORMAT_V1, rest)) => Ok(rest),
+        Some((other, _)) => Err(format!("unknown record format {other}")),
+        None => Err("empty record".into()),
+    }
+}
+
+fn timestamp(seconds: i64, nanos: u32, what: &str) -> Result<Timestamp, DecodeError> {
+    let ts = Timestamp { seconds, nanos };
+    if (Timestamp::MIN_SECONDS..=Timestamp::MAX_SECONDS).contains(&seconds) && nanos < 1_000_000_000
+    {
+        Ok(ts)
+    } else {
+        Err(format!("{what} {seconds}.{nanos} is out of range"))
+    }
+}
+
+fn sha(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
+    bytes
+        .try_into()
+        .map_err(|_| format!("content_sha256 has {} bytes, not 32", bytes.len()))
+}
+
+/// Decodes only the header of a record.
+///
+/// # Errors
+/// A description of the damage when the bytes are not a record.
+pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
+    let raw = RecordHeaderV1::decode(payload(bytes)?).map_err(|e| e.to_string())?;
+    Ok(RecordHeader {
+        published_at: timestamp(raw.published_seconds, raw.published_nanos, "published_at")?,
+        content_sha256: sha(&raw.content_sha256)?,
+    })
+}
+
+/// Decodes a whole record stored under `id`.
+///
+/// # Errors
+/// A description of the damage when the bytes are not a record.
+pub fn decode(id: ArticleId, bytes: &[u8]) -> Result<StoredArticle, DecodeError> {
+    let raw = RecordV1::decode(payload(bytes)?).map_err(|e| e.to_string())?;
+    Ok(StoredArticle {
+        id,
+        content: ArticleContent {
+            url: raw.url,
+            title: raw.title,
+            body: raw.body,
+            published_at: timestamp(raw.published_seconds, raw.published_nanos, "published_at")?,
+            authors: raw.authors,
+            source: raw.source,
+            section: raw.section,
+            tags: raw.tags,
+            language: raw.language,
+        },
+        ingested_at: timestamp(raw.ingested_seconds, raw.ingested_nanos, "ingested_at")?,
+        content_sha256: sha(&raw.content_sha256)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_headers_agree() {
+        let content = ArticleContent {
+            url: "https://example.com/a".into(),
+            title: "Agn├Ęs says “hello”".into(),
+            body: "line one\n\nline two".into(),
+            published_at: Timestamp {
+                seconds: -3_755_289_600,
+                nanos: 5,
+            },
+            authors: vec!["A".into(), "B".into()],
+            source: "example.com".into(),
+            section: "World".into(),
+            tags: vec!["t".into()],
+            language: "en".into(),
+        };
+        let sha = content.sha256();
+        let ingested = Timestamp {
+            seconds: 1,
+            nanos: 2,
+        };
+        let bytes = encode(&content, sha, ingested);
+        let id = ArticleId::parse("id", "x").unwrap();
+        let stored = decode(id.clone(), &bytes).unwrap();
+        assert_eq!(stored.content, content);
+        assert_eq!(stored.ingested_at, ingested);
+        assert_eq!(stored.content_sha256, sha);
+        let header = decode_header(&bytes).unwrap();
+        assert_eq!(header.published_at, content.published_at);
+        assert_eq!(header.content_sha256, sha);
+        assert!(decode(id, &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode_header(&[9, 1, 2]).is_err());
+    }
+}
