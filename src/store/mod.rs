@@ -83,7 +83,11 @@ pub struct Store {
 struct Inner {
     trees: Trees,
     /// Bounded, so a burst of ingest waits here instead of growing the heap.
-    queue: mpsc::Sender<writer::WriteRequest>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<writer::WriteRequest>>,
+    /// Joined on drop, so that once the last handle is gone the writer has
+    /// finished and sled has released the directory lock.
+    writer: Option<thread::JoinHandle<()>>,
     /// HMAC key for page tokens; kept in the database so tokens outlive a
     /// restart.
     page_token_key: [u8; 32],
@@ -164,7 +168,7 @@ impl Store {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let writer_trees = trees.clone();
         let limits = config.batch_limits;
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("archive-writer".into())
             .spawn(move || writer::run(writer_trees, receiver, limits))
             .map_err(|e| Error::io("starting the writer thread", e))?;
@@ -172,7 +176,8 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 trees,
-                queue,
+                queue: Some(queue),
+                writer: Some(writer),
                 page_token_key,
                 path: config.path.clone(),
             }),
@@ -203,8 +208,8 @@ impl Store {
     /// [`Error::Closed`] when the writer has stopped.
     pub async fn submit(&self, article: Article) -> Result<PendingWrite> {
         let (reply, outcome) = oneshot::channel();
-        self.inner
-            .queue
+        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
+        queue
             .send(writer::WriteRequest { article, reply })
             .await
             .map_err(|_| Error::Closed)?;
@@ -334,6 +339,18 @@ impl Store {
             }
         }
         Ok(report)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish its last batch and exit.
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
     }
 }
 

@@ -1,0 +1,161 @@
+//! The test harness: a real server on 127.0.0.1:0 over a temporary data
+//! directory, reached through the generated client over TCP.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use article_archive::{
+    proto::{self, archive_service_client::ArchiveServiceClient},
+    ServeOptions, Store, StoreConfig,
+};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+pub type Client = ArchiveServiceClient<Channel>;
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub client: Client,
+    /// A handle on the same store, for consistency checks.
+    pub store: Store,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<article_archive::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_in(TempDir::new().unwrap(), ServeOptions::default()).await
+    }
+
+    /// Starts a server over `dir`, which may hold an archive already.
+    pub async fn start_in(dir: TempDir, options: ServeOptions) -> Self {
+        let store = Store::open(&StoreConfig::new(dir.path().join("data"))).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(article_archive::run(
+            listener,
+            store.clone(),
+            async move {
+                let _ = signal.await;
+            },
+            options,
+        ));
+        // The listener is bound, so connecting needs no waiting.
+        let client = ArchiveServiceClient::new(channel(addr).await);
+        Self {
+            addr,
+            client,
+            store,
+            dir,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    /// Signals shutdown without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Shuts the server down, waits for `run` to return, and hands back the
+    /// data directory (the store is closed once every handle is dropped).
+    pub async fn stop(mut self) -> TempDir {
+        self.begin_shutdown();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("run returns after shutdown")
+            .unwrap()
+            .unwrap();
+        self.dir
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The real scraped article: breadcrumb line, curly quotes, mis-decoded name.
+pub fn seed_body() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/seed-article.txt"
+    );
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+pub fn ts(seconds: i64, nanos: i32) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos }
+}
+
+/// A small valid article with an explicit id.
+pub fn article(id: &str, seconds: i64) -> proto::Article {
+    proto::Article {
+        id: id.into(),
+        title: format!("Title of {id}"),
+        body: format!("Body of {id}"),
+        published_at: Some(ts(seconds, 0)),
+        source: "example.com".into(),
+        ..Default::default()
+    }
+}
+
+pub fn request(article: proto::Article) -> proto::IngestArticlesRequest {
+    proto::IngestArticlesRequest {
+        article: Some(article),
+    }
+}
+
+/// Streams the articles through one IngestArticles call and collects every
+/// response.
+pub async fn ingest(
+    client: &mut Client,
+    articles: Vec<proto::Article>,
+) -> Vec<proto::IngestArticlesResponse> {
+    let requests = tokio_stream::iter(articles.into_iter().map(request));
+    let mut responses = client.ingest_articles(requests).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(response) = responses.next().await {
+        out.push(response.unwrap());
+    }
+    out
+}
+
+pub fn outcome(response: &proto::IngestArticlesResponse) -> proto::IngestOutcome {
+    proto::IngestOutcome::try_from(response.outcome).unwrap()
+}
+
+/// Walks every page of a listing and returns the articles in order.
+pub async fn list_all(
+    client: &mut Client,
+    mut request: proto::ListArticlesRequest,
+) -> Vec<proto::Article> {
+    let mut out = Vec::new();
+    loop {
+        let page = client
+            .list_articles(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.articles);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        request.page_token = page.next_page_token;
+    }
+}
