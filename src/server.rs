@@ -3,16 +3,21 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{codec::CompressionEncoding, transport::Server};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::{server::TcpIncoming, Server},
+};
 use tonic_health::ServingStatus;
 use tracing::{info, info_span, warn};
 
 use crate::{
     error::Error,
     proto::{self, archive_service_server::ArchiveServiceServer},
-    service::ArchiveService,
+    service::{ArchiveService, ShutdownHooks},
     store::Store,
 };
 
@@ -40,8 +45,10 @@ impl Default for ServeOptions {
     }
 }
 
-/// Time given to connections to close after open streams were told to end.
+/// Time given to open streams to end after they were told to.
 const STREAM_END_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time given to connections to close once no call is running.
+const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Serves until `shutdown` completes, then: health turns NOT_SERVING, new
 /// connections are refused, open calls get `options.shutdown_grace` to
@@ -74,7 +81,12 @@ pub async fn run(
         .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
 
     let (stop_streams, streams_stopped) = watch::channel(false);
-    let archive = ArchiveServiceServer::new(ArchiveService::new(store.clone(), streams_stopped))
+    let (in_flight, mut calls_done) = mpsc::channel::<()>(1);
+    let hooks = ShutdownHooks {
+        stop_streams: streams_stopped,
+        in_flight: in_flight.downgrade(),
+    };
+    let archive = ArchiveServiceServer::new(ArchiveService::new(store.clone(), hooks))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -95,9 +107,14 @@ pub async fn run(
         }
     };
 
+    // Socket options go on the incoming stream: the builder's TCP settings
+    // apply only to listeners it binds itself. No Nagle delay on small
+    // acknowledgements; TCP keepalive finds peers that vanished.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let serve = Server::builder()
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
-        .tcp_nodelay(true)
         // Detect dead peers on idle connections instead of holding them forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -105,7 +122,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(archive)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
     let mut serve = tokio::spawn(serve);
 
     let served = tokio::select! {
@@ -114,21 +131,33 @@ pub async fn run(
     };
     let served = match served {
         Some(served) => served,
-        None => match tokio::time::timeout(options.shutdown_grace, &mut serve).await {
-            Ok(served) => served,
-            Err(_) => {
+        None => {
+            // Wait for the calls in flight, not for the connections: an idle
+            // client connection would otherwise hold the process until the
+            // grace period ends (hyper waits for the peer to close it).
+            drop(in_flight);
+            let drained = tokio::time::timeout(options.shutdown_grace, calls_done.recv()).await;
+            if drained.is_err() {
                 warn!(grace = ?options.shutdown_grace, "grace period over: ending open streams with UNAVAILABLE");
                 let _ = stop_streams.send(true);
-                match tokio::time::timeout(STREAM_END_TIMEOUT, &mut serve).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        warn!("connections still open; closing them");
-                        serve.abort();
-                        Ok(Ok(()))
-                    }
+                if tokio::time::timeout(STREAM_END_TIMEOUT, calls_done.recv())
+                    .await
+                    .is_err()
+                {
+                    warn!("calls still running after the streams were told to end");
                 }
             }
-        },
+            // Every call has finished; give connections a moment to deliver
+            // the last frames and close, then stop waiting for them.
+            match tokio::time::timeout(CONNECTION_CLOSE_TIMEOUT, &mut serve).await {
+                Ok(served) => served,
+                Err(_) => {
+                    info!("closing idle connections");
+                    serve.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
     };
     match served {
         Ok(Ok(())) => {}

@@ -37,18 +37,36 @@ pub const INGEST_WINDOW: usize = 1024;
 /// The `archive.v1.ArchiveService` implementation.
 pub struct ArchiveService {
     store: Store,
+    shutdown: ShutdownHooks,
+}
+
+/// How the server's shutdown reaches the handlers.
+#[derive(Clone)]
+pub struct ShutdownHooks {
     /// Turns true when the shutdown grace period is over: open ingest streams
     /// then stop reading and end with UNAVAILABLE.
-    stop_streams: watch::Receiver<bool>,
+    pub stop_streams: watch::Receiver<bool>,
+    /// Every call holds a strong copy of this sender while it runs, so the
+    /// server knows when the last one is done (the receiver then sees the
+    /// channel close). Weak here so that the service itself does not keep it
+    /// open; once the server drops its own copy and the calls finish, new
+    /// calls are refused.
+    pub in_flight: mpsc::WeakSender<()>,
 }
 
 impl ArchiveService {
-    /// A service over `store`; `stop_streams` ends open ingest streams.
-    pub fn new(store: Store, stop_streams: watch::Receiver<bool>) -> Self {
-        Self {
-            store,
-            stop_streams,
-        }
+    /// A service over `store`.
+    pub fn new(store: Store, shutdown: ShutdownHooks) -> Self {
+        Self { store, shutdown }
+    }
+
+    /// Registers a call as in flight, or refuses it when the server is
+    /// draining and every earlier call has finished.
+    fn track_call(&self) -> Result<mpsc::Sender<()>, Status> {
+        self.shutdown
+            .in_flight
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))
     }
 }
 
@@ -62,6 +80,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::GetArticleRequest>,
     ) -> Result<Response<proto::GetArticleResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.track_call()?;
         let result = (|| {
             let id = ArticleId::parse("id", &request.get_ref().id)?;
             // A point read is served from sled's cache or one short read, so it
@@ -82,6 +101,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::ListArticlesRequest>,
     ) -> Result<Response<proto::ListArticlesResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = self.track_call()?;
         let result = async {
             let query = ListQuery::parse(request.into_inner(), self.store.page_token_key())?;
             let store = self.store.clone();
@@ -102,6 +122,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<Streaming<proto::IngestArticlesRequest>>,
     ) -> Result<Response<Self::IngestArticlesStream>, Status> {
         let started = Instant::now();
+        let in_flight = self.track_call()?;
         let inbound = request.into_inner();
         let (pending_tx, pending_rx) = mpsc::channel(INGEST_WINDOW);
         let (out_tx, out_rx) = mpsc::channel(INGEST_WINDOW);
@@ -111,11 +132,18 @@ impl ArchiveApi for ArchiveService {
                 inbound,
                 self.store.clone(),
                 pending_tx,
-                self.stop_streams.clone(),
+                self.shutdown.stop_streams.clone(),
             )
             .instrument(span.clone()),
         );
-        tokio::spawn(acknowledge_in_order(pending_rx, out_tx, started).instrument(span));
+        tokio::spawn(
+            async move {
+                acknowledge_in_order(pending_rx, out_tx, started).await;
+                // The call is over once its last answer is handed to tonic.
+                drop(in_flight);
+            }
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }

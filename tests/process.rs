@@ -1,0 +1,277 @@
+//! Tests of the real binary as a process: crash with SIGKILL mid-stream,
+//! SIGTERM with open streams, and a second server on a locked directory.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc as std_mpsc,
+    time::Duration,
+};
+
+use article_archive::{
+    article::Article,
+    proto::{self, archive_service_client::ArchiveServiceClient, IngestOutcome, SortOrder},
+    Store, StoreConfig,
+};
+use common::*;
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::Code;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_article-archive");
+
+/// A server process, with its stderr collected line by line.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: std_mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    /// Starts `article-archive serve` on a free port and waits for the log
+    /// line that names the bound address.
+    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = spawn(data_dir, extra);
+        let (tx, log) = std_mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server logs its address or exits");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Self { child, addr, log }
+    }
+
+    async fn client(&self) -> Client {
+        ArchiveServiceClient::new(channel(self.addr).await)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self, within: Duration) -> (ExitStatus, Vec<String>) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.log.try_iter().collect());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn spawn(data_dir: &Path, extra: &[&str]) -> Child {
+    Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sha_of(article: &proto::Article) -> String {
+    hex::encode(
+        Article::from_proto(article.clone())
+            .unwrap()
+            .content()
+            .sha256(),
+    )
+}
+
+/// SIGKILL in the middle of a stream that creates and updates (moving dates)
+/// loses no acknowledged article, and the index is consistent afterwards.
+#[tokio::test]
+async fn kill_9_mid_stream_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = ServerProcess::start(&data, &[]);
+    let mut client = server.client().await;
+
+    // 3000 requests over 1000 ids: every id is written three times with a
+    // different date, so updates that move index entries are in flight.
+    let versions: Vec<proto::Article> = (0..3000i64)
+        .map(|i| proto::Article {
+            body: format!(
+                "version {} of article {}. {}",
+                i / 1000,
+                i % 1000,
+                "text ".repeat(300)
+            ),
+            ..article(
+                &format!("k{:04}", i % 1000),
+                (i % 1000) * 86_400 - 1_000_000_000 + (i / 1000) * 3_600,
+            )
+        })
+        .collect();
+    let (tx, rx) = mpsc::channel(64);
+    let feeder = {
+        let versions = versions.clone();
+        tokio::spawn(async move {
+            for v in versions {
+                if tx.send(request(v)).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut responses = client
+        .ingest_articles(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    let mut count = 0;
+    while let Some(response) = responses.next().await {
+        let Ok(response) = response else { break };
+        assert_ne!(outcome(&response), IngestOutcome::Rejected);
+        let sent = &versions[response.index as usize];
+        acknowledged.insert(response.id.clone(), sha_of(sent));
+        count += 1;
+        if count == 1500 {
+            server.child.kill().unwrap();
+        }
+    }
+    feeder.abort();
+    server.child.wait().unwrap();
+    assert!(
+        count >= 1500,
+        "only {count} acknowledgements before the kill"
+    );
+
+    let server = ServerProcess::start(&data, &[]);
+    let mut client = server.client().await;
+    for (id, sha) in &acknowledged {
+        let got = client
+            .get_article(proto::GetArticleRequest { id: id.clone() })
+            .await
+            .unwrap();
+        // The stored version is the acknowledged one or a later one that was
+        // written but not yet acknowledged when the process died.
+        let stored = got.into_inner().article.unwrap().content_sha256;
+        let later = versions
+            .iter()
+            .filter(|v| &v.id == id)
+            .map(sha_of)
+            .collect::<Vec<_>>();
+        assert!(
+            stored == *sha || later.contains(&stored),
+            "{id}: stored {stored}, acknowledged {sha}"
+        );
+        let position = later.iter().position(|s| *s == stored).unwrap();
+        let acked_position = later.iter().position(|s| s == sha).unwrap();
+        assert!(
+            position >= acked_position,
+            "{id} went back to an older version"
+        );
+    }
+    let listed = list_all(
+        &mut client,
+        proto::ListArticlesRequest {
+            page_size: 1000,
+            order: SortOrder::OldestFirst as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut ids: Vec<_> = listed.iter().map(|a| a.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), listed.len(), "no article listed twice");
+    assert!(listed.len() >= acknowledged.len());
+
+    server.signal("TERM");
+    let (status, _) = server.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let store = Store::open(&StoreConfig::new(&data)).unwrap();
+    let report = store.check().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.records, report.index_entries);
+    assert_eq!(report.records as usize, listed.len());
+}
+
+/// A second server on a directory in use exits non-zero and says why.
+#[tokio::test]
+async fn a_second_server_on_a_locked_directory_exits_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path(), &[]);
+    let second = spawn(dir.path(), &[]).wait_with_output().unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("is locked by another process"), "{stderr}");
+    first.signal("TERM");
+    assert!(first.wait(Duration::from_secs(30)).0.success());
+}
+
+/// SIGTERM while an ingest stream stays open: the stream is ended with
+/// UNAVAILABLE after the grace period, what was acknowledged is durable, and
+/// the process exits 0.
+#[tokio::test]
+async fn sigterm_ends_an_endless_stream_after_the_grace_period_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--shutdown-grace-secs", "1"]);
+    let mut client = server.client().await;
+    let (tx, rx) = mpsc::channel(8);
+    let mut responses = client
+        .ingest_articles(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..3 {
+        tx.send(request(article(&format!("open{i}"), i)))
+            .await
+            .unwrap();
+        let ack = responses.next().await.unwrap().unwrap();
+        assert_eq!(outcome(&ack), IngestOutcome::Created);
+    }
+    server.signal("TERM");
+    // The client keeps the stream open and sends nothing more.
+    let end = tokio::time::timeout(Duration::from_secs(20), responses.next())
+        .await
+        .expect("the stream is ended by the server");
+    let status = end.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    drop(tx);
+    let (exit, log) = server.wait(Duration::from_secs(20));
+    assert!(exit.success(), "{exit}: {log:?}");
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    for i in 0..3 {
+        client
+            .get_article(proto::GetArticleRequest {
+                id: format!("open{i}"),
+            })
+            .await
+            .unwrap();
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(20)).0.success());
+}
