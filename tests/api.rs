@@ -172,6 +172,36 @@ async fn over_long_body_is_rejected_and_the_stream_continues() {
     assert_eq!(outcome(&acks[1]), IngestOutcome::Created);
 }
 
+/// A request message over the 4 MiB limit ends the stream with a clear
+/// status, after the acknowledgements already due.
+#[tokio::test]
+async fn a_message_over_the_request_limit_ends_the_stream_after_earlier_acks() {
+    let mut server = TestServer::start().await;
+    let mut oversized = article("too-big", 2);
+    oversized.body = "x".repeat(5 * 1024 * 1024);
+    let requests = tokio_stream::iter([article("first", 1), oversized].map(request));
+    let mut responses = server
+        .client
+        .ingest_articles(requests)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.next().await.unwrap().unwrap();
+    assert_eq!((first.index, outcome(&first)), (0, IngestOutcome::Created));
+    let status = responses.next().await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("too large"),
+        "{}",
+        status.message()
+    );
+    assert!(server
+        .client
+        .get_article(proto::GetArticleRequest { id: "first".into() })
+        .await
+        .is_ok());
+}
+
 /// An update that changes published_at moves the index entry: the article
 /// leaves its old date and appears at the new one, once.
 #[tokio::test]
