@@ -18,6 +18,8 @@ pub const MAX_TITLE_BYTES: usize = 4096;
 pub const MAX_URL_BYTES: usize = 4096;
 /// Largest source or section accepted, in bytes.
 pub const MAX_LABEL_BYTES: usize = 512;
+/// Largest description accepted, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
 /// Most authors, and most tags, accepted on one article.
 pub const MAX_LIST_ENTRIES: usize = 256;
 /// Largest author name or tag accepted, in bytes.
@@ -187,6 +189,8 @@ pub struct ArticleContent {
     pub tags: Vec<String>,
     /// BCP-47 language tag, or empty.
     pub language: String,
+    /// Standfirst or summary, or empty.
+    pub description: String,
 }
 
 impl ArticleContent {
@@ -213,6 +217,7 @@ impl ArticleContent {
             hash.string(9, tag);
         }
         hash.string(10, &self.language);
+        hash.string(13, &self.description);
         hash.finish()
     }
 
@@ -271,6 +276,7 @@ impl Article {
         check_max_len("section", &raw.section, MAX_LABEL_BYTES)?;
         check_list("tags", &raw.tags)?;
         check_language(&raw.language)?;
+        check_max_len("description", &raw.description, MAX_DESCRIPTION_BYTES)?;
 
         let content = ArticleContent {
             url: raw.url,
@@ -282,6 +288,7 @@ impl Article {
             section: raw.section,
             tags: raw.tags,
             language: raw.language,
+            description: raw.description,
         };
         let id = if raw.id.is_empty() {
             content.derived_id()
@@ -340,6 +347,7 @@ impl StoredArticle {
             section: content.section,
             tags: content.tags,
             language: content.language,
+            description: content.description,
             ingested_at: Some(self.ingested_at.to_proto()),
             content_sha256: hex::encode(self.content_sha256),
         }

@@ -4,6 +4,11 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::cli::{
+    export::ExportArgs,
+    ingest::IngestArgs,
+    show::{GetArgs, ListArgs},
+};
 use crate::{server::ServeOptions, store::StoreConfig};
 
 /// A gRPC archive of news articles on an embedded sled database.
@@ -20,6 +25,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC server.
     Serve(ServeArgs),
+    /// Load JSON Lines files (archive or news-please JSON, plain or .gz) into
+    /// a running server. Exit status: 0 everything stored, 2 some lines
+    /// rejected or unreadable, 1 the load could not finish.
+    Ingest(IngestArgs),
+    /// Write articles from a running server as JSON Lines (protobuf JSON).
+    Export(ExportArgs),
+    /// Show one article.
+    Get(GetArgs),
+    /// Show articles by publication date, one per line.
+    List(ListArgs),
 }
 
 /// Settings of `article-archive serve`.

@@ -15,12 +15,17 @@
 //!   encoding, [`store::record`] the on-disk record, and a single writer
 //!   thread does group commit, flush, then acknowledge.
 //! - [`error`]: the one error type and its mapping to gRPC status codes.
+//! - [`cli`]: the client commands (`ingest`, `export`, `get`, `list`), which
+//!   talk to a server over gRPC like any other client; [`jsonl`] is their
+//!   JSON Lines mapping (protobuf JSON and news-please).
 //!
 //! Dependencies point one way: server → service → (article, store) → keys.
 
 pub mod article;
+pub mod cli;
 pub mod config;
 pub mod error;
+pub mod jsonl;
 pub mod page_token;
 pub mod proto;
 pub mod server;

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use article_archive::{
+    cli,
     config::{Cli, Command, ServeArgs},
     server, telemetry, Error, Store,
 };
@@ -20,20 +21,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
+    let client_result = match cli.command {
         Command::Serve(args) => {
             telemetry::init(args.log_format);
-            runtime.block_on(serve(args))
+            return match runtime.block_on(serve(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    eprintln!("article-archive: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
+        Command::Ingest(args) => runtime.block_on(cli::ingest::run(args)),
+        Command::Export(args) => runtime.block_on(cli::export::run(args)),
+        Command::Get(args) => runtime.block_on(cli::show::get(args)),
+        Command::List(args) => runtime.block_on(cli::show::list(args)),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("article-archive: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // Do not wait for a reader thread still blocked on standard input.
+    runtime.shutdown_background();
+    client_result.unwrap_or_else(|e| {
+        eprintln!("article-archive: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {

@@ -6,8 +6,8 @@
 //! ingest and restarts never make a page skip or repeat an article. Layout
 //! before base64url (no padding):
 //!
-//! `version (1) ‖ order (1) ‖ bounds flags (1) ‖ start (12) ‖ end (12) ‖
-//!  position time (12) ‖ position id (1-128) ‖ tag (16)`
+//! `version (1) ‖ order (1) ‖ bounds flags (1) ‖ start (14) ‖ end (14) ‖
+//!  position time (14) ‖ position id (1-128) ‖ tag (16)`
 //!
 //! Timestamps use the order-preserving encoding of the date index.
 

@@ -115,6 +115,38 @@ impl ArchiveApi for ArchiveService {
         log_finished(started, result.map(Response::new))
     }
 
+    type ExportArticlesStream =
+        Pin<Box<dyn Stream<Item = Result<proto::ExportArticlesResponse, Status>> + Send>>;
+
+    async fn export_articles(
+        &self,
+        request: Request<proto::ExportArticlesRequest>,
+    ) -> Result<Response<Self::ExportArticlesStream>, Status> {
+        let started = Instant::now();
+        let in_flight = self.track_call()?;
+        let query = match ExportQuery::parse(request.into_inner()) {
+            Ok(query) => query,
+            Err(e) => return log_finished(started, Err(e.into())),
+        };
+        // A small channel: the export reads ahead one chunk at most.
+        let (out, stream) = mpsc::channel(EXPORT_CHUNK_ARTICLES);
+        let (store, stop) = (self.store.clone(), self.shutdown.stop_streams.clone());
+        tokio::spawn(
+            async move {
+                let (code, exported) = run_export(query, store, out, stop).await;
+                info!(
+                    ?code,
+                    exported,
+                    latency_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "rpc finished"
+                );
+                drop(in_flight);
+            }
+            .instrument(Span::current()),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
     type IngestArticlesStream = IngestStream;
 
     async fn ingest_articles(
@@ -172,9 +204,7 @@ async fn read_ingest_stream(
     loop {
         let message = tokio::select! {
             biased;
-            // A dropped sender means the server is gone without asking streams
-            // to stop; only an explicit stop ends them.
-            () = async { if stop.wait_for(|stop| *stop).await.is_err() { std::future::pending().await } } => {
+            () = stopped(&mut stop) => {
                 let _ = pending.send(Pending::End(Status::unavailable(
                     "the server is shutting down; articles without a response were not stored",
                 ))).await;
@@ -350,33 +380,16 @@ impl ListQuery {
     /// under [`MAX_RESPONSE_BYTES`], fewer when they are large. A token is
     /// returned only when another article follows.
     fn run(self, store: &Store) -> Result<proto::ListArticlesResponse, Error> {
-        let budget = MAX_RESPONSE_BYTES - RESPONSE_HEADROOM;
-        let mut scan = store.scan(self.range, self.order, self.after.as_ref());
-        let mut articles = Vec::new();
-        let mut bytes = 0;
-        let mut last = None;
-        let more = loop {
-            let Some(next) = scan.next() else { break false };
-            if articles.len() == self.page_size {
-                next?;
-                break true;
-            }
-            let stored = next?;
-            let position = Position {
-                published_at: stored.content.published_at,
-                id: stored.id.clone(),
-            };
-            let article = stored.into_proto(self.with_body);
-            let len = article.encoded_len();
-            let framed = 1 + prost::length_delimiter_len(len) + len;
-            if bytes + framed > budget && !articles.is_empty() {
-                break true;
-            }
-            bytes += framed;
-            articles.push(article);
-            last = Some(position);
-        };
-        let next_page_token = match (more, last) {
+        let page = read_page(
+            store,
+            self.range,
+            self.order,
+            self.after.as_ref(),
+            self.page_size,
+            MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
+            self.with_body,
+        )?;
+        let next_page_token = match (page.more, page.last) {
             (true, Some(after)) => PageToken {
                 order: self.order,
                 range: self.range,
@@ -386,9 +399,205 @@ impl ListQuery {
             _ => String::new(),
         };
         Ok(proto::ListArticlesResponse {
-            articles,
+            articles: page.articles,
             next_page_token,
         })
+    }
+}
+
+/// Articles read in one go, and where the next read starts.
+struct Page {
+    articles: Vec<proto::Article>,
+    /// Position of the last article in `articles`.
+    last: Option<Position>,
+    /// Whether another article follows in the range.
+    more: bool,
+}
+
+/// Reads up to `max_articles` articles strictly after `after`, stopping
+/// before the encoded articles would pass `budget` bytes (but always taking
+/// at least one, so a reader makes progress). Blocking.
+fn read_page(
+    store: &Store,
+    range: DateRange,
+    order: Order,
+    after: Option<&Position>,
+    max_articles: usize,
+    budget: usize,
+    with_body: bool,
+) -> Result<Page, Error> {
+    let mut scan = store.scan(range, order, after);
+    let mut articles = Vec::new();
+    let mut bytes = 0;
+    let mut last = None;
+    let more = loop {
+        let Some(next) = scan.next() else { break false };
+        if articles.len() == max_articles {
+            next?;
+            break true;
+        }
+        let stored = next?;
+        let position = Position {
+            published_at: stored.content.published_at,
+            id: stored.id.clone(),
+        };
+        let article = stored.into_proto(with_body);
+        let len = article.encoded_len();
+        let framed = 1 + prost::length_delimiter_len(len) + len;
+        if bytes + framed > budget && !articles.is_empty() {
+            break true;
+        }
+        bytes += framed;
+        articles.push(article);
+        last = Some(position);
+    };
+    Ok(Page {
+        articles,
+        last,
+        more,
+    })
+}
+
+/// A validated ExportArticles request.
+struct ExportQuery {
+    range: DateRange,
+    order: Order,
+    resume_after: Option<Position>,
+}
+
+impl ExportQuery {
+    fn parse(request: proto::ExportArticlesRequest) -> Result<Self, Error> {
+        let range = parse_range(request.start_time.as_ref(), request.end_time.as_ref())?;
+        let order = parse_order(request.order)?;
+        let resume_after = request
+            .resume_after
+            .map(|p| {
+                let published_at = p
+                    .published_at
+                    .as_ref()
+                    .ok_or_else(|| invalid("resume_after.published_at", "is required"))
+                    .and_then(|ts| Ok(Timestamp::from_proto("resume_after.published_at", ts)?))?;
+                let id = ArticleId::parse("resume_after.id", &p.id)?;
+                let inside = range.start.is_none_or(|s| s <= published_at)
+                    && range.end.is_none_or(|e| published_at < e);
+                if !inside {
+                    return Err(invalid("resume_after", "is outside the requested range"));
+                }
+                Ok(Position { published_at, id })
+            })
+            .transpose()?;
+        Ok(Self {
+            range,
+            order,
+            resume_after,
+        })
+    }
+}
+
+/// Articles an export reads ahead of its reader, at most; with
+/// [`EXPORT_CHUNK_BYTES`] this bounds an export's memory.
+const EXPORT_CHUNK_ARTICLES: usize = 64;
+/// Bytes an export reads ahead of its reader, about.
+const EXPORT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Feeds an export stream chunk by chunk. Each chunk is read off the async
+/// workers and sent one article at a time; the next chunk is read only when
+/// the channel (and so the client) has taken the previous one.
+async fn run_export(
+    query: ExportQuery,
+    store: Store,
+    out: mpsc::Sender<Result<proto::ExportArticlesResponse, Status>>,
+    mut stop: watch::Receiver<bool>,
+) -> (Code, u64) {
+    let mut after = query.resume_after;
+    let mut sent = 0u64;
+    loop {
+        let (store, range, order, from) = (store.clone(), query.range, query.order, after.clone());
+        let chunk = tokio::task::spawn_blocking(move || {
+            read_page(
+                &store,
+                range,
+                order,
+                from.as_ref(),
+                EXPORT_CHUNK_ARTICLES,
+                EXPORT_CHUNK_BYTES,
+                true,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(format!("export task failed: {e}")))
+        .and_then(|page| page.map_err(Status::from));
+        let page = match chunk {
+            Ok(page) => page,
+            Err(status) => {
+                let code = status.code();
+                let _ = out.send(Err(status)).await;
+                return (code, sent);
+            }
+        };
+        for article in page.articles {
+            let send = out.send(Ok(proto::ExportArticlesResponse {
+                article: Some(article),
+            }));
+            tokio::select! {
+                biased;
+                () = stopped(&mut stop) => {
+                    let _ = out.send(Err(Status::unavailable(
+                        "the server is shutting down; resume the export after the last article received",
+                    ))).await;
+                    return (Code::Unavailable, sent);
+                }
+                result = send => if result.is_err() { return (Code::Cancelled, sent) },
+            }
+            sent += 1;
+        }
+        if !page.more {
+            return (Code::Ok, sent);
+        }
+        after = page.last;
+    }
+}
+
+/// Completes when the server asks open streams to stop; never, when the
+/// server went away without asking.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn invalid(field: &'static str, rule: &str) -> Error {
+    Error::from(ValidationError {
+        field,
+        rule: rule.into(),
+    })
+}
+
+fn parse_range(
+    start: Option<&prost_types::Timestamp>,
+    end: Option<&prost_types::Timestamp>,
+) -> Result<DateRange, Error> {
+    let range = DateRange {
+        start: start
+            .map(|ts| Timestamp::from_proto("start_time", ts))
+            .transpose()?,
+        end: end
+            .map(|ts| Timestamp::from_proto("end_time", ts))
+            .transpose()?,
+    };
+    if let (Some(start), Some(end)) = (range.start, range.end) {
+        if start > end {
+            return Err(invalid("start_time", "must not be after end_time"));
+        }
+    }
+    Ok(range)
+}
+
+fn parse_order(raw: i32) -> Result<Order, Error> {
+    match SortOrder::try_from(raw) {
+        Ok(SortOrder::Unspecified | SortOrder::OldestFirst) => Ok(Order::OldestFirst),
+        Ok(SortOrder::NewestFirst) => Ok(Order::NewestFirst),
+        Err(_) => Err(invalid("order", "is not a known SortOrder")),
     }
 }
 

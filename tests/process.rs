@@ -3,99 +3,17 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc as std_mpsc,
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use article_archive::{
     article::Article,
-    proto::{self, archive_service_client::ArchiveServiceClient, IngestOutcome, SortOrder},
+    proto::{self, IngestOutcome, SortOrder},
     Store, StoreConfig,
 };
 use common::*;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::Code;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_article-archive");
-
-/// A server process, with its stderr collected line by line.
-struct ServerProcess {
-    child: Child,
-    addr: SocketAddr,
-    log: std_mpsc::Receiver<String>,
-}
-
-impl ServerProcess {
-    /// Starts `article-archive serve` on a free port and waits for the log
-    /// line that names the bound address.
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = spawn(data_dir, extra);
-        let (tx, log) = std_mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = log
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server logs its address or exits");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        Self { child, addr, log }
-    }
-
-    async fn client(&self) -> Client {
-        ArchiveServiceClient::new(channel(self.addr).await)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(mut self, within: Duration) -> (ExitStatus, Vec<String>) {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, self.log.try_iter().collect());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn spawn(data_dir: &Path, extra: &[&str]) -> Child {
-    Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 fn sha_of(article: &proto::Article) -> String {
     hex::encode(

@@ -1,18 +1,30 @@
 //! Order-preserving key encoding for the date index.
 //!
 //! A date-index key is `seconds ‖ nanos ‖ id`:
-//! - seconds: the i64 Unix seconds with the sign bit flipped, as 8 big-endian
-//!   bytes, so that 1851 sorts before 1969 and 1969 before 1970;
+//! - seconds: the i64 Unix seconds with the sign bit flipped (so 1851 sorts
+//!   before 1969 and 1969 before 1970), written big-endian in 10 digits of
+//!   7 bits each, one digit per byte;
 //! - nanos: u32, 4 big-endian bytes;
 //! - id: the id's ASCII bytes, last, so that equal timestamps sort by id.
 //!
 //! Byte order of keys is therefore exactly (published_at, id) order, which is
 //! what sled's ordered iteration and range bounds work on.
+//!
+//! Why 7-bit digits rather than plain 8 big-endian bytes: sled 0.34's reverse
+//! iteration loops forever and panics ("fucked up tree traversal") when it
+//! steps back over a node boundary into keys that carry four 0xFF bytes right
+//! after the boundary's last byte (its `possible_predecessor` guesses
+//! `boundary - 1 ‖ FF FF FF FF`). Plain sign-flipped seconds for 1833-1969
+//! start `7F FF FF FF FF`, so newest-first listings across 1970 hit it. With
+//! 7-bit digits no key ever holds two 0xFF bytes in a row (nanos never
+//! exceeds 0x3B9AC9FF and ids are ASCII), and the order is unchanged.
 
 use crate::article::{ArticleId, Timestamp};
 
+/// Bytes of the seconds field: 64 bits in 7-bit digits.
+const SECONDS_LEN: usize = 10;
 /// Length of the fixed-width timestamp prefix of a date-index key.
-pub const TIMESTAMP_LEN: usize = 12;
+pub const TIMESTAMP_LEN: usize = SECONDS_LEN + 4;
 
 const SIGN_BIT: u64 = 1 << 63;
 
@@ -22,8 +34,11 @@ pub fn timestamp_prefix(ts: Timestamp) -> [u8; TIMESTAMP_LEN] {
     // Reinterpreting the bits and flipping the sign bit maps i64 order onto
     // u64 order: i64::MIN -> 0, -1 -> 2^63 - 1, 0 -> 2^63.
     let biased = (ts.seconds as u64) ^ SIGN_BIT;
-    out[..8].copy_from_slice(&biased.to_be_bytes());
-    out[8..].copy_from_slice(&ts.nanos.to_be_bytes());
+    for (i, digit) in out[..SECONDS_LEN].iter_mut().enumerate() {
+        let shift = 7 * (SECONDS_LEN - 1 - i);
+        *digit = ((biased >> shift) & 0x7F) as u8;
+    }
+    out[SECONDS_LEN..].copy_from_slice(&ts.nanos.to_be_bytes());
     out
 }
 
@@ -42,8 +57,14 @@ pub fn parse_date_key(key: &[u8]) -> Option<(Timestamp, ArticleId)> {
         return None;
     }
     let (ts, id) = key.split_at(TIMESTAMP_LEN);
-    let biased = u64::from_be_bytes(ts[..8].try_into().ok()?);
-    let nanos = u32::from_be_bytes(ts[8..].try_into().ok()?);
+    let (seconds, nanos) = ts.split_at(SECONDS_LEN);
+    if seconds[0] > 1 || seconds.iter().any(|digit| *digit > 0x7F) {
+        return None;
+    }
+    let biased = seconds
+        .iter()
+        .fold(0u64, |acc, digit| (acc << 7) | u64::from(*digit));
+    let nanos = u32::from_be_bytes(nanos.try_into().ok()?);
     let published_at = Timestamp::from_proto(
         "key",
         &prost_types::Timestamp {
@@ -84,6 +105,31 @@ mod tests {
         #[test]
         fn keys_parse_back(ts in timestamp(), id in id()) {
             prop_assert_eq!(parse_date_key(&date_key(ts, &id)), Some((ts, id)));
+        }
+    }
+
+    #[test]
+    fn no_key_holds_two_ff_bytes_in_a_row() {
+        let id = ArticleId::parse("id", "zz~").unwrap();
+        for seconds in [
+            Timestamp::MIN_SECONDS,
+            -4_294_967_296,
+            -1,
+            0,
+            4_294_967_295,
+            Timestamp::MAX_SECONDS,
+        ] {
+            let key = date_key(
+                Timestamp {
+                    seconds,
+                    nanos: 999_999_999,
+                },
+                &id,
+            );
+            assert!(
+                !key.windows(2).any(|w| w == [0xFF, 0xFF]),
+                "{seconds}: {key:?}"
+            );
         }
     }
 

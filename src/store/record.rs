@@ -41,6 +41,8 @@ struct RecordV1 {
     tags: Vec<String>,
     #[prost(string, tag = "13")]
     language: String,
+    #[prost(string, tag = "14")]
+    description: String,
 }
 
 /// The leading fields of a record: enough to place it in the index and to
@@ -87,6 +89,7 @@ pub fn encode(
         section: content.section.clone(),
         tags: content.tags.clone(),
         language: content.language.clone(),
+        description: content.description.clone(),
     };
     let mut out = Vec::with_capacity(1 + record.encoded_len());
     out.push(FORMAT_V1);
@@ -150,6 +153,7 @@ pub fn decode(id: ArticleId, bytes: &[u8]) -> Result<StoredArticle, DecodeError>
             section: raw.section,
             tags: raw.tags,
             language: raw.language,
+            description: raw.description,
         },
         ingested_at: timestamp(raw.ingested_seconds, raw.ingested_nanos, "ingested_at")?,
         content_sha256: sha(&raw.content_sha256)?,
@@ -175,6 +179,7 @@ mod tests {
             section: "World".into(),
             tags: vec!["t".into()],
             language: "en".into(),
+            description: "A summary".into(),
         };
         let sha = content.sha256();
         let ingested = Timestamp {

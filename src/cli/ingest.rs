@@ -1,0 +1,346 @@
+//! `article-archive ingest`: stream JSON Lines files to a running server.
+//!
+//! A reader thread reads and parses lines (plain or gzip) without loading a
+//! whole file; a sender task feeds valid articles into one `IngestArticles`
+//! stream as fast as the server takes them (the server acknowledges in
+//! order, so one pipelined stream keeps its single writer busy); the main
+//! loop matches each response to its line, counts outcomes, reports failures
+//! and shows progress.
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, BufWriter, Read, Write},
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use clap::Args;
+use flate2::read::MultiGzDecoder;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{connect, progress::Progress, CliError};
+use crate::{
+    jsonl,
+    proto::{self, IngestOutcome},
+};
+
+/// Flags of `article-archive ingest`.
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    /// Server to load into.
+    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+
+    /// Write every failed line (unreadable or rejected) to this file as JSON
+    /// Lines: file, line number, reason and the line itself.
+    #[arg(long, value_name = "FILE")]
+    pub rejects: Option<PathBuf>,
+
+    /// JSON Lines files, plain or .gz; none or `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Exit status when some lines were rejected or unreadable (everything else
+/// was stored).
+pub const EXIT_SOME_FAILED: u8 = 2;
+
+/// Where a line came from, and what the reports need of it.
+struct LineInfo {
+    file: Arc<str>,
+    line: u64,
+    bytes: u64,
+    /// How far into the input (in its own bytes) this line ends.
+    position: u64,
+    /// The line itself, kept only for `--rejects`.
+    text: Option<String>,
+}
+
+/// Something the reader thread or sender task hands to the main loop.
+enum Event {
+    /// A line that is not an article.
+    Unreadable(LineInfo, String),
+    /// The reader finished (or failed) all input.
+    InputDone(Result<(), CliError>),
+}
+
+#[derive(Default)]
+struct Counts {
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+    rejected: u64,
+    unreadable: u64,
+}
+
+#[derive(Serialize)]
+struct RejectRecord<'a> {
+    file: &'a str,
+    line: u64,
+    kind: &'a str,
+    reason: &'a str,
+    text: &'a str,
+}
+
+/// Runs the command.
+///
+/// # Errors
+/// A [`CliError`] when the server cannot be reached or an input cannot be
+/// read; a server that goes away mid-load is reported and exits 1.
+pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
+    let inputs: Vec<PathBuf> = if args.files.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        args.files.clone()
+    };
+    let total = inputs.iter().try_fold(0u64, |sum, path| {
+        (path.as_os_str() != "-")
+            .then(|| std::fs::metadata(path).ok().map(|m| sum + m.len()))
+            .flatten()
+    });
+    let mut rejects = args
+        .rejects
+        .as_ref()
+        .map(|path| {
+            File::create(path)
+                .map(BufWriter::new)
+                .map_err(|e| CliError::io(path, e))
+        })
+        .transpose()?;
+    let mut client = connect(&args.server).await?;
+
+    let (lines_tx, mut lines_rx) =
+        mpsc::channel::<(LineInfo, Result<proto::Article, String>)>(1024);
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let keep_text = rejects.is_some();
+    {
+        let events_tx = events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = read_inputs(&inputs, keep_text, &lines_tx);
+            let _ = events_tx.send(Event::InputDone(result));
+        });
+    }
+
+    // The sender records each line before its request goes out, so a
+    // response always finds its line waiting in `sent`.
+    let (requests_tx, requests_rx) = mpsc::channel(1024);
+    let (sent_tx, mut sent) = mpsc::unbounded_channel::<LineInfo>();
+    tokio::spawn(async move {
+        while let Some((info, parsed)) = lines_rx.recv().await {
+            match parsed {
+                Ok(article) => {
+                    if sent_tx.send(info).is_err() {
+                        return;
+                    }
+                    let request = proto::IngestArticlesRequest {
+                        article: Some(article),
+                    };
+                    if requests_tx.send(request).await.is_err() {
+                        return;
+                    }
+                }
+                Err(reason) => {
+                    let _ = events_tx.send(Event::Unreadable(info, reason));
+                }
+            }
+        }
+    });
+
+    let mut responses = client
+        .ingest_articles(ReceiverStream::new(requests_rx))
+        .await
+        .map_err(|status| CliError::rpc("IngestArticles", status))?
+        .into_inner();
+
+    let mut progress = Progress::new(total, "lines");
+    let mut counts = Counts::default();
+    let mut last_acknowledged: Option<(Arc<str>, u64)> = None;
+    let mut report =
+        |progress: &mut Progress, info: &LineInfo, kind: &str, reason: &str| -> io::Result<()> {
+            progress.println(&format!("{}:{}: {kind}: {reason}", info.file, info.line));
+            if let Some(out) = rejects.as_mut() {
+                let record = RejectRecord {
+                    file: &info.file,
+                    line: info.line,
+                    kind,
+                    reason,
+                    text: info.text.as_deref().unwrap_or_default(),
+                };
+                serde_json::to_writer(&mut *out, &record)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        };
+    let rejects_path = args.rejects.clone().unwrap_or_default();
+    let mut input_result = None;
+
+    let interrupted = loop {
+        tokio::select! {
+            event = events.recv(), if input_result.is_none() => match event {
+                Some(Event::Unreadable(info, reason)) => {
+                    counts.unreadable += 1;
+                    report(&mut progress, &info, "unreadable", &reason).map_err(|e| CliError::io(&rejects_path, e))?;
+                    progress.add(info.bytes, info.position);
+                }
+                Some(Event::InputDone(result)) => input_result = Some(result),
+                None => input_result = Some(Ok(())),
+            },
+            response = responses.message() => match response {
+                Ok(Some(response)) => {
+                    let info = sent.recv().await.expect("every response follows a sent line");
+                    match IngestOutcome::try_from(response.outcome) {
+                        Ok(IngestOutcome::Created) => counts.created += 1,
+                        Ok(IngestOutcome::Updated) => counts.updated += 1,
+                        Ok(IngestOutcome::Unchanged) => counts.unchanged += 1,
+                        _ => {
+                            counts.rejected += 1;
+                            report(&mut progress, &info, "rejected", &response.error)
+                                .map_err(|e| CliError::io(&rejects_path, e))?;
+                        }
+                    }
+                    progress.add(info.bytes, info.position);
+                    last_acknowledged = Some((info.file, info.line));
+                }
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            },
+        }
+    };
+    // Unreadable lines reported after the last response.
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Unreadable(info, reason) => {
+                counts.unreadable += 1;
+                report(&mut progress, &info, "unreadable", &reason)
+                    .map_err(|e| CliError::io(&rejects_path, e))?;
+            }
+            Event::InputDone(result) => input_result = Some(result),
+        }
+    }
+    if let Some(out) = rejects.as_mut() {
+        out.flush().map_err(|e| CliError::io(&rejects_path, e))?;
+    }
+    progress.finish();
+
+    let summary = format!(
+        "created {}, updated {}, unchanged {}, rejected {}, unreadable {}; {:.1} s, {}",
+        counts.created,
+        counts.updated,
+        counts.unchanged,
+        counts.rejected,
+        counts.unreadable,
+        progress.elapsed().as_secs_f64(),
+        progress.rates()
+    );
+    let how_far = match &last_acknowledged {
+        Some((file, line)) => format!("everything up to {file}:{line} was acknowledged"),
+        None => "no article was acknowledged".to_string(),
+    };
+    if let Some(status) = interrupted {
+        eprintln!("ingest interrupted: the server ended the stream: {status}");
+        eprintln!(
+            "{how_far}; re-run the same command to finish (stored articles come back UNCHANGED)"
+        );
+        eprintln!("{summary}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Some(Err(e)) = input_result {
+        eprintln!("ingest stopped: {e}");
+        eprintln!("{how_far}");
+        eprintln!("{summary}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if sent.try_recv().is_ok() {
+        eprintln!("ingest interrupted: the server ended the stream before answering every article");
+        eprintln!("{how_far}; re-run the same command to finish");
+        eprintln!("{summary}");
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!("{summary}");
+    Ok(if counts.rejected + counts.unreadable == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SOME_FAILED)
+    })
+}
+
+/// Counts the bytes read from a file, before any decompression, so progress
+/// can be measured against the file size.
+struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Reads every input line by line, parses it, and hands it on. Blocking.
+fn read_inputs(
+    inputs: &[PathBuf],
+    keep_text: bool,
+    out: &mpsc::Sender<(LineInfo, Result<proto::Article, String>)>,
+) -> Result<(), CliError> {
+    let position = Arc::new(AtomicU64::new(0));
+    for path in inputs {
+        let name: Arc<str> = path.display().to_string().into();
+        let raw: Box<dyn Read> = if path.as_os_str() == "-" {
+            Box::new(io::stdin().lock())
+        } else {
+            Box::new(File::open(path).map_err(|e| CliError::io(path, e))?)
+        };
+        let counted = CountingReader {
+            inner: raw,
+            count: Arc::clone(&position),
+        };
+        let is_gzip = path.extension().is_some_and(|ext| ext == "gz");
+        let decoded: Box<dyn Read> = if is_gzip {
+            Box::new(MultiGzDecoder::new(counted))
+        } else {
+            Box::new(counted)
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, decoded);
+        let mut buffer = Vec::new();
+        let mut line = 0u64;
+        loop {
+            buffer.clear();
+            let n = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(|e| CliError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            line += 1;
+            let text = String::from_utf8(std::mem::take(&mut buffer));
+            let (parsed, text) = match text {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => (jsonl::parse_line(&text), text),
+                Err(e) => (
+                    Err("not valid UTF-8".to_string()),
+                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                ),
+            };
+            let info = LineInfo {
+                file: Arc::clone(&name),
+                line,
+                bytes: n as u64,
+                position: position.load(Ordering::Relaxed),
+                text: keep_text.then(|| text.trim_end_matches(['\n', '\r']).to_string()),
+            };
+            if out.blocking_send((info, parsed)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The client commands: `ingest`, `export`, `get` and `list`. They talk to a
+//! running server over gRPC, like any other client.
+
+pub mod export;
+pub mod ingest;
+mod progress;
+pub mod show;
+
+use std::{path::PathBuf, str::FromStr};
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::archive_service_client::ArchiveServiceClient;
+
+/// What can stop a client command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server address is not a URL tonic can use.
+    #[error("invalid --server {url:?}: {reason}")]
+    BadServer {
+        /// The address given.
+        url: String,
+        /// Why it is not usable.
+        reason: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot connect to {url}: {reason}")]
+    Connect {
+        /// The address given.
+        url: String,
+        /// The transport's explanation.
+        reason: String,
+    },
+    /// The server answered with an error status.
+    #[error("{context}: {code:?}: {message}", code = status.code(), message = status.message())]
+    Rpc {
+        /// The call that failed.
+        context: String,
+        /// Its status.
+        status: Box<tonic::Status>,
+    },
+    /// Reading input or writing output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved, or `-` for standard input/output.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The command's own arguments do not fit together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into().display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn rpc(context: impl Into<String>, status: tonic::Status) -> Self {
+        Self::Rpc {
+            context: context.into(),
+            status: Box::new(status),
+        }
+    }
+}
+
+/// The generated client, connected to `url` (for example
+/// `http://127.0.0.1:50051`).
+///
+/// # Errors
+/// [`CliError::BadServer`] or [`CliError::Connect`].
+pub async fn connect(url: &str) -> Result<ArchiveServiceClient<Channel>, CliError> {
+    let endpoint = Endpoint::from_str(url).map_err(|e| CliError::BadServer {
+        url: url.into(),
+        reason: e.to_string(),
+    })?;
+    let channel = endpoint
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| CliError::Connect {
+            url: url.into(),
+            reason: std::error::Error::source(&e)
+                .map_or_else(|| e.to_string(), ToString::to_string),
+        })?;
+    Ok(ArchiveServiceClient::new(channel))
+}
+
+/// Parses a `--from`/`--to` value: an RFC 3339 timestamp
+/// (`2022-09-01T08:00:00Z`) or a date (`2022-09-01`, midnight UTC).
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
+    prost_types::Timestamp::from_str(text).map_err(|_| {
+        format!("{text:?} is not a date (2022-09-01) or an RFC 3339 time (2022-09-01T08:00:00Z)")
+    })
+}

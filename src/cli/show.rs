@@ -1,0 +1,157 @@
+//! `article-archive get` and `article-archive list`: a quick human look.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{connect, parse_time, CliError};
+use crate::{jsonl, proto};
+
+/// Flags of `article-archive get`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// Server to ask.
+    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+
+    /// Print the protobuf JSON mapping instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The article id.
+    pub id: String,
+}
+
+/// Flags of `article-archive list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Server to ask.
+    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+
+    /// Only articles published at or after this time (2022-09-01 or RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<prost_types::Timestamp>,
+
+    /// Only articles published before this time.
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<prost_types::Timestamp>,
+
+    /// Most articles to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+
+    /// Newest first instead of oldest first.
+    #[arg(long)]
+    pub newest_first: bool,
+
+    /// Print one JSON object per line (protobuf JSON mapping, without body).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Control characters would break the one-line-per-article layout.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+fn summary_line(article: &proto::Article) -> String {
+    format!(
+        "{}  {}  {}  {}",
+        article
+            .published_at
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        one_line(&article.source),
+        one_line(&article.title),
+        article.id
+    )
+}
+
+/// Runs `get`.
+///
+/// # Errors
+/// A [`CliError`] when the server cannot be reached or answers with an error
+/// (NOT_FOUND included).
+pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
+    let mut client = connect(&args.server).await?;
+    let article = client
+        .get_article(proto::GetArticleRequest {
+            id: args.id.clone(),
+        })
+        .await
+        .map_err(|status| CliError::rpc(format!("GetArticle {}", args.id), status))?
+        .into_inner()
+        .article
+        .unwrap_or_default();
+    if args.json {
+        println!("{}", jsonl::to_line(&article));
+    } else {
+        println!("{}", summary_line(&article));
+        for (label, value) in [
+            ("url", article.url.clone()),
+            ("authors", article.authors.join(", ")),
+            ("section", article.section.clone()),
+            ("tags", article.tags.join(", ")),
+            ("language", article.language.clone()),
+            (
+                "ingested_at",
+                article
+                    .ingested_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+            ),
+            ("content_sha256", article.content_sha256.clone()),
+            ("description", article.description.clone()),
+        ] {
+            if !value.is_empty() {
+                println!("{label}: {}", one_line(&value));
+            }
+        }
+        println!();
+        println!("{}", article.body);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `list`.
+///
+/// # Errors
+/// A [`CliError`] when the server cannot be reached or rejects the range.
+pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
+    let mut client = connect(&args.server).await?;
+    let mut request = proto::ListArticlesRequest {
+        start_time: args.from,
+        end_time: args.to,
+        order: if args.newest_first {
+            proto::SortOrder::NewestFirst
+        } else {
+            proto::SortOrder::OldestFirst
+        } as i32,
+        ..Default::default()
+    };
+    let mut shown = 0;
+    while shown < args.limit {
+        request.page_size = i32::try_from(args.limit - shown).unwrap_or(i32::MAX);
+        let page = client
+            .list_articles(request.clone())
+            .await
+            .map_err(|status| CliError::rpc("ListArticles", status))?
+            .into_inner();
+        for article in &page.articles {
+            if args.json {
+                println!("{}", jsonl::to_line(article));
+            } else {
+                println!("{}", summary_line(article));
+            }
+        }
+        shown += page.articles.len();
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,321 @@
+//! JSON Lines for bulk loading and export: the protobuf JSON mapping of
+//! `archive.v1.Article`, and the JSON that news-please writes.
+//!
+//! Each input line is one JSON object, and its shape is detected per line: an
+//! object with any of the news-please keys `maintext`, `date_publish` or
+//! `source_domain` is read as news-please ([`from_news_please`] is the one
+//! place that maps it); anything else as the protobuf JSON mapping (camelCase
+//! names, or the original snake_case names, as protobuf parsers accept;
+//! timestamps as RFC 3339 strings). Unknown keys are ignored.
+
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto;
+
+/// Why a line could not be turned into an article.
+pub type LineError = String;
+
+/// The protobuf JSON mapping of `archive.v1.Article`. Empty fields are left
+/// out on output, as protobuf JSON printers do.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArticleJson {
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    id: String,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    url: String,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    title: String,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    body: String,
+    #[serde(
+        default,
+        alias = "published_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    published_at: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
+    authors: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    source: String,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    section: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nullable"
+    )]
+    tags: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    language: String,
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    description: String,
+    #[serde(
+        default,
+        alias = "ingested_at",
+        skip_serializing_if = "Option::is_none"
+    )]
+    ingested_at: Option<String>,
+    #[serde(
+        default,
+        alias = "content_sha256",
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "nullable"
+    )]
+    content_sha256: String,
+}
+
+/// The fields of a news-please article that the archive keeps.
+#[derive(Debug, Deserialize)]
+struct NewsPleaseJson {
+    title: Option<String>,
+    maintext: Option<String>,
+    description: Option<String>,
+    date_publish: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    authors: Vec<String>,
+    url: Option<String>,
+    source_domain: Option<String>,
+    language: Option<String>,
+}
+
+/// JSON `null` reads as the default, as in the protobuf JSON mapping.
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn timestamp(field: &str, text: &str) -> Result<prost_types::Timestamp, LineError> {
+    prost_types::Timestamp::from_str(text)
+        .map_err(|_| format!("{field}: {text:?} is not an RFC 3339 timestamp"))
+}
+
+/// Reads one line of either shape.
+///
+/// # Errors
+/// A message saying why the line is not an article: invalid JSON, not an
+/// object, a field of the wrong type, an unreadable timestamp.
+pub fn parse_line(line: &str) -> Result<proto::Article, LineError> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let object = value.as_object().ok_or("not a JSON object")?;
+    let is_news_please = ["maintext", "date_publish", "source_domain"]
+        .iter()
+        .any(|key| object.contains_key(*key));
+    if is_news_please {
+        let raw: NewsPleaseJson =
+            serde_json::from_value(value).map_err(|e| format!("news-please article: {e}"))?;
+        from_news_please(raw)
+    } else {
+        let raw: ArticleJson =
+            serde_json::from_value(value).map_err(|e| format!("archive.v1.Article JSON: {e}"))?;
+        from_article_json(raw)
+    }
+}
+
+fn from_article_json(raw: ArticleJson) -> Result<proto::Article, LineError> {
+    Ok(proto::Article {
+        id: raw.id,
+        url: raw.url,
+        title: raw.title,
+        body: raw.body,
+        published_at: raw
+            .published_at
+            .map(|t| timestamp("publishedAt", &t))
+            .transpose()?,
+        authors: raw.authors,
+        source: raw.source,
+        section: raw.section,
+        tags: raw.tags,
+        language: raw.language,
+        description: raw.description,
+        // Set by the server; read so an export parses, ignored on ingest.
+        ingested_at: raw
+            .ingested_at
+            .map(|t| timestamp("ingestedAt", &t))
+            .transpose()?,
+        content_sha256: raw.content_sha256,
+    })
+}
+
+/// Maps a news-please article onto an Article:
+///
+/// | news-please | Article |
+/// |---|---|
+/// | `title` | `title` |
+/// | `maintext` | `body` |
+/// | `description` | `description` |
+/// | `date_publish` (`YYYY-MM-DD HH:MM:SS`, no zone) | `published_at`, read as UTC |
+/// | `authors` | `authors` |
+/// | `url` | `url` (the id is derived from it) |
+/// | `source_domain` | `source` |
+/// | `language` | `language` |
+///
+/// Other keys (`title_page`, `title_rss`, `image_url`, `date_download`,
+/// `date_modify`, `filename`, `localpath`) are not kept. news-please writes
+/// no zone, and most crawls run in UTC, so UTC is the reading that keeps an
+/// archive consistent; a missing `date_publish` is an error rather than a
+/// guess.
+fn from_news_please(raw: NewsPleaseJson) -> Result<proto::Article, LineError> {
+    let date = raw
+        .date_publish
+        .ok_or("news-please article: date_publish is missing")?;
+    Ok(proto::Article {
+        url: raw.url.unwrap_or_default(),
+        title: raw.title.unwrap_or_default(),
+        body: raw.maintext.unwrap_or_default(),
+        description: raw.description.unwrap_or_default(),
+        published_at: Some(timestamp("date_publish", &date)?),
+        authors: raw.authors,
+        source: raw.source_domain.unwrap_or_default(),
+        language: raw.language.unwrap_or_default(),
+        ..Default::default()
+    })
+}
+
+/// One line (without the newline) of the protobuf JSON mapping of `article`.
+pub fn to_line(article: &proto::Article) -> String {
+    let json = ArticleJson {
+        id: article.id.clone(),
+        url: article.url.clone(),
+        title: article.title.clone(),
+        body: article.body.clone(),
+        published_at: article.published_at.map(|t| t.to_string()),
+        authors: article.authors.clone(),
+        source: article.source.clone(),
+        section: article.section.clone(),
+        tags: article.tags.clone(),
+        language: article.language.clone(),
+        description: article.description.clone(),
+        ingested_at: article.ingested_at.map(|t| t.to_string()),
+        content_sha256: article.content_sha256.clone(),
+    };
+    serde_json::to_string(&json).expect("strings and lists always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protobuf_json_round_trips_every_field() {
+        let article = proto::Article {
+            id: "a-1".into(),
+            url: "https://example.com/a".into(),
+            title: "“Quoted” title".into(),
+            body: "Agn├Ęs\nline two\t\u{1}".into(),
+            published_at: Some(prost_types::Timestamp {
+                seconds: -3_755_289_600,
+                nanos: 120_000_000,
+            }),
+            authors: vec!["A".into(), "B".into()],
+            source: "example.com".into(),
+            section: "World".into(),
+            tags: vec!["t".into()],
+            language: "en".into(),
+            description: "Summary".into(),
+            ingested_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+            content_sha256: "ab".repeat(32),
+        };
+        let line = to_line(&article);
+        assert!(
+            line.contains(r#""publishedAt":"1851-01-01T00:00:00.120Z""#),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        assert_eq!(parse_line(&line).unwrap(), article);
+    }
+
+    #[test]
+    fn snake_case_names_and_nulls_are_accepted() {
+        let article = parse_line(
+            r#"{"title": "T", "body": "B", "published_at": "2020-01-02T03:04:05+01:00", "tags": null, "section": null}"#,
+        )
+        .unwrap();
+        assert_eq!(article.published_at.unwrap().seconds, 1_577_930_645);
+        assert!(article.tags.is_empty());
+    }
+
+    #[test]
+    fn news_please_lines_map_onto_articles_in_utc() {
+        let line = r#"{"authors": ["Jane Roe"], "date_download": "2021-01-01 00:00:00", "date_modify": null,
+            "date_publish": "2020-05-17 14:30:00", "description": "Lede", "filename": "x.json",
+            "image_url": null, "language": "en", "localpath": null, "maintext": "Full text",
+            "source_domain": "example.org", "title": "Headline", "title_page": null, "title_rss": null,
+            "url": "https://example.org/story"}"#;
+        let article = parse_line(line).unwrap();
+        assert_eq!(article.title, "Headline");
+        assert_eq!(article.body, "Full text");
+        assert_eq!(article.description, "Lede");
+        assert_eq!(article.source, "example.org");
+        assert_eq!(article.authors, ["Jane Roe"]);
+        assert_eq!(article.url, "https://example.org/story");
+        assert_eq!(
+            article.published_at.unwrap().seconds,
+            1_589_725_800,
+            "read as UTC"
+        );
+        let missing_date = r#"{"maintext": "x", "title": "t", "date_publish": null}"#;
+        assert!(parse_line(missing_date)
+            .unwrap_err()
+            .contains("date_publish is missing"));
+    }
+
+    #[test]
+    fn unreadable_lines_say_why() {
+        assert!(parse_line("{not json")
+            .unwrap_err()
+            .starts_with("invalid JSON"));
+        assert_eq!(parse_line("[1, 2]").unwrap_err(), "not a JSON object");
+        assert!(parse_line(r#"{"title": 5}"#)
+            .unwrap_err()
+            .contains("archive.v1.Article JSON"));
+        assert!(parse_line(r#"{"title": "t", "publishedAt": "yesterday"}"#)
+            .unwrap_err()
+            .contains("publishedAt"));
+    }
+}
