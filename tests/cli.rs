@@ -1,0 +1,506 @@
+//! The client commands, run as the real binary against a real server.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use article_archive::proto::{self, ArticleView};
+use common::*;
+use flate2::{write::GzEncoder, Compression};
+use serde_json::json;
+
+fn cli(server: &str, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .env("ARCHIVE_SERVER", server)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn url(server: &TestServer) -> String {
+    format!("http://{}", server.addr)
+}
+
+/// A good article in the archive's own JSON shape.
+fn good_line(i: usize) -> String {
+    json!({
+        "id": format!("g{i:04}"),
+        "title": format!("Good {i}"),
+        "body": format!("Body {i} “quoted”"),
+        "publishedAt": format!("19{:02}-01-02T03:04:05Z", 10 + i % 80),
+        "authors": ["Agn├Ęs"],
+    })
+    .to_string()
+}
+
+fn news_please_line(i: usize) -> String {
+    json!({
+        "authors": ["Jane Roe"],
+        "date_download": "2021-01-01 00:00:00",
+        "date_modify": null,
+        "date_publish": format!("2020-05-{:02} 14:30:00", 1 + i),
+        "description": "Lede",
+        "filename": "x.json",
+        "image_url": null,
+        "language": "en",
+        "localpath": null,
+        "maintext": format!("News-please text {i}"),
+        "source_domain": "np.example.org",
+        "title": format!("News-please {i}"),
+        "title_page": null,
+        "title_rss": null,
+        "url": format!("https://np.example.org/story/{i}?utm_medium=feed"),
+    })
+    .to_string()
+}
+
+async fn count_all(client: &mut Client) -> usize {
+    list_all(
+        client,
+        proto::ListArticlesRequest {
+            page_size: 1000,
+            ..Default::default()
+        },
+    )
+    .await
+    .len()
+}
+
+/// A file of good, news-please, unreadable and invalid lines: every line is
+/// accounted for, failures carry their line number and reason in the
+/// rejects file, and the exit status says not everything was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_every_bad_line_and_stores_the_rest() {
+    let mut server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("mixed.jsonl");
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for i in 0..40 {
+        lines.push(good_line(i).into_bytes());
+    }
+    for i in 0..5 {
+        lines.push(news_please_line(i).into_bytes());
+    }
+    lines.push(b"{broken json".to_vec()); // 46
+    lines.push(b"[1, 2, 3]".to_vec()); // 47
+    lines.push(
+        json!({"title": "t", "body": "b", "publishedAt": "yesterday"})
+            .to_string()
+            .into_bytes(),
+    ); // 48
+    lines.push(
+        json!({"title": "   ", "body": "b", "publishedAt": "2020-01-01T00:00:00Z"})
+            .to_string()
+            .into_bytes(),
+    ); // 49
+    lines.push(json!({"title": "t", "body": "b", "url": "ftp://x.example/", "publishedAt": "2020-01-01T00:00:00Z"}).to_string().into_bytes()); // 50
+    lines.push(Vec::new()); // 51: blank, skipped
+    lines.push(vec![b'{', 0xFF, 0xFE, b'}']); // 52: not UTF-8
+    lines.push(good_line(99).into_bytes()); // 53
+    std::fs::write(&input, lines.join(&b'\n')).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+
+    let output = cli(
+        &url(&server),
+        &[
+            "ingest",
+            "--rejects",
+            rejects.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("created 46, updated 0, unchanged 0, rejected 2, unreadable 4"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mixed.jsonl:46: unreadable: invalid JSON"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mixed.jsonl:49: rejected: title: must not be blank"),
+        "{err}"
+    );
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Unreadable lines are written when read, rejected ones when answered.
+    let mut records = records;
+    records.sort_by_key(|r| r["line"].as_u64());
+    let summary: Vec<(u64, &str)> = records
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (46, "unreadable"),
+            (47, "unreadable"),
+            (48, "unreadable"),
+            (49, "rejected"),
+            (50, "rejected"),
+            (52, "unreadable")
+        ]
+    );
+    assert_eq!(records[0]["text"], "{broken json");
+    assert!(records[2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("publishedAt"));
+    assert!(records[4]["reason"].as_str().unwrap().starts_with("url:"));
+
+    assert_eq!(count_all(&mut server.client).await, 46);
+    let np = list_all(
+        &mut server.client,
+        proto::ListArticlesRequest {
+            start_time: Some(ts(1_588_291_200, 0)), // 2020-05-01
+            end_time: Some(ts(1_591_000_000, 0)),
+            view: ArticleView::Full as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(np.len(), 5);
+    assert_eq!(np[0].title, "News-please 0");
+    assert_eq!(np[0].body, "News-please text 0");
+    assert_eq!(np[0].description, "Lede");
+    assert_eq!(np[0].source, "np.example.org");
+    assert_eq!(
+        np[0].published_at,
+        Some(ts(1_588_343_400, 0)),
+        "2020-05-01 14:30:00 read as UTC"
+    );
+    assert!(np[0].id.starts_with("u-"));
+}
+
+/// gzip files and standard input are read, and loading the same articles
+/// again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_files_and_stdin_load_and_a_second_load_is_unchanged() {
+    let mut server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gz = dir.path().join("articles.jsonl.gz");
+    let text: String = (0..30).map(|i| good_line(i) + "\n").collect();
+    let mut encoder = GzEncoder::new(std::fs::File::create(&gz).unwrap(), Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap();
+
+    let output = cli(&url(&server), &["ingest", gz.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("created 30, updated 0, unchanged 0"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut child = Command::new(BINARY)
+        .args(["ingest", "-"])
+        .env("ARCHIVE_SERVER", url(&server))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("created 0, updated 0, unchanged 30"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(count_all(&mut server.client).await, 30);
+}
+
+/// The server dies mid-load: the command says how far it got and exits
+/// non-zero; re-running it after a restart stores the rest and duplicates
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_load_says_how_far_it_got_and_a_rerun_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let input = dir.path().join("load.jsonl");
+    let text: String = (0..2_000).map(|i| good_line(i) + "\n").collect();
+    std::fs::write(&input, &text).unwrap();
+
+    let mut server = ServerProcess::start(&data, &[]);
+    let mut client = server.client().await;
+    // Feed the first half through stdin and keep the pipe open, so the load
+    // cannot finish before the server is killed.
+    let mut loader = Command::new(BINARY)
+        .args(["ingest", "-"])
+        .env("ARCHIVE_SERVER", format!("http://{}", server.addr))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = loader.stdin.take().unwrap();
+    let first_half: String = text.lines().take(1_000).map(|l| format!("{l}\n")).collect();
+    stdin.write_all(first_half.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while client
+        .get_article(proto::GetArticleRequest { id: "g0999".into() })
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the first half was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let output = loader.wait_with_output().unwrap();
+    drop(stdin);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("ingest interrupted"), "{err}");
+    // Acknowledgements still on the wire when the server died are lost, so
+    // the command knows of at most the first 1000.
+    let acknowledged: u64 = err
+        .split("everything up to -:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no last acknowledged line in: {err}"));
+    assert!((1..=1_000).contains(&acknowledged), "{err}");
+    assert!(err.contains("re-run the same command"), "{err}");
+
+    let server = ServerProcess::start(&data, &[]);
+    let output = cli(
+        &format!("http://{}", server.addr),
+        &["ingest", input.to_str().unwrap()],
+    );
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    let count = |label: &str| -> u64 {
+        let after = err.split(&format!("{label} ")).nth(1).unwrap();
+        after.split([',', ';']).next().unwrap().parse().unwrap()
+    };
+    // Whatever the killed server had acknowledged comes back UNCHANGED.
+    assert_eq!(count("created") + count("unchanged"), 2_000, "{err}");
+    assert!(count("unchanged") >= acknowledged, "{err}");
+    let failed = (count("updated"), count("rejected"), count("unreadable"));
+    assert_eq!(failed, (0, 0, 0), "{err}");
+    let mut client = server.client().await;
+    assert_eq!(count_all(&mut client).await, 2_000);
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}
+
+fn without_ingest_time(mut articles: Vec<proto::Article>) -> BTreeMap<String, proto::Article> {
+    articles
+        .drain(..)
+        .map(|mut a| {
+            a.ingested_at = None;
+            (a.id.clone(), a)
+        })
+        .collect()
+}
+
+async fn full_listing(client: &mut Client) -> Vec<proto::Article> {
+    list_all(
+        client,
+        proto::ListArticlesRequest {
+            page_size: 1000,
+            view: ArticleView::Full as i32,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Export an archive, ingest the file into an empty server: same ids,
+/// content and content_sha256 for every article.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_ingest_into_an_empty_server_reproduces_the_archive() {
+    let mut source = TestServer::start().await;
+    let mut articles: Vec<proto::Article> = (0..120)
+        .map(|i| proto::Article {
+            url: if i % 2 == 0 {
+                format!("https://example.com/{i}?utm_source=x")
+            } else {
+                String::new()
+            },
+            id: if i % 3 == 0 {
+                format!("given-{i}")
+            } else {
+                String::new()
+            },
+            title: format!("Title {i} “quoted”"),
+            body: format!("{i}\n{}", seed_body()),
+            published_at: Some(ts(-3_755_289_600 + i * 40_000_000, (i as i32) * 7)),
+            authors: vec!["Agn├Ęs Callamard".into(), format!("Author {i}")],
+            source: "example.com".into(),
+            section: "World".into(),
+            tags: vec!["t1".into(), "t2".into()],
+            language: "en".into(),
+            description: if i % 5 == 0 {
+                "Summary".into()
+            } else {
+                String::new()
+            },
+            ..Default::default()
+        })
+        .collect();
+    articles.push(proto::Article {
+        body: "\u{0}control\u{1b}[0m".into(),
+        ..article("odd", 0)
+    });
+    ingest(&mut source.client, articles).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.jsonl");
+    let output = cli(&url(&source), &["export", "-o", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 121);
+
+    let mut target = TestServer::start().await;
+    let output = cli(&url(&target), &["ingest", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("created 121"),
+        "{}",
+        stderr(&output)
+    );
+
+    let before = without_ingest_time(full_listing(&mut source.client).await);
+    let after = without_ingest_time(full_listing(&mut target.client).await);
+    assert_eq!(before.len(), 121);
+    assert_eq!(before, after);
+}
+
+/// An export cut off mid-line is resumed with --resume: the partial line is
+/// dropped and the file ends up identical to an uninterrupted export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_export_is_resumed_from_the_last_complete_line() {
+    let mut server = TestServer::start().await;
+    ingest(
+        &mut server.client,
+        (0..200)
+            .map(|i| article(&format!("x{i:03}"), i * 1_000 - 100_000))
+            .collect(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.jsonl");
+    let output = cli(
+        &url(&server),
+        &[
+            "export",
+            "--from",
+            "1969-12-31",
+            "-o",
+            full.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let full_text = std::fs::read(&full).unwrap();
+
+    let broken = dir.path().join("broken.jsonl");
+    let cut = full_text
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(40)
+        .unwrap()
+        .0
+        + 30;
+    std::fs::write(&broken, &full_text[..cut]).unwrap();
+    let output = cli(
+        &url(&server),
+        &[
+            "export",
+            "--from",
+            "1969-12-31",
+            "--resume",
+            "-o",
+            broken.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("resuming after"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&broken).unwrap(), full_text);
+}
+
+/// get and list give one line per article, or the JSON mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_and_list_show_articles_for_humans_and_as_json() {
+    let mut server = TestServer::start().await;
+    let articles = vec![
+        proto::Article {
+            title: "Line\nbreak".into(),
+            ..article("b", 86_400)
+        },
+        article("a", 0),
+        article("c", 2 * 86_400),
+    ];
+    ingest(&mut server.client, articles).await;
+    let output = cli(
+        &url(&server),
+        &["list", "--from", "1970-01-02", "--limit", "5"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "1970-01-02T00:00:00Z  example.com  Line break  b",
+            "1970-01-03T00:00:00Z  example.com  Title of c  c"
+        ]
+    );
+    let output = cli(
+        &url(&server),
+        &["list", "--newest-first", "--limit", "1", "--json"],
+    );
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["id"], "c");
+
+    let output = cli(&url(&server), &["get", "a", "--json"]);
+    assert!(output.status.success());
+    let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(got["body"], "Body of a");
+    let output = cli(&url(&server), &["get", "a"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.starts_with("1970-01-01T00:00:00Z  example.com  Title of a  a\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\nBody of a\n"), "{text}");
+
+    let missing = cli(&url(&server), &["get", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("NotFound"),
+        "{}",
+        stderr(&missing)
+    );
+    let unreachable = cli("http://127.0.0.1:1", &["list"]);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(
+        stderr(&unreachable).contains("cannot connect"),
+        "{}",
+        stderr(&unreachable)
+    );
+}
