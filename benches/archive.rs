@@ -8,7 +8,9 @@
 //! - ingest through one stream and through 4 concurrent streams, against the
 //!   same records written straight into sled with the store's own key layout
 //!   and record format, in batches of the writer's size, each flushed (the
-//!   ceiling the service can reach).
+//!   ceiling the service can reach);
+//! - `article-archive ingest` loading the same articles from a JSON Lines
+//!   file, against the plain Rust client streaming pre-built messages.
 //!
 //! Articles are realistic: the 5.6 KB seed article as body, with varied
 //! titles, urls, sources and dates spread over 1851-2030.
@@ -168,6 +170,7 @@ fn raw_sled_ingest(dir: &Path, input: &[proto::Article]) -> Duration {
 }
 
 struct Server {
+    addr: std::net::SocketAddr,
     client: ArchiveServiceClient<Channel>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<article_archive::Result<()>>,
@@ -192,6 +195,7 @@ async fn start_server(dir: &Path) -> Server {
         .await
         .unwrap();
     Server {
+        addr,
         client: ArchiveServiceClient::new(channel),
         stop,
         task,
@@ -289,5 +293,47 @@ fn main() {
             baseline: Some(baseline_rate),
         });
     }
+    let plain_client_rate = rows[1].rate();
+
+    let file = dir.path().join("articles.jsonl");
+    let lines: String = input
+        .iter()
+        .map(|a| article_archive::jsonl::to_line(a) + "\n")
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let elapsed = runtime.block_on(cli_ingest(&dir.path().join("cli"), &file));
+    rows.push(Row {
+        name: "ingest: CLI from JSON Lines (vs 1 stream)".into(),
+        articles: options.articles,
+        bytes,
+        elapsed,
+        baseline: Some(plain_client_rate),
+    });
     print_table(&rows);
+}
+
+/// Runs `article-archive ingest FILE` against a fresh server and returns its
+/// wall time (process start to exit).
+async fn cli_ingest(dir: &Path, file: &Path) -> Duration {
+    let server = start_server(dir).await;
+    let addr = server.addr;
+    let file = file.to_path_buf();
+    let elapsed = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_article-archive"))
+            .args(["ingest", "--server", &format!("http://{addr}")])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    server.stop().await;
+    elapsed
 }
