@@ -1,0 +1,566 @@
+//! How fast the archive is, next to sled itself, tonic's own floor, and
+//! PostgreSQL.
+//!
+//! `cargo bench --bench archive [-- OPTIONS]` runs the real server binary on
+//! temporary data directories, drives it through the generated client over
+//! TCP, and prints tables in which every figure stands next to a baseline
+//! measured in the same run on the same machine:
+//!
+//! 1. ingest through one stream, 4 streams and the CLI, against the same
+//!    records written straight into sled with the store's key layout and
+//!    record format, in the writer's batch size, each batch flushed;
+//! 2. GetArticle at concurrency 1, 16 and 64, against
+//!    `grpc.health.v1.Health/Check` on the same server (one tonic RPC's floor);
+//! 3. a full ListArticles walk (BASIC, 1000 a page; FULL, 100 a page) against
+//!    a raw sled iteration of the same index, and one-day range latency;
+//! 4. growth: ingest rate, Get p99, one-day List latency, peak resident
+//!    memory of the server process and bytes on disk per article at each
+//!    size (10k and 100k; 1M with --large);
+//! 5. PostgreSQL, on a temporary cluster on loopback, given the same
+//!    articles, batches, lookups and keyset range queries.
+//!
+//! Options: `--articles N` (workloads 1-3, default 20000), `--large` (growth
+//! up to 1,000,000), `--growth N,N,...`, `--seconds S` (each latency run,
+//! default 3), `--no-postgres`.
+
+mod postgres;
+mod workload;
+
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use article_archive::{
+    article::{Article, Timestamp},
+    proto::{self, archive_service_client::ArchiveServiceClient, ArticleView, IngestOutcome},
+    store::{keys, record, BatchLimits},
+    StoreConfig,
+};
+use sled::Transactional;
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
+use tonic::transport::Channel;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use workload::*;
+
+struct Options {
+    articles: usize,
+    growth: Vec<usize>,
+    seconds: f64,
+    postgres: bool,
+}
+
+fn parse_options() -> Options {
+    let mut options = Options {
+        articles: 20_000,
+        growth: vec![10_000, 100_000],
+        seconds: 3.0,
+        postgres: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} takes a value"));
+        match arg.as_str() {
+            "--articles" => options.articles = value().parse().expect("--articles N"),
+            "--large" => options.growth = vec![10_000, 100_000, 1_000_000],
+            "--growth" => {
+                options.growth = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("--growth N,N"))
+                    .collect()
+            }
+            "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            "--no-postgres" => options.postgres = false,
+            // cargo bench passes --bench; ignore what is not ours.
+            _ => {}
+        }
+    }
+    options
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The ceiling for ingest: validation, hashing, record encoding and key
+/// layout as the store does them, in the writer's batch size with one
+/// transaction and one flush per batch; no gRPC, no queue.
+fn raw_sled_ingest(dir: &Path, input: &[proto::Article]) -> (Duration, sled::Db) {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(StoreConfig::new(dir).cache_capacity_bytes)
+        .open()
+        .unwrap();
+    let articles_tree = db.open_tree("articles").unwrap();
+    let by_date = db.open_tree("by_date").unwrap();
+    let started = Instant::now();
+    for chunk in input.chunks(BatchLimits::default().max_articles) {
+        let now = Timestamp::now();
+        let mut records = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        for raw in chunk {
+            let article = Article::from_proto(raw.clone()).unwrap();
+            let content = article.content();
+            records.insert(
+                article.id().as_str(),
+                record::encode(content, content.sha256(), now),
+            );
+            index.insert(keys::date_key(content.published_at, article.id()), &[][..]);
+        }
+        (&articles_tree, &by_date)
+            .transaction(|(a, d)| {
+                a.apply_batch(&records)?;
+                d.apply_batch(&index)?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .unwrap();
+        db.flush().unwrap();
+    }
+    (started.elapsed(), db)
+}
+
+/// The ceiling for a full walk: the date index in order, each record read
+/// and decoded, as the store's scan does.
+fn raw_sled_walk(db: &sled::Db) -> (usize, Duration) {
+    let articles = db.open_tree("articles").unwrap();
+    let by_date = db.open_tree("by_date").unwrap();
+    let started = Instant::now();
+    let mut count = 0;
+    for entry in by_date.iter() {
+        let (key, _) = entry.unwrap();
+        let (_, id) = keys::parse_date_key(&key).unwrap();
+        let bytes = articles.get(id.as_str()).unwrap().unwrap();
+        std::hint::black_box(record::decode(id, &bytes).unwrap());
+        count += 1;
+    }
+    (count, started.elapsed())
+}
+
+/// Streams articles `range` through `streams` concurrent IngestArticles calls;
+/// the articles are generated as they are sent. Returns the time to the last
+/// acknowledgement.
+async fn ingest(channel: &Channel, range: std::ops::Range<usize>, streams: usize) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let mut client = ArchiveServiceClient::new(channel.clone());
+        let mine: Vec<usize> = range.clone().filter(|i| i % streams == s).collect();
+        tasks.push(tokio::spawn(async move {
+            let expected = mine.len();
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(async move {
+                for i in mine {
+                    let request = proto::IngestArticlesRequest {
+                        article: Some(article(i)),
+                    };
+                    if tx.send(request).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut responses = client
+                .ingest_articles(ReceiverStream::new(rx))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut acknowledged = 0;
+            while let Some(response) = responses.next().await {
+                let response = response.unwrap();
+                assert_ne!(
+                    response.outcome,
+                    IngestOutcome::Rejected as i32,
+                    "{response:?}"
+                );
+                acknowledged += 1;
+            }
+            assert_eq!(acknowledged, expected);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// `concurrency` workers call `call` back to back for `seconds`.
+async fn closed_loop<F, Fut>(concurrency: usize, seconds: f64, call: F) -> Latencies
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let call = Arc::clone(&call);
+        workers.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = w as u64 * 7_919;
+            while Instant::now() < deadline {
+                n = n.wrapping_add(0x9E37_79B9);
+                let t = Instant::now();
+                call(n).await;
+                samples.push(t.elapsed());
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.unwrap());
+    }
+    Latencies::new(samples, started.elapsed())
+}
+
+async fn get_load(
+    channel: &Channel,
+    ids: &Arc<Vec<String>>,
+    concurrency: usize,
+    seconds: f64,
+) -> Latencies {
+    let (client, ids) = (ArchiveServiceClient::new(channel.clone()), Arc::clone(ids));
+    closed_loop(concurrency, seconds, move |n| {
+        let mut client = client.clone();
+        let id = ids[(n as usize) % ids.len()].clone();
+        async move {
+            client
+                .get_article(proto::GetArticleRequest { id })
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+async fn health_load(channel: &Channel, concurrency: usize, seconds: f64) -> Latencies {
+    let client = HealthClient::new(channel.clone());
+    closed_loop(concurrency, seconds, move |_| {
+        let mut client = client.clone();
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+/// Walks the whole archive through ListArticles pages.
+async fn list_walk(channel: &Channel, view: ArticleView, page_size: i32) -> (usize, Duration) {
+    let mut client = ArchiveServiceClient::new(channel.clone());
+    let mut request = proto::ListArticlesRequest {
+        page_size,
+        view: view as i32,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut count = 0;
+    loop {
+        let page = client
+            .list_articles(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        count += page.articles.len();
+        if page.next_page_token.is_empty() {
+            return (count, started.elapsed());
+        }
+        request.page_token = page.next_page_token;
+    }
+}
+
+/// Latency of one-day range queries (BASIC, up to 1000 a page) at random
+/// days of 1851-2030.
+async fn one_day_lists(channel: &Channel, queries: usize) -> Latencies {
+    let mut client = ArchiveServiceClient::new(channel.clone());
+    let mut samples = Vec::with_capacity(queries);
+    let started = Instant::now();
+    for q in 0..queries {
+        let day = -3_755_289_600 + (q as i64 * 7_919 % 65_000) * 86_400;
+        let request = proto::ListArticlesRequest {
+            start_time: Some(prost_types::Timestamp {
+                seconds: day,
+                nanos: 0,
+            }),
+            end_time: Some(prost_types::Timestamp {
+                seconds: day + 86_400,
+                nanos: 0,
+            }),
+            page_size: 1000,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        client.list_articles(request).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    Latencies::new(samples, started.elapsed())
+}
+
+fn print_rows(title: &str, header: &str, rows: &[String]) {
+    println!("\n{title}\n{header}");
+    for row in rows {
+        println!("{row}");
+    }
+}
+
+fn rate_row(
+    name: &str,
+    n: usize,
+    bytes: usize,
+    elapsed: Duration,
+    baseline: Option<f64>,
+) -> String {
+    let rate = n as f64 / elapsed.as_secs_f64();
+    format!(
+        "{name:<46} {n:>9} {:>8.2} {rate:>11.0} {:>8.1} {:>7}",
+        elapsed.as_secs_f64(),
+        bytes as f64 / 1e6 / elapsed.as_secs_f64(),
+        baseline.map_or("-".into(), |b| format!("{:.2}", rate / b)),
+    )
+}
+
+const RATE_HEADER: &str =
+    "workload                                        articles  seconds  articles/s     MB/s   ratio";
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{} CPUs ({cpu}), {:.1} GiB RAM",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        mem as f64 / 1024.0 / 1024.0
+    )
+}
+
+fn main() {
+    let options = parse_options();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!("article-archive benchmark on {}", machine());
+    println!(
+        "articles: ~{} bytes each (seed article body), dated 1851-2030",
+        text_bytes(&article(0))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let n = options.articles;
+    let input: Vec<proto::Article> = (0..n).map(article).collect();
+    let bytes: usize = input.iter().map(text_bytes).sum();
+
+    // 1. Ingest.
+    let mut rows = Vec::new();
+    let (raw_elapsed, raw_db) = raw_sled_ingest(&dir.path().join("raw"), &input);
+    let raw_rate = n as f64 / raw_elapsed.as_secs_f64();
+    rows.push(rate_row(
+        "ingest: raw sled, batch + flush (baseline)",
+        n,
+        bytes,
+        raw_elapsed,
+        None,
+    ));
+    let server = ServerProcess::start(&dir.path().join("svc1"), &[]);
+    let channel = runtime.block_on(connect(server.addr));
+    let one_stream = runtime.block_on(ingest(&channel, 0..n, 1));
+    let one_stream_rate = n as f64 / one_stream.as_secs_f64();
+    rows.push(rate_row(
+        "ingest: gRPC, 1 stream (vs raw sled)",
+        n,
+        bytes,
+        one_stream,
+        Some(raw_rate),
+    ));
+    {
+        let four = ServerProcess::start(&dir.path().join("svc4"), &[]);
+        let four_channel = runtime.block_on(connect(four.addr));
+        let elapsed = runtime.block_on(ingest(&four_channel, 0..n, 4));
+        rows.push(rate_row(
+            "ingest: gRPC, 4 streams (vs raw sled)",
+            n,
+            bytes,
+            elapsed,
+            Some(raw_rate),
+        ));
+        four.stop();
+    }
+    {
+        let file = dir.path().join("articles.jsonl");
+        let lines: String = input
+            .iter()
+            .map(|a| article_archive::jsonl::to_line(a) + "\n")
+            .collect();
+        std::fs::write(&file, lines).unwrap();
+        let cli_server = ServerProcess::start(&dir.path().join("cli"), &[]);
+        let started = Instant::now();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_article-archive"))
+            .args(["ingest", "--server", &format!("http://{}", cli_server.addr)])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        rows.push(rate_row(
+            "ingest: CLI from JSON Lines (vs 1 stream)",
+            n,
+            bytes,
+            started.elapsed(),
+            Some(one_stream_rate),
+        ));
+        cli_server.stop();
+    }
+    print_rows("1. Ingest", RATE_HEADER, &rows);
+
+    // 2. Get against the health floor.
+    let ids: Arc<Vec<String>> = Arc::new((0..n).map(id_of).collect());
+    let mut rows = Vec::new();
+    let mut our_gets = Vec::new();
+    for concurrency in [1, 16, 64] {
+        let health = runtime.block_on(health_load(&channel, concurrency, options.seconds));
+        let get = runtime.block_on(get_load(&channel, &ids, concurrency, options.seconds));
+        rows.push(format!(
+            "concurrency {concurrency:<3} {:>12.0} {:>9} {:>9} {:>9} {:>12.0} {:>9} {:>7.2}",
+            get.rate(),
+            ms(get.p50),
+            ms(get.p99),
+            ms(get.p999),
+            health.rate(),
+            ms(health.p99),
+            get.rate() / health.rate()
+        ));
+        our_gets.push((concurrency, get.rate(), get.p99));
+    }
+    print_rows(
+        "2. GetArticle (random existing ids) vs grpc.health.v1.Health/Check on the same server",
+        "                 get req/s   p50 ms    p99 ms  p99.9 ms  health req/s  h.p99 ms   ratio",
+        &rows,
+    );
+
+    // 3. List: full walks against raw iteration, one-day ranges.
+    let (raw_count, raw_walk) = raw_sled_walk(&raw_db);
+    let raw_walk_rate = raw_count as f64 / raw_walk.as_secs_f64();
+    let mut rows = vec![rate_row(
+        "walk: raw sled index + records (baseline)",
+        raw_count,
+        bytes,
+        raw_walk,
+        None,
+    )];
+    let mut walk_rates = Vec::new();
+    for (name, view, page) in [
+        (
+            "walk: ListArticles BASIC, 1000/page",
+            ArticleView::Basic,
+            1000,
+        ),
+        ("walk: ListArticles FULL, 100/page", ArticleView::Full, 100),
+    ] {
+        let (count, elapsed) = runtime.block_on(list_walk(&channel, view, page));
+        assert_eq!(count, n);
+        rows.push(rate_row(name, count, bytes, elapsed, Some(raw_walk_rate)));
+        walk_rates.push(count as f64 / elapsed.as_secs_f64());
+    }
+    print_rows(
+        "3. ListArticles full walk vs raw sled iteration",
+        RATE_HEADER,
+        &rows,
+    );
+    let day = runtime.block_on(one_day_lists(&channel, 200));
+    println!(
+        "one-day ranges at {n} articles: p50 {} ms, p99 {} ms",
+        ms(day.p50),
+        ms(day.p99)
+    );
+    let ours = postgres::Ours {
+        ingest_rate: one_stream_rate,
+        get: our_gets,
+        day,
+        walk_rate: walk_rates[0],
+        disk_per_article: disk_usage(&dir.path().join("svc1")) as f64 / n as f64,
+    };
+    drop(raw_db);
+    server.stop();
+
+    // 4. Growth and cost, in a server process of its own.
+    let mut rows = Vec::new();
+    let growth_dir = dir.path().join("growth");
+    let server = ServerProcess::start(&growth_dir, &[]);
+    let channel = runtime.block_on(connect(server.addr));
+    let mut loaded = 0;
+    let mut raw_total = 0usize;
+    for &size in &options.growth {
+        let elapsed = runtime.block_on(ingest(&channel, loaded..size, 1));
+        raw_total += (loaded..size)
+            .map(|i| raw_bytes(&article(i)))
+            .sum::<usize>();
+        let step = size - loaded;
+        loaded = size;
+        let ids: Arc<Vec<String>> = Arc::new(
+            (0..size)
+                .step_by((size / 50_000).max(1))
+                .map(id_of)
+                .collect(),
+        );
+        let get = runtime.block_on(get_load(&channel, &ids, 16, options.seconds.min(2.0)));
+        let day = runtime.block_on(one_day_lists(&channel, 200));
+        let (peak, current) = server.memory();
+        let disk = disk_usage(&growth_dir);
+        rows.push(format!(
+            "{size:>9} {:>12.0} {:>10} {:>11} {:>11} {:>10.0} {:>10.0} {:>12.0} {:>8.2}",
+            step as f64 / elapsed.as_secs_f64(),
+            ms(get.p99),
+            ms(day.p50),
+            ms(day.p99),
+            peak as f64 / 1048576.0,
+            current as f64 / 1048576.0,
+            disk as f64 / size as f64,
+            disk as f64 / raw_total as f64,
+        ));
+    }
+    print_rows(
+        "4. Growth and cost (server process; disk = allocated bytes of the data dir; raw = bytes of the article fields)",
+        " articles  ingest a/s  get p99 ms  day p50 ms  day p99 ms  peak RSS MiB  RSS MiB  disk B/article  disk/raw",
+        &rows,
+    );
+    server.stop();
+
+    // 5. PostgreSQL.
+    if options.postgres {
+        match postgres::run(&runtime, dir.path(), &input, &ids, options.seconds, &ours) {
+            Ok(rows) => print_rows(
+                "5. PostgreSQL on the same articles",
+                postgres::HEADER,
+                &rows,
+            ),
+            Err(reason) => println!("\n5. PostgreSQL: skipped: {reason}"),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Shared pieces of the benchmark: the article generator, latency
+//! statistics, the result table and a server process.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use article_archive::{article::Article, proto};
+
+/// 1851-01-01 and 2031-01-01: the archive's date spread.
+const FIRST: i64 = -3_755_289_600;
+const LAST: i64 = 1_924_992_000;
+
+fn seed() -> &'static str {
+    static SEED: OnceLock<String> = OnceLock::new();
+    SEED.get_or_init(|| {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/seed-article.txt"
+        ))
+        .expect("the seed fixture")
+    })
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64: a cheap, well-spread hash of the article number.
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Article number `i`: the seed article as body, varied title, url, source,
+/// author and date. The same `i` always gives the same article.
+pub fn article(i: usize) -> proto::Article {
+    let h = mix(i as u64);
+    let seconds = FIRST + (h % (LAST - FIRST) as u64) as i64;
+    let source = format!("paper{}.example.com", (h >> 20) % 50);
+    let body = seed();
+    proto::Article {
+        url: format!("https://{source}/news/{i}/story"),
+        title: format!("Story {i}: {}", &body[..60]),
+        body: format!("{i} {body}"),
+        published_at: Some(prost_types::Timestamp {
+            seconds,
+            nanos: (i % 1000) as i32,
+        }),
+        authors: vec![format!("Reporter {}", (h >> 40) % 500)],
+        source,
+        section: ["World", "Politics", "Business", "Science"][i % 4].into(),
+        tags: vec!["news".into()],
+        language: "en".into(),
+        ..Default::default()
+    }
+}
+
+/// The id the server gives article `i`.
+pub fn id_of(i: usize) -> String {
+    Article::from_proto(article(i)).unwrap().id().to_string()
+}
+
+/// The bytes of text an article carries (title and body), for MB/s.
+pub fn text_bytes(article: &proto::Article) -> usize {
+    article.body.len() + article.title.len()
+}
+
+/// Raw bytes of an article: every string field, what a plain file of the
+/// text would need; disk use is compared against this.
+pub fn raw_bytes(a: &proto::Article) -> usize {
+    a.url.len()
+        + a.title.len()
+        + a.body.len()
+        + a.source.len()
+        + a.section.len()
+        + a.language.len()
+        + a.authors
+            .iter()
+            .chain(&a.tags)
+            .map(String::len)
+            .sum::<usize>()
+        + 12
+}
+
+/// Latency percentiles of a set of samples.
+pub struct Latencies {
+    pub count: usize,
+    pub elapsed: Duration,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+}
+
+impl Latencies {
+    pub fn new(mut samples: Vec<Duration>, elapsed: Duration) -> Self {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        Self {
+            count: samples.len(),
+            elapsed,
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+/// Bytes the directory's files occupy on disk (allocated blocks).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            total += if meta.is_dir() {
+                disk_usage(&entry.path())
+            } else {
+                meta.blocks() * 512
+            };
+        }
+    }
+    total
+}
+
+/// The real binary serving a data directory, for figures that must not
+/// include the benchmark's own memory.
+pub struct ServerProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_article-archive"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                "warn,article_archive=info,article_archive::service=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("the server logs its address").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, addr }
+    }
+
+    /// Peak and current resident memory in bytes (VmHWM, VmRSS).
+    pub fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
