@@ -10,23 +10,17 @@ use std::{
 
 use clap::Args;
 
-use super::{connect, parse_time, progress::Progress, CliError};
+use super::{progress::Progress, CliError, DateRangeArgs, ServerArg};
 use crate::{jsonl, proto};
 
 /// Flags of `article-archive export`.
 #[derive(Debug, Clone, Args)]
 pub struct ExportArgs {
-    /// Server to export from.
-    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 
-    /// Only articles published at or after this time (2022-09-01 or RFC 3339).
-    #[arg(long, value_parser = parse_time)]
-    pub from: Option<prost_types::Timestamp>,
-
-    /// Only articles published before this time.
-    #[arg(long, value_parser = parse_time)]
-    pub to: Option<prost_types::Timestamp>,
+    #[command(flatten)]
+    pub range: DateRangeArgs,
 
     /// Output file; standard output when absent.
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -46,7 +40,7 @@ pub struct ExportArgs {
 /// stream broken midway is reported and exits 1, leaving a file that ends
 /// at a complete line.
 pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = args.server.connect().await?;
     let (sink, resume_after): (Box<dyn Write>, Option<proto::ExportPosition>) = match &args.output {
         None => (Box::new(io::stdout().lock()), None),
         Some(path) if args.resume => {
@@ -72,8 +66,8 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
     }
 
     let request = proto::ExportArticlesRequest {
-        start_time: args.from,
-        end_time: args.to,
+        start_time: args.range.from,
+        end_time: args.range.to,
         order: proto::SortOrder::OldestFirst as i32,
         resume_after,
     };

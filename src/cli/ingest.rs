@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{connect, progress::Progress, CliError};
+use super::{progress::Progress, CliError, ServerArg};
 use crate::{
     jsonl,
     proto::{self, IngestOutcome},
@@ -33,9 +33,8 @@ use crate::{
 /// Flags of `article-archive ingest`.
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
-    /// Server to load into.
-    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 
     /// Write every failed line (unreadable or rejected) to this file as JSON
     /// Lines: file, line number, reason and the line itself.
@@ -113,7 +112,7 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
                 .map_err(|e| CliError::io(path, e))
         })
         .transpose()?;
-    let mut client = connect(&args.server).await?;
+    let mut client = args.server.connect().await?;
 
     let (lines_tx, mut lines_rx) =
         mpsc::channel::<(LineInfo, Result<proto::Article, String>)>(1024);

@@ -8,6 +8,7 @@ pub mod show;
 
 use std::{path::PathBuf, str::FromStr};
 
+use clap::Args;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::archive_service_client::ArchiveServiceClient;
@@ -66,6 +67,36 @@ impl CliError {
             status: Box::new(status),
         }
     }
+}
+
+/// The server a client command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArg {
+    /// Server address.
+    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+}
+
+impl ServerArg {
+    /// Connects to the server.
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn connect(&self) -> Result<ArchiveServiceClient<Channel>, CliError> {
+        connect(&self.server).await
+    }
+}
+
+/// A range of publication times, `--from` inclusive, `--to` exclusive.
+#[derive(Debug, Clone, Args)]
+pub struct DateRangeArgs {
+    /// Only articles published at or after this time (2022-09-01 or RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<prost_types::Timestamp>,
+
+    /// Only articles published before this time.
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<prost_types::Timestamp>,
 }
 
 /// The generated client, connected to `url` (for example

@@ -4,15 +4,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{connect, parse_time, CliError};
+use super::{CliError, DateRangeArgs, ServerArg};
 use crate::{jsonl, proto};
 
 /// Flags of `article-archive get`.
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// Server to ask.
-    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 
     /// Print the protobuf JSON mapping instead of text.
     #[arg(long)]
@@ -25,17 +24,11 @@ pub struct GetArgs {
 /// Flags of `article-archive list`.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
-    /// Server to ask.
-    #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 
-    /// Only articles published at or after this time (2022-09-01 or RFC 3339).
-    #[arg(long, value_parser = parse_time)]
-    pub from: Option<prost_types::Timestamp>,
-
-    /// Only articles published before this time.
-    #[arg(long, value_parser = parse_time)]
-    pub to: Option<prost_types::Timestamp>,
+    #[command(flatten)]
+    pub range: DateRangeArgs,
 
     /// Most articles to show.
     #[arg(long, default_value_t = 20)]
@@ -76,7 +69,7 @@ fn summary_line(article: &proto::Article) -> String {
 /// A [`CliError`] when the server cannot be reached or answers with an error
 /// (NOT_FOUND included).
 pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = args.server.connect().await?;
     let article = client
         .get_article(proto::GetArticleRequest {
             id: args.id.clone(),
@@ -121,10 +114,10 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
 /// # Errors
 /// A [`CliError`] when the server cannot be reached or rejects the range.
 pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
-    let mut client = connect(&args.server).await?;
+    let mut client = args.server.connect().await?;
     let mut request = proto::ListArticlesRequest {
-        start_time: args.from,
-        end_time: args.to,
+        start_time: args.range.from,
+        end_time: args.range.to,
         order: if args.newest_first {
             proto::SortOrder::NewestFirst
         } else {

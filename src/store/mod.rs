@@ -91,7 +91,6 @@ struct Inner {
     /// HMAC key for page tokens; kept in the database so tokens outlive a
     /// restart.
     page_token_key: [u8; 32],
-    path: PathBuf,
 }
 
 /// Which end of the date order a scan starts from.
@@ -179,14 +178,8 @@ impl Store {
                 queue: Some(queue),
                 writer: Some(writer),
                 page_token_key,
-                path: config.path.clone(),
             }),
         })
-    }
-
-    /// The data directory.
-    pub fn path(&self) -> &Path {
-        &self.inner.path
     }
 
     /// The stored article with this id, if any.
@@ -214,14 +207,6 @@ impl Store {
             .await
             .map_err(|_| Error::Closed)?;
         Ok(PendingWrite(outcome))
-    }
-
-    /// Stores one article and waits until it is durable.
-    ///
-    /// # Errors
-    /// As [`Store::submit`] and [`PendingWrite::outcome`].
-    pub async fn write(&self, article: Article) -> Result<WriteOutcome> {
-        self.submit(article).await?.outcome().await
     }
 
     /// Articles in `range`, in `order`, starting strictly after `after` when
