@@ -509,7 +509,9 @@ fn main() {
     drop(raw_db);
     server.stop();
 
-    // 4. Growth and cost, in a server process of its own.
+    // 4. Growth and cost, in a server process of its own. One-day ranges hold
+    // more articles as the archive grows (a/day); the 20-article page at a
+    // random date is the same amount of work at every size.
     let mut rows = Vec::new();
     let growth_dir = dir.path().join("growth");
     let server = ServerProcess::start(&growth_dir, &[]);
@@ -531,14 +533,17 @@ fn main() {
         );
         let get = runtime.block_on(get_load(&channel, &ids, 16, options.seconds.min(2.0)));
         let day = runtime.block_on(one_day_lists(&channel, 200));
+        let page = runtime.block_on(range_lists(&channel, 200, None, 20));
         let (peak, current) = server.memory();
         let disk = disk_usage(&growth_dir);
         rows.push(format!(
-            "{size:>9} {:>12.0} {:>10} {:>11} {:>11} {:>10.0} {:>10.0} {:>12.0} {:>8.2}",
+            "{size:>9} {:>11.0} {:>11} {:>7.1} {:>10} {:>10} {:>10} {:>12.0} {:>8.0} {:>13.0} {:>8.2}",
             step as f64 / elapsed.as_secs_f64(),
             ms(get.p99),
+            size as f64 / 65_744.0,
             ms(day.p50),
             ms(day.p99),
+            ms(page.p50),
             peak as f64 / 1048576.0,
             current as f64 / 1048576.0,
             disk as f64 / size as f64,
@@ -547,7 +552,7 @@ fn main() {
     }
     print_rows(
         "4. Growth and cost (server process; disk = allocated bytes of the data dir; raw = bytes of the article fields)",
-        " articles  ingest a/s  get p99 ms  day p50 ms  day p99 ms  peak RSS MiB  RSS MiB  disk B/article  disk/raw",
+        " articles  ingest a/s  get p99 ms  a/day  day p50 ms day p99 ms 20-page p50 peak RSS MiB  RSS MiB  disk B/article disk/raw",
         &rows,
     );
     server.stop();
