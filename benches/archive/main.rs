@@ -283,21 +283,27 @@ async fn list_walk(channel: &Channel, view: ArticleView, page_size: i32) -> (usi
 /// Latency of one-day range queries (BASIC, up to 1000 a page) at random
 /// days of 1851-2030.
 async fn one_day_lists(channel: &Channel, queries: usize) -> Latencies {
+    range_lists(channel, queries, Some(86_400), 1000).await
+}
+
+/// Latency of `page_size`-article pages starting at random days of
+/// 1851-2030, `span` seconds long (unbounded when `None`).
+async fn range_lists(
+    channel: &Channel,
+    queries: usize,
+    span: Option<i64>,
+    page_size: i32,
+) -> Latencies {
     let mut client = ArchiveServiceClient::new(channel.clone());
     let mut samples = Vec::with_capacity(queries);
     let started = Instant::now();
     for q in 0..queries {
         let day = -3_755_289_600 + (q as i64 * 7_919 % 65_000) * 86_400;
+        let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
         let request = proto::ListArticlesRequest {
-            start_time: Some(prost_types::Timestamp {
-                seconds: day,
-                nanos: 0,
-            }),
-            end_time: Some(prost_types::Timestamp {
-                seconds: day + 86_400,
-                nanos: 0,
-            }),
-            page_size: 1000,
+            start_time: Some(at(day)),
+            end_time: span.map(|span| at(day + span)),
+            page_size,
             ..Default::default()
         };
         let t = Instant::now();
