@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crate::cli::{
+    check::CheckArgs,
     export::ExportArgs,
     ingest::IngestArgs,
     show::{GetArgs, ListArgs},
@@ -35,6 +36,11 @@ pub enum Command {
     Get(GetArgs),
     /// Show articles by publication date, one per line.
     List(ListArgs),
+    /// Verify a data directory offline (every record decodes and matches its
+    /// hash; the date index has exactly one entry per record, at its date);
+    /// --repair rebuilds the index from the records. Exit status 0 when
+    /// consistent, 1 when problems remain.
+    Check(CheckArgs),
 }
 
 /// Settings of `article-archive serve`.

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Export(args) => runtime.block_on(cli::export::run(args)),
         Command::Get(args) => runtime.block_on(cli::show::get(args)),
         Command::List(args) => runtime.block_on(cli::show::list(args)),
+        Command::Check(args) => cli::check::run(&args),
     };
     // Do not wait for a reader thread still blocked on standard input.
     runtime.shutdown_background();

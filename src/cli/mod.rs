@@ -1,6 +1,8 @@
-//! The client commands: `ingest`, `export`, `get` and `list`. They talk to a
-//! running server over gRPC, like any other client.
+//! The commands besides `serve`: `ingest`, `export`, `get` and `list` talk to
+//! a running server over gRPC, like any other client; `check` works on a data
+//! directory no server is using.
 
+pub mod check;
 pub mod export;
 pub mod ingest;
 mod progress;
@@ -51,6 +53,9 @@ pub enum CliError {
     /// The command's own arguments do not fit together.
     #[error("{0}")]
     Usage(String),
+    /// The archive itself reported an error (for `check`).
+    #[error(transparent)]
+    Archive(#[from] crate::Error),
 }
 
 impl CliError {

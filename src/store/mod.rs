@@ -134,6 +134,15 @@ impl PendingWrite {
     }
 }
 
+/// What [`Store::repair_index`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// Index entries added for records that had none at their date.
+    pub added: u64,
+    /// Index entries removed: orphans, wrong dates, undecodable keys.
+    pub removed: u64,
+}
+
 /// What [`Store::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -336,6 +345,47 @@ impl Drop for Inner {
                 tracing::error!("the writer thread panicked");
             }
         }
+    }
+}
+
+impl Store {
+    /// Rebuilds the date index from the records, never the other way round:
+    /// removes every entry that is not exactly one record's (id, date) and
+    /// adds the missing ones, in one atomic batch, then flushes. Records that
+    /// cannot be decoded get no entry and stay for [`Store::check`] to
+    /// report. Blocking; meant for an archive no server is using.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read or written.
+    pub fn repair_index(&self) -> Result<RepairReport> {
+        let trees = &self.inner.trees;
+        let mut expected = std::collections::BTreeSet::new();
+        for entry in &trees.articles {
+            let (key, value) = entry?;
+            let id = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|s| ArticleId::parse("id", s).ok());
+            if let (Some(id), Ok(header)) = (id, record::decode_header(&value)) {
+                expected.insert(keys::date_key(header.published_at, &id));
+            }
+        }
+        let mut batch = sled::Batch::default();
+        let mut report = RepairReport::default();
+        for entry in &trees.by_date {
+            let (key, _) = entry?;
+            if !expected.remove(key.as_ref()) {
+                batch.remove(key);
+                report.removed += 1;
+            }
+        }
+        // What is left in `expected` had no entry.
+        for key in expected {
+            batch.insert(key, &[][..]);
+            report.added += 1;
+        }
+        trees.by_date.apply_batch(batch)?;
+        trees.db.flush()?;
+        Ok(report)
     }
 }
 
