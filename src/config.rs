@@ -59,6 +59,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_CACHE_MB", default_value_t = 256)]
     pub cache_mb: u64,
 
+    /// zstd-compress stored data (needs a build with `--features
+    /// compression`; fixed when the data directory is created).
+    #[arg(long, env = "ARCHIVE_COMPRESSION")]
+    pub compression: bool,
+
     /// Seconds that open streams get to finish after SIGTERM or Ctrl-C before
     /// they are ended with UNAVAILABLE.
     #[arg(long, env = "ARCHIVE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -83,6 +88,7 @@ impl ServeArgs {
     pub fn store_config(&self) -> StoreConfig {
         let mut config = StoreConfig::new(&self.data_dir);
         config.cache_capacity_bytes = self.cache_mb.saturating_mul(1024 * 1024);
+        config.compression = self.compression;
         config
     }
 

@@ -50,6 +50,10 @@ pub struct StoreConfig {
     /// Articles that may wait for the writer before submitters are made to
     /// wait too (back-pressure on ingest streams).
     pub queue_capacity: usize,
+    /// zstd-compress stored pages (sled's `compression` feature, which this
+    /// crate's `compression` feature turns on). Fixed when the directory is
+    /// created.
+    pub compression: bool,
 }
 
 impl StoreConfig {
@@ -60,6 +64,7 @@ impl StoreConfig {
             cache_capacity_bytes: 256 * 1024 * 1024,
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
+            compression: false,
         }
     }
 }
@@ -161,9 +166,16 @@ impl Store {
     /// [`Error::DataDirLocked`] when another process has the directory open,
     /// [`Error::Storage`] for anything else sled refuses.
     pub fn open(config: &StoreConfig) -> Result<Self> {
+        if config.compression && !cfg!(feature = "compression") {
+            return Err(Error::io(
+                "enabling compression",
+                std::io::Error::other("this binary was built without the `compression` feature"),
+            ));
+        }
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_capacity_bytes)
+            .use_compression(config.compression)
             .open()
             .map_err(|e| open_error(&config.path, e))?;
         let trees = Trees {
@@ -483,4 +495,24 @@ fn init_meta(db: &sled::Db) -> Result<[u8; 32]> {
     };
     db.flush()?;
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(not(feature = "compression"))]
+    #[test]
+    fn compression_without_the_feature_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = StoreConfig::new(dir.path());
+        config.compression = true;
+        let error = Store::open(&config).err().unwrap();
+        assert!(
+            error
+                .to_string()
+                .contains("built without the `compression` feature"),
+            "{error}"
+        );
+    }
 }
