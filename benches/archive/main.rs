@@ -137,7 +137,7 @@ fn raw_sled_walk(db: &sled::Db) -> (usize, Duration) {
         let (key, _) = entry.unwrap();
         let (_, id) = keys::parse_date_key(&key).unwrap();
         let bytes = articles.get(id.as_str()).unwrap().unwrap();
-        std::hint::black_box(record::decode(id, &bytes).unwrap());
+        std::hint::black_box(record::decode(&id, &bytes).unwrap());
         count += 1;
     }
     (count, started.elapsed())

@@ -209,7 +209,7 @@ impl Store {
     /// [`Error::Storage`] or [`Error::Corrupt`].
     pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
         match self.inner.trees.articles.get(id.as_str())? {
-            Some(bytes) => decode_record(id.clone(), &bytes).map(Some),
+            Some(bytes) => decode_record(id, &bytes).map(Some),
             None => Ok(None),
         }
     }
@@ -305,7 +305,7 @@ impl Store {
                     .push(format!("record key {shown:?} is not a valid id"));
                 continue;
             };
-            match record::decode(id.clone(), &value) {
+            match record::decode(&id, &value) {
                 Err(reason) => report.problems.push(format!("record {id}: {reason}")),
                 Ok(stored) => {
                     if stored.content.sha256() != stored.content_sha256 {
@@ -428,7 +428,7 @@ impl Iterator for DateScan {
                 Ok(None) => continue,
                 Err(e) => return Some(Err(e.into())),
             };
-            match decode_record(id, &bytes) {
+            match decode_record(&id, &bytes) {
                 Ok(stored) if stored.content.published_at == published_at => {
                     return Some(Ok(stored))
                 }
@@ -439,9 +439,13 @@ impl Iterator for DateScan {
     }
 }
 
-fn decode_record(id: ArticleId, bytes: &[u8]) -> Result<StoredArticle> {
-    let key = format!("{ARTICLES_TREE}/{id}");
-    record::decode(id, bytes).map_err(|reason| Error::Corrupt { key, reason })
+fn decode_record(id: &ArticleId, bytes: &[u8]) -> Result<StoredArticle> {
+    // The error's key is formatted only on failure: this runs for every
+    // record read.
+    record::decode(id, bytes).map_err(|reason| Error::Corrupt {
+        key: format!("{ARTICLES_TREE}/{id}"),
+        reason,
+    })
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {

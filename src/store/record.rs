@@ -139,10 +139,10 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
 ///
 /// # Errors
 /// A description of the damage when the bytes are not a record.
-pub fn decode(id: ArticleId, bytes: &[u8]) -> Result<StoredArticle, DecodeError> {
+pub fn decode(id: &ArticleId, bytes: &[u8]) -> Result<StoredArticle, DecodeError> {
     let raw = RecordV1::decode(payload(bytes)?).map_err(|e| e.to_string())?;
     Ok(StoredArticle {
-        id,
+        id: id.clone(),
         content: ArticleContent {
             url: raw.url,
             title: raw.title,
@@ -188,14 +188,14 @@ mod tests {
         };
         let bytes = encode(&content, sha, ingested);
         let id = ArticleId::parse("id", "x").unwrap();
-        let stored = decode(id.clone(), &bytes).unwrap();
+        let stored = decode(&id, &bytes).unwrap();
         assert_eq!(stored.content, content);
         assert_eq!(stored.ingested_at, ingested);
         assert_eq!(stored.content_sha256, sha);
         let header = decode_header(&bytes).unwrap();
         assert_eq!(header.published_at, content.published_at);
         assert_eq!(header.content_sha256, sha);
-        assert!(decode(id, &bytes[..bytes.len() - 3]).is_err());
+        assert!(decode(&id, &bytes[..bytes.len() - 3]).is_err());
         assert!(decode_header(&[9, 1, 2]).is_err());
     }
 }
