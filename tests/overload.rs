@@ -1,0 +1,99 @@
+//! Misbehaving clients cannot grow the server's memory without bound.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use article_archive::proto;
+use common::*;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// A client streams large articles and never reads a response: the server
+/// stops reading its stream once 1024 acknowledgements wait (HTTP/2 flow
+/// control then holds the client back), its peak memory stays far below what
+/// the client tried to send, and other clients are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_responses_is_held_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    const ATTEMPTED: usize = 20_000;
+    const BODY: usize = 64 * 1024;
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = mpsc::channel(16);
+    let feeder = {
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            let body = "x".repeat(BODY);
+            for i in 0..ATTEMPTED {
+                let a = proto::Article {
+                    body: body.clone(),
+                    ..article(&format!("flood{i:05}"), i as i64)
+                };
+                if tx.send(request(a)).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Responses are never read.
+    let _responses = client
+        .ingest_articles(ReceiverStream::new(rx))
+        .await
+        .unwrap();
+
+    // Wait until the flood stalls: no progress for a full second.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = usize::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last || now == ATTEMPTED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the flood never stalled");
+        last = now;
+    }
+    let accepted = sent.load(Ordering::Relaxed);
+    println!("accepted {accepted} of {ATTEMPTED} articles before the server stopped reading");
+    assert!(
+        accepted < 5_000,
+        "the server kept reading: {accepted} articles"
+    );
+
+    // Others are still served while the flood is held.
+    let mut other = server.client().await;
+    ingest(&mut other, vec![article("other", 1)]).await;
+    other
+        .get_article(proto::GetArticleRequest { id: "other".into() })
+        .await
+        .unwrap();
+
+    // The attempted flood is 1.3 GB; the server held a bounded part of it.
+    let peak = resident_mib(server.child.id());
+    println!("server peak resident memory: {peak} MiB");
+    assert!(peak < 512, "peak resident memory {peak} MiB");
+    feeder.abort();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}
