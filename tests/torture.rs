@@ -170,12 +170,8 @@ async fn repeated_sigkill_during_creates_updates_and_shutdown_loses_nothing_ackn
     for iteration in 0..iterations {
         let mut server = ServerProcess::start(&data, &[]);
         let first_version = iteration * 1_000;
-        verify(
-            &server,
-            &acknowledged.lock().unwrap().clone(),
-            first_version,
-        )
-        .await;
+        let snapshot = acknowledged.lock().unwrap().clone();
+        verify(&server, &snapshot, first_version).await;
         verified += acknowledged.lock().unwrap().len();
 
         let mut clients = Vec::new();
