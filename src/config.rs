@@ -10,7 +10,7 @@ pub use crate::cli::{
     ingest::IngestArgs,
     show::{GetArgs, ListArgs},
 };
-use crate::{server::ServeOptions, store::StoreConfig};
+use crate::{server::ServeOptions, service::CallLimits, store::StoreConfig};
 
 /// A gRPC archive of news articles on an embedded sled database.
 #[derive(Debug, Parser)]
@@ -69,6 +69,16 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Most IngestArticles and ExportArticles streams open at once; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ARCHIVE_MAX_STREAMS", default_value_t = 64)]
+    pub max_streams: usize,
+
+    /// Most GetArticle and ListArticles calls running at once; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ARCHIVE_MAX_CALLS", default_value_t = 1024)]
+    pub max_calls: usize,
+
     /// Log line format.
     #[arg(long, env = "ARCHIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -96,6 +106,10 @@ impl ServeArgs {
     pub fn serve_options(&self) -> ServeOptions {
         ServeOptions {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            limits: CallLimits {
+                streams: self.max_streams,
+                calls: self.max_calls,
+            },
         }
     }
 }

@@ -17,7 +17,7 @@ use tracing::{info, info_span, warn};
 use crate::{
     error::Error,
     proto::{self, archive_service_server::ArchiveServiceServer},
-    service::{ArchiveService, ShutdownHooks},
+    service::{ArchiveService, CallLimits, ShutdownHooks},
     store::Store,
 };
 
@@ -35,12 +35,15 @@ pub struct ServeOptions {
     /// How long open streams may run on after shutdown starts before they
     /// are ended with UNAVAILABLE.
     pub shutdown_grace: Duration,
+    /// How many calls may run at once.
+    pub limits: CallLimits,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             shutdown_grace: Duration::from_secs(10),
+            limits: CallLimits::default(),
         }
     }
 }
@@ -86,10 +89,11 @@ pub async fn run(
         stop_streams: streams_stopped,
         in_flight: in_flight.downgrade(),
     };
-    let archive = ArchiveServiceServer::new(ArchiveService::new(store.clone(), hooks))
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let archive =
+        ArchiveServiceServer::new(ArchiveService::new(store.clone(), hooks, options.limits))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let (shutdown_started_tx, shutdown_started) = tokio::sync::oneshot::channel();
     let signal = {

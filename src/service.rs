@@ -1,10 +1,10 @@
 //! The gRPC handlers: parse the request into domain types, call the store,
 //! map the answer back. Nothing else lives here.
 
-use std::{pin::Pin, time::Instant};
+use std::{pin::Pin, sync::Arc, time::Instant};
 
 use prost::Message;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{info, Instrument, Span};
@@ -38,6 +38,38 @@ pub const INGEST_WINDOW: usize = 1024;
 pub struct ArchiveService {
     store: Store,
     shutdown: ShutdownHooks,
+    limits: CallLimits,
+    /// Permits for open ingest and export streams.
+    streams: Arc<Semaphore>,
+    /// Permits for running GetArticle and ListArticles calls.
+    calls: Arc<Semaphore>,
+}
+
+/// How many calls may run at once; a call over a limit is refused with
+/// RESOURCE_EXHAUSTED at once rather than queued, so overload costs the
+/// server nothing and the client learns to back off.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Open IngestArticles and ExportArticles streams.
+    pub streams: usize,
+    /// Running GetArticle and ListArticles calls.
+    pub calls: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            streams: 64,
+            calls: 1024,
+        }
+    }
+}
+
+/// What a running call holds: its place among the in-flight calls and its
+/// permit. Dropped when the call is over.
+struct CallGuard {
+    _in_flight: mpsc::Sender<()>,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// How the server's shutdown reaches the handlers.
@@ -56,17 +88,41 @@ pub struct ShutdownHooks {
 
 impl ArchiveService {
     /// A service over `store`.
-    pub fn new(store: Store, shutdown: ShutdownHooks) -> Self {
-        Self { store, shutdown }
+    pub fn new(store: Store, shutdown: ShutdownHooks, limits: CallLimits) -> Self {
+        Self {
+            store,
+            shutdown,
+            limits,
+            streams: Arc::new(Semaphore::new(limits.streams)),
+            calls: Arc::new(Semaphore::new(limits.calls)),
+        }
     }
 
-    /// Registers a call as in flight, or refuses it when the server is
-    /// draining and every earlier call has finished.
-    fn track_call(&self) -> Result<mpsc::Sender<()>, Status> {
-        self.shutdown
+    fn admit_stream(&self) -> Result<CallGuard, Status> {
+        self.admit(&self.streams, self.limits.streams, "streams")
+    }
+
+    fn admit_call(&self) -> Result<CallGuard, Status> {
+        self.admit(&self.calls, self.limits.calls, "calls")
+    }
+
+    /// Admits a call under `limit` permits: refuses it when the server is
+    /// draining and every earlier call has finished, or when all are taken.
+    fn admit(&self, limit: &Arc<Semaphore>, max: usize, what: &str) -> Result<CallGuard, Status> {
+        let in_flight = self
+            .shutdown
             .in_flight
             .upgrade()
-            .ok_or_else(|| Status::unavailable("the server is shutting down"))
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
+        let permit = Arc::clone(limit).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent {what} (limit {max}); retry later"
+            ))
+        })?;
+        Ok(CallGuard {
+            _in_flight: in_flight,
+            _permit: permit,
+        })
     }
 }
 
@@ -80,7 +136,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::GetArticleRequest>,
     ) -> Result<Response<proto::GetArticleResponse>, Status> {
         let started = Instant::now();
-        let _in_flight = self.track_call()?;
+        let _call = self.admit_call()?;
         let result = (|| {
             let id = ArticleId::parse("id", &request.get_ref().id)?;
             // A point read is served from sled's cache or one short read, so it
@@ -101,7 +157,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::ListArticlesRequest>,
     ) -> Result<Response<proto::ListArticlesResponse>, Status> {
         let started = Instant::now();
-        let _in_flight = self.track_call()?;
+        let _call = self.admit_call()?;
         let result = async {
             let query = ListQuery::parse(request.into_inner(), self.store.page_token_key())?;
             let store = self.store.clone();
@@ -123,7 +179,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::ExportArticlesRequest>,
     ) -> Result<Response<Self::ExportArticlesStream>, Status> {
         let started = Instant::now();
-        let in_flight = self.track_call()?;
+        let call = self.admit_stream()?;
         let query = match ExportQuery::parse(request.into_inner()) {
             Ok(query) => query,
             Err(e) => return log_finished(started, Err(e.into())),
@@ -133,14 +189,16 @@ impl ArchiveApi for ArchiveService {
         let (store, stop) = (self.store.clone(), self.shutdown.stop_streams.clone());
         tokio::spawn(
             async move {
-                let (code, exported) = run_export(query, store, out, stop).await;
+                let (code, exported) = run_export(query, store, &out, stop).await;
                 info!(
                     ?code,
                     exported,
                     latency_ms = started.elapsed().as_secs_f64() * 1e3,
                     "rpc finished"
                 );
-                drop(in_flight);
+                // As for ingest: the permit goes before the stream ends.
+                drop(call);
+                drop(out);
             }
             .instrument(Span::current()),
         );
@@ -154,7 +212,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<Streaming<proto::IngestArticlesRequest>>,
     ) -> Result<Response<Self::IngestArticlesStream>, Status> {
         let started = Instant::now();
-        let in_flight = self.track_call()?;
+        let call = self.admit_stream()?;
         let inbound = request.into_inner();
         let (pending_tx, pending_rx) = mpsc::channel(INGEST_WINDOW);
         let (out_tx, out_rx) = mpsc::channel(INGEST_WINDOW);
@@ -170,9 +228,11 @@ impl ArchiveApi for ArchiveService {
         );
         tokio::spawn(
             async move {
-                acknowledge_in_order(pending_rx, out_tx, started).await;
-                // The call is over once its last answer is handed to tonic.
-                drop(in_flight);
+                acknowledge_in_order(pending_rx, &out_tx, started).await;
+                // Release the call's permit before the client can see the
+                // stream end, so it may open a new one at once.
+                drop(call);
+                drop(out_tx);
             }
             .instrument(span),
         );
@@ -246,7 +306,7 @@ async fn read_ingest_stream(
 /// after the first error.
 async fn acknowledge_in_order(
     mut pending: mpsc::Receiver<Pending>,
-    out: mpsc::Sender<Result<proto::IngestArticlesResponse, Status>>,
+    out: &mpsc::Sender<Result<proto::IngestArticlesResponse, Status>>,
     started: Instant,
 ) {
     let mut code = Code::Ok;
@@ -506,7 +566,7 @@ const EXPORT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 async fn run_export(
     query: ExportQuery,
     store: Store,
-    out: mpsc::Sender<Result<proto::ExportArticlesResponse, Status>>,
+    out: &mpsc::Sender<Result<proto::ExportArticlesResponse, Status>>,
     mut stop: watch::Receiver<bool>,
 ) -> (Code, u64) {
     let mut after = query.resume_after;
@@ -742,7 +802,11 @@ mod tests {
             stop_streams: stop_rx,
             in_flight: in_flight.downgrade(),
         };
-        (ArchiveService::new(store.clone(), hooks), in_flight, stop)
+        (
+            ArchiveService::new(store.clone(), hooks, CallLimits::default()),
+            in_flight,
+            stop,
+        )
     }
 
     proptest! {

@@ -97,3 +97,118 @@ async fn a_client_that_never_reads_responses_is_held_back() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(30)).0.success());
 }
+
+fn limited(streams: usize, calls: usize) -> article_archive::ServeOptions {
+    article_archive::ServeOptions {
+        limits: article_archive::service::CallLimits { streams, calls },
+        ..Default::default()
+    }
+}
+
+/// Streams over the limit are refused at once with RESOURCE_EXHAUSTED, and
+/// a slot freed by a finished stream can be used right away.
+#[tokio::test]
+async fn streams_over_the_limit_are_refused_with_resource_exhausted() {
+    let mut server = TestServer::start_in(tempfile::tempdir().unwrap(), limited(3, 1024)).await;
+    let mut open = Vec::new();
+    for s in 0..3 {
+        let (tx, rx) = mpsc::channel(4);
+        let mut responses = server
+            .client
+            .ingest_articles(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        tx.send(request(article(&format!("s{s}"), s)))
+            .await
+            .unwrap();
+        assert!(tokio_stream::StreamExt::next(&mut responses)
+            .await
+            .unwrap()
+            .is_ok());
+        open.push((tx, responses));
+    }
+    let refused = server
+        .client
+        .ingest_articles(tokio_stream::iter(vec![request(article("x", 9))]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("limit 3"),
+        "{}",
+        refused.message()
+    );
+    let export = server
+        .client
+        .export_articles(proto::ExportArticlesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(export.code(), tonic::Code::ResourceExhausted);
+
+    // Finish one stream: its slot is free once the client sees the end.
+    let (tx, mut responses) = open.pop().unwrap();
+    drop(tx);
+    assert!(tokio_stream::StreamExt::next(&mut responses)
+        .await
+        .is_none());
+    let acks = ingest(&mut server.client, vec![article("after", 10)]).await;
+    assert_eq!(acks.len(), 1);
+}
+
+/// Thousands of concurrent list calls against a small limit: each is
+/// served or refused with RESOURCE_EXHAUSTED, none waits in a queue, and the
+/// server keeps serving afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_over_the_limit_are_refused_not_queued() {
+    let mut server = TestServer::start_in(tempfile::tempdir().unwrap(), limited(64, 4)).await;
+    let body = seed_body();
+    ingest(
+        &mut server.client,
+        (0..200)
+            .map(|i| proto::Article {
+                body: body.clone(),
+                ..article(&format!("l{i:03}"), i)
+            })
+            .collect(),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for _ in 0..2_000 {
+        let mut client = server.client.clone();
+        calls.push(tokio::spawn(async move {
+            let full = proto::ListArticlesRequest {
+                page_size: 200,
+                view: proto::ArticleView::Full as i32,
+                ..Default::default()
+            };
+            client
+                .list_articles(full)
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let (mut served, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(()) => served += 1,
+            Err(tonic::Code::ResourceExhausted) => refused += 1,
+            Err(other) => panic!("unexpected status {other:?}"),
+        }
+    }
+    println!("served {served}, refused {refused}");
+    assert!(
+        served >= 4 && refused > 0,
+        "served {served}, refused {refused}"
+    );
+    server
+        .client
+        .get_article(proto::GetArticleRequest { id: "l000".into() })
+        .await
+        .unwrap();
+}
