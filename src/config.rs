@@ -10,7 +10,7 @@ pub use crate::cli::{
     ingest::IngestArgs,
     show::{GetArgs, ListArgs},
 };
-use crate::{server::ServeOptions, service::CallLimits, store::StoreConfig};
+use crate::{auth::Tokens, server::ServeOptions, service::CallLimits, store::StoreConfig};
 
 /// A gRPC archive of news articles on an embedded sled database.
 #[derive(Debug, Parser)]
@@ -79,6 +79,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_MAX_CALLS", default_value_t = 1024)]
     pub max_calls: usize,
 
+    /// File of bearer tokens (one per line) that may call IngestArticles;
+    /// `ARCHIVE_WRITE_TOKENS` (comma-separated) adds more. None: anyone may
+    /// write. Tokens are never taken as arguments, which `ps` would show.
+    #[arg(long, env = "ARCHIVE_WRITE_TOKEN_FILE", value_name = "FILE")]
+    pub write_token_file: Option<PathBuf>,
+
+    /// File of bearer tokens that may read (Get, List, Export); write tokens
+    /// may read too. `ARCHIVE_READ_TOKENS` adds more. None: anyone may read.
+    #[arg(long, env = "ARCHIVE_READ_TOKEN_FILE", value_name = "FILE")]
+    pub read_token_file: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "ARCHIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -102,14 +113,25 @@ impl ServeArgs {
         config
     }
 
-    /// Server settings derived from the flags.
-    pub fn serve_options(&self) -> ServeOptions {
-        ServeOptions {
+    /// Server settings derived from the flags, with the tokens loaded from
+    /// their files and environment variables.
+    ///
+    /// # Errors
+    /// A token file that cannot be read.
+    pub fn serve_options(&self) -> std::io::Result<ServeOptions> {
+        let tokens = Tokens::load(
+            self.write_token_file.as_deref(),
+            std::env::var("ARCHIVE_WRITE_TOKENS").ok().as_deref(),
+            self.read_token_file.as_deref(),
+            std::env::var("ARCHIVE_READ_TOKENS").ok().as_deref(),
+        )?;
+        Ok(ServeOptions {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             limits: CallLimits {
                 streams: self.max_streams,
                 calls: self.max_calls,
             },
-        }
+            tokens,
+        })
     }
 }

@@ -11,6 +11,7 @@
 //! - [`service`]: the RPC handlers: parse, call the store, map back.
 //! - [`article`]: the validated domain article, id derivation, content hash.
 //! - [`page_token`]: opaque, signed keyset page tokens.
+//! - [`auth`]: optional bearer tokens for writing and reading.
 //! - [`store`]: the sled store; [`store::keys`] is the order-preserving key
 //!   encoding, [`store::record`] the on-disk record, and a single writer
 //!   thread does group commit, flush, then acknowledge.
@@ -22,6 +23,7 @@
 //! Dependencies point one way: server → service → (article, store) → keys.
 
 pub mod article;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -10,7 +10,7 @@ use article_archive::{
 };
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -65,6 +65,9 @@ fn limit_malloc_arenas() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {
+    let options = args
+        .serve_options()
+        .map_err(|e| Error::io("loading bearer tokens", e))?;
     let store = Store::open(&args.store_config())?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -73,7 +76,13 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         .local_addr()
         .map_err(|e| Error::io("reading the bound address", e))?;
     info!(data_dir = %args.data_dir.display(), "listening on {addr}");
-    server::run(listener, store, shutdown_signal(), args.serve_options()).await
+    if !addr.ip().is_loopback() {
+        warn!("listening on a non-loopback address without TLS: traffic, tokens included, is readable on the network");
+        if !options.tokens.write_protected() {
+            warn!("no write token is configured: anyone who can reach {addr} can write (set --write-token-file)");
+        }
+    }
+    server::run(listener, store, shutdown_signal(), options).await
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

@@ -15,6 +15,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, info_span, warn};
 
 use crate::{
+    auth::Tokens,
     error::Error,
     proto::{self, archive_service_server::ArchiveServiceServer},
     service::{ArchiveService, CallLimits, ShutdownHooks},
@@ -37,6 +38,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// How many calls may run at once.
     pub limits: CallLimits,
+    /// Bearer tokens for writing and reading; none means open.
+    pub tokens: Tokens,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +47,7 @@ impl Default for ServeOptions {
         Self {
             shutdown_grace: Duration::from_secs(10),
             limits: CallLimits::default(),
+            tokens: Tokens::default(),
         }
     }
 }
@@ -89,11 +93,15 @@ pub async fn run(
         stop_streams: streams_stopped,
         in_flight: in_flight.downgrade(),
     };
-    let archive =
-        ArchiveServiceServer::new(ArchiveService::new(store.clone(), hooks, options.limits))
-            .accept_compressed(CompressionEncoding::Gzip)
-            .send_compressed(CompressionEncoding::Gzip)
-            .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let archive = ArchiveServiceServer::new(ArchiveService::new(
+        store.clone(),
+        hooks,
+        options.tokens.clone(),
+        options.limits,
+    ))
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     let (shutdown_started_tx, shutdown_started) = tokio::sync::oneshot::channel();
     let signal = {

@@ -11,6 +11,7 @@ use tracing::{info, Instrument, Span};
 
 use crate::{
     article::{Article, ArticleId, Timestamp, ValidationError},
+    auth::{Role, Tokens},
     error::Error,
     page_token::PageToken,
     proto::{
@@ -38,6 +39,8 @@ pub const INGEST_WINDOW: usize = 1024;
 pub struct ArchiveService {
     store: Store,
     shutdown: ShutdownHooks,
+    /// Who may read and write; checked before anything else in a call.
+    tokens: Tokens,
     limits: CallLimits,
     /// Permits for open ingest and export streams.
     streams: Arc<Semaphore>,
@@ -88,10 +91,11 @@ pub struct ShutdownHooks {
 
 impl ArchiveService {
     /// A service over `store`.
-    pub fn new(store: Store, shutdown: ShutdownHooks, limits: CallLimits) -> Self {
+    pub fn new(store: Store, shutdown: ShutdownHooks, tokens: Tokens, limits: CallLimits) -> Self {
         Self {
             store,
             shutdown,
+            tokens,
             limits,
             streams: Arc::new(Semaphore::new(limits.streams)),
             calls: Arc::new(Semaphore::new(limits.calls)),
@@ -136,6 +140,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::GetArticleRequest>,
     ) -> Result<Response<proto::GetArticleResponse>, Status> {
         let started = Instant::now();
+        self.tokens.check(Role::Read, request.metadata())?;
         let _call = self.admit_call()?;
         let result = (|| {
             let id = ArticleId::parse("id", &request.get_ref().id)?;
@@ -157,6 +162,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::ListArticlesRequest>,
     ) -> Result<Response<proto::ListArticlesResponse>, Status> {
         let started = Instant::now();
+        self.tokens.check(Role::Read, request.metadata())?;
         let _call = self.admit_call()?;
         let result = async {
             let query = ListQuery::parse(request.into_inner(), self.store.page_token_key())?;
@@ -179,6 +185,7 @@ impl ArchiveApi for ArchiveService {
         request: Request<proto::ExportArticlesRequest>,
     ) -> Result<Response<Self::ExportArticlesStream>, Status> {
         let started = Instant::now();
+        self.tokens.check(Role::Read, request.metadata())?;
         let call = self.admit_stream()?;
         let query = match ExportQuery::parse(request.into_inner()) {
             Ok(query) => query,
@@ -212,6 +219,8 @@ impl ArchiveApi for ArchiveService {
         request: Request<Streaming<proto::IngestArticlesRequest>>,
     ) -> Result<Response<Self::IngestArticlesStream>, Status> {
         let started = Instant::now();
+        // Before a single article is read.
+        self.tokens.check(Role::Write, request.metadata())?;
         let call = self.admit_stream()?;
         let inbound = request.into_inner();
         let (pending_tx, pending_rx) = mpsc::channel(INGEST_WINDOW);
@@ -803,7 +812,12 @@ mod tests {
             in_flight: in_flight.downgrade(),
         };
         (
-            ArchiveService::new(store.clone(), hooks, CallLimits::default()),
+            ArchiveService::new(
+                store.clone(),
+                hooks,
+                Tokens::default(),
+                CallLimits::default(),
+            ),
             in_flight,
             stop,
         )

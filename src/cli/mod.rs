@@ -11,7 +11,11 @@ pub mod show;
 use std::{path::PathBuf, str::FromStr};
 
 use clap::Args;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::{interceptor::InterceptedService, Interceptor},
+    transport::{Channel, Endpoint},
+};
 
 use crate::proto::archive_service_client::ArchiveServiceClient;
 
@@ -74,23 +78,62 @@ impl CliError {
     }
 }
 
-/// The server a client command talks to.
+/// The server a client command talks to, and the token to show it.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
     /// Server address.
     #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
+
+    /// File holding the bearer token to send (first line). The environment
+    /// variable `ARCHIVE_TOKEN` may hold it instead; never an argument, which
+    /// `ps` would show.
+    #[arg(long, env = "ARCHIVE_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 impl ServerArg {
-    /// Connects to the server.
+    /// Connects to the server, sending the token with every call.
     ///
     /// # Errors
-    /// As [`connect`].
-    pub async fn connect(&self) -> Result<ArchiveServiceClient<Channel>, CliError> {
-        connect(&self.server).await
+    /// As [`connect`], or the token file cannot be read.
+    pub async fn connect(&self) -> Result<Client, CliError> {
+        let token = match &self.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| CliError::io(path, e))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("ARCHIVE_TOKEN").ok(),
+        };
+        connect(&self.server, token.as_deref()).await
     }
 }
+
+/// Adds `authorization: Bearer <token>` to every call when there is a token.
+#[derive(Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client as the commands use it.
+pub type Client = ArchiveServiceClient<InterceptedService<Channel, BearerToken>>;
 
 /// A range of publication times, `--from` inclusive, `--to` exclusive.
 #[derive(Debug, Clone, Args)]
@@ -105,11 +148,18 @@ pub struct DateRangeArgs {
 }
 
 /// The generated client, connected to `url` (for example
-/// `http://127.0.0.1:50051`).
+/// `http://127.0.0.1:50051`), sending `token` as a bearer token.
 ///
 /// # Errors
-/// [`CliError::BadServer`] or [`CliError::Connect`].
-pub async fn connect(url: &str) -> Result<ArchiveServiceClient<Channel>, CliError> {
+/// [`CliError::BadServer`] or [`CliError::Connect`]; [`CliError::Usage`] for
+/// a token that is not printable ASCII.
+pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, CliError> {
+    let token = token
+        .map(|t| {
+            MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| CliError::Usage("the token must be printable ASCII".into()))
+        })
+        .transpose()?;
     let endpoint = Endpoint::from_str(url).map_err(|e| CliError::BadServer {
         url: url.into(),
         reason: e.to_string(),
@@ -123,7 +173,10 @@ pub async fn connect(url: &str) -> Result<ArchiveServiceClient<Channel>, CliErro
             reason: std::error::Error::source(&e)
                 .map_or_else(|| e.to_string(), ToString::to_string),
         })?;
-    Ok(ArchiveServiceClient::new(channel))
+    Ok(ArchiveServiceClient::with_interceptor(
+        channel,
+        BearerToken(token),
+    ))
 }
 
 /// Parses a `--from`/`--to` value: an RFC 3339 timestamp
