@@ -1,8 +1,12 @@
 //! Command-line flags and environment variables.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 pub use crate::cli::{
     check::CheckArgs,
@@ -10,7 +14,7 @@ pub use crate::cli::{
     ingest::IngestArgs,
     show::{GetArgs, ListArgs},
 };
-use crate::{auth::Tokens, server::ServeOptions, service::CallLimits, store::StoreConfig};
+use crate::{auth::Tokens, server::ServeOptions, service::CallLimits, store::StoreConfig, Error};
 
 /// A gRPC archive of news articles on an embedded sled database.
 #[derive(Debug, Parser)]
@@ -90,6 +94,34 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_READ_TOKEN_FILE", value_name = "FILE")]
     pub read_token_file: Option<PathBuf>,
 
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(
+        long,
+        env = "ARCHIVE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "ARCHIVE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificate(s): require clients to present a certificate signed
+    /// by one of them (mutual TLS).
+    #[arg(
+        long,
+        env = "ARCHIVE_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "ARCHIVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -113,18 +145,33 @@ impl ServeArgs {
         config
     }
 
-    /// Server settings derived from the flags, with the tokens loaded from
-    /// their files and environment variables.
+    /// Server settings derived from the flags, with the tokens and TLS files
+    /// read.
     ///
     /// # Errors
-    /// A token file that cannot be read.
-    pub fn serve_options(&self) -> std::io::Result<ServeOptions> {
+    /// A token, certificate or key file that cannot be read.
+    pub fn serve_options(&self) -> Result<ServeOptions, Error> {
         let tokens = Tokens::load(
             self.write_token_file.as_deref(),
             std::env::var("ARCHIVE_WRITE_TOKENS").ok().as_deref(),
             self.read_token_file.as_deref(),
             std::env::var("ARCHIVE_READ_TOKENS").ok().as_deref(),
-        )?;
+        )
+        .map_err(|e| Error::io("loading bearer tokens", e))?;
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let mut tls =
+                    ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+                if let Some(ca) = &self.tls_client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                Some(tls)
+            }
+            _ => None,
+        };
         Ok(ServeOptions {
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             limits: CallLimits {
@@ -132,6 +179,7 @@ impl ServeArgs {
                 calls: self.max_calls,
             },
             tokens,
+            tls,
         })
     }
 }

@@ -51,6 +51,11 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// The TLS certificate, key or client CA cannot be used (unreadable,
+    /// not PEM, or key and certificate do not match).
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+
     /// An I/O error outside sled (binding, reading configuration).
     #[error("{context}: {source}")]
     Io {
@@ -102,7 +107,8 @@ impl From<Error> for Status {
             Error::DataDirLocked { .. } | Error::Closed => Code::Unavailable,
             Error::Storage(inner) => sled_code(inner),
             Error::Corrupt { .. } => Code::DataLoss,
-            Error::Io { .. } => Code::Internal,
+            // Startup errors: a client never sees them.
+            Error::Io { .. } | Error::Tls(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
     }

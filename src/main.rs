@@ -65,9 +65,7 @@ fn limit_malloc_arenas() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {
-    let options = args
-        .serve_options()
-        .map_err(|e| Error::io("loading bearer tokens", e))?;
+    let options = args.serve_options()?;
     let store = Store::open(&args.store_config())?;
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -77,7 +75,9 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
         .map_err(|e| Error::io("reading the bound address", e))?;
     info!(data_dir = %args.data_dir.display(), "listening on {addr}");
     if !addr.ip().is_loopback() {
-        warn!("listening on a non-loopback address without TLS: traffic, tokens included, is readable on the network");
+        if options.tls.is_none() {
+            warn!("listening on a non-loopback address without TLS: traffic, tokens included, is readable on the network (set --tls-cert and --tls-key)");
+        }
         if !options.tokens.write_protected() {
             warn!("no write token is configured: anyone who can reach {addr} can write (set --write-token-file)");
         }

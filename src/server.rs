@@ -9,7 +9,7 @@ use tokio::{
 };
 use tonic::{
     codec::CompressionEncoding,
-    transport::{server::TcpIncoming, Server},
+    transport::{server::TcpIncoming, Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
 use tracing::{info, info_span, warn};
@@ -40,6 +40,8 @@ pub struct ServeOptions {
     pub limits: CallLimits,
     /// Bearer tokens for writing and reading; none means open.
     pub tokens: Tokens,
+    /// Serve over TLS with this certificate (and optional client CA).
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -48,6 +50,7 @@ impl Default for ServeOptions {
             shutdown_grace: Duration::from_secs(10),
             limits: CallLimits::default(),
             tokens: Tokens::default(),
+            tls: None,
         }
     }
 }
@@ -125,7 +128,15 @@ pub async fn run(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let serve = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls).map_err(|e| {
+            Error::Tls(
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
+            )
+        })?;
+    }
+    let serve = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
         // Detect dead peers on idle connections instead of holding them forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

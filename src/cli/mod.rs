@@ -14,7 +14,7 @@ use clap::Args;
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{interceptor::InterceptedService, Interceptor},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::proto::archive_service_client::ArchiveServiceClient;
@@ -90,6 +90,10 @@ pub struct ServerArg {
     /// `ps` would show.
     #[arg(long, env = "ARCHIVE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// PEM CA certificate to trust for an `https://` server.
+    #[arg(long, env = "ARCHIVE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ServerArg {
@@ -110,7 +114,12 @@ impl ServerArg {
             ),
             None => std::env::var("ARCHIVE_TOKEN").ok(),
         };
-        connect(&self.server, token.as_deref()).await
+        let ca = self
+            .ca_file
+            .as_ref()
+            .map(|path| std::fs::read(path).map_err(|e| CliError::io(path, e)))
+            .transpose()?;
+        connect(&self.server, token.as_deref(), ca).await
     }
 }
 
@@ -148,22 +157,39 @@ pub struct DateRangeArgs {
 }
 
 /// The generated client, connected to `url` (for example
-/// `http://127.0.0.1:50051`), sending `token` as a bearer token.
+/// `http://127.0.0.1:50051`, or `https://…` with `ca_pem`, the CA to trust),
+/// sending `token` as a bearer token.
 ///
 /// # Errors
 /// [`CliError::BadServer`] or [`CliError::Connect`]; [`CliError::Usage`] for
-/// a token that is not printable ASCII.
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, CliError> {
+/// a token that is not printable ASCII or an `https` url without a CA.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    ca_pem: Option<Vec<u8>>,
+) -> Result<Client, CliError> {
     let token = token
         .map(|t| {
             MetadataValue::try_from(format!("Bearer {t}"))
                 .map_err(|_| CliError::Usage("the token must be printable ASCII".into()))
         })
         .transpose()?;
-    let endpoint = Endpoint::from_str(url).map_err(|e| CliError::BadServer {
+    let mut endpoint = Endpoint::from_str(url).map_err(|e| CliError::BadServer {
         url: url.into(),
         reason: e.to_string(),
     })?;
+    if url.starts_with("https://") {
+        let ca = ca_pem.ok_or_else(|| {
+            CliError::Usage(format!(
+                "{url}: an https server needs --ca-file (or ARCHIVE_CA_FILE)"
+            ))
+        })?;
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        endpoint = endpoint.tls_config(tls).map_err(|e| CliError::BadServer {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+    }
     let channel = endpoint
         .tcp_nodelay(true)
         .connect()
