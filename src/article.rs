@@ -634,3 +634,55 @@ mod tests {
         assert_ne!(split.sha256(), joined.sha256());
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,40}",
+            Just(String::new()),
+            Just(" \t\n".into()),
+            Just("x".repeat(5000))
+        ]
+    }
+
+    fn timestamp() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
+        prop::option::of(
+            (any::<i64>(), any::<i32>())
+                .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Any protobuf article is either valid (and then its id is valid and
+        /// its hash is stable) or rejected naming a field; never a panic.
+        #[test]
+        fn any_article_validates_or_is_rejected_cleanly(
+            id in text(), url in text(), title in text(), body in text(), published_at in timestamp(),
+            authors in prop::collection::vec(text(), 0..4), language in text(),
+        ) {
+            let raw = proto::Article { id, url, title, body, published_at, authors, language, ..Default::default() };
+            match Article::from_proto(raw) {
+                Ok(article) => {
+                    prop_assert!(ArticleId::parse("id", article.id().as_str()).is_ok());
+                    prop_assert_eq!(article.content().sha256(), article.content().clone().sha256());
+                }
+                Err(e) => prop_assert!(!e.field.is_empty() && !e.rule.is_empty()),
+            }
+        }
+
+        /// The export resume position (an id and a time) is checked by the
+        /// same parsers: garbage is an error, never a panic.
+        #[test]
+        fn any_resume_position_parses_or_fails_cleanly(id in "\\PC{0,200}", seconds in any::<i64>(), nanos in any::<i32>()) {
+            let _ = ArticleId::parse("resume_after.id", &id);
+            let _ = Timestamp::from_proto("resume_after.published_at", &prost_types::Timestamp { seconds, nanos });
+        }
+    }
+}

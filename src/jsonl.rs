@@ -319,3 +319,46 @@ mod tests {
             .contains("publishedAt"));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        /// Any text gives an article or an error, never a panic.
+        #[test]
+        fn any_line_parses_or_fails_cleanly(line in "\\PC{0,300}") {
+            let _ = parse_line(&line);
+        }
+
+        /// JSON objects built from the known keys with values of any JSON
+        /// type, in both shapes: an article or an error naming the problem.
+        #[test]
+        fn known_keys_with_any_values_parse_or_fail_cleanly(
+            keys in prop::collection::vec(prop::sample::select(vec![
+                "id", "url", "title", "body", "publishedAt", "published_at", "authors", "tags",
+                "maintext", "date_publish", "source_domain", "description", "language", "ingestedAt",
+            ]), 0..8),
+            values in prop::collection::vec(prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                "\\PC{0,40}".prop_map(serde_json::Value::from),
+                Just(serde_json::json!(["a", 1, null])),
+                Just(serde_json::json!({"nested": {"deep": []}})),
+                Just(serde_json::Value::from("2020-01-01 00:00:00")),
+            ], 8),
+        ) {
+            let object: serde_json::Map<String, serde_json::Value> =
+                keys.into_iter().zip(values).map(|(k, v)| (k.to_string(), v)).collect();
+            match parse_line(&serde_json::Value::Object(object).to_string()) {
+                Ok(_) => {}
+                Err(reason) => prop_assert!(!reason.is_empty()),
+            }
+        }
+    }
+}
