@@ -8,13 +8,12 @@ use std::{path::Path, process::Output};
 use article_archive::{
     article::{Article, ArticleId, Timestamp},
     store::keys,
-    Store, StoreConfig,
 };
 use common::*;
 
 /// Writes `count` small articles into a fresh archive at `dir` and closes it.
 fn archive_with(dir: &Path, count: i64) {
-    let store = Store::open(&StoreConfig::new(dir)).unwrap();
+    let store = open_store(dir);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -69,7 +68,7 @@ fn index_damage_is_found_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 5);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_sled(dir.path());
         let by_date = db.open_tree("by_date").unwrap();
         by_date.remove(key("a1", 86_400 - 1_000_000)).unwrap();
         by_date.insert(key("ghost", 7), &[][..]).unwrap();
@@ -114,7 +113,7 @@ fn a_damaged_record_is_found_and_not_papered_over() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 3);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_sled(dir.path());
         let articles = db.open_tree("articles").unwrap();
         let mut value = articles.get("a2").unwrap().unwrap().to_vec();
         let at = value.windows(7).position(|w| w == b"Body of").unwrap();

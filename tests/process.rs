@@ -8,7 +8,6 @@ use std::{collections::HashMap, time::Duration};
 use article_archive::{
     article::Article,
     proto::{self, IngestOutcome, SortOrder},
-    Store, StoreConfig,
 };
 use common::*;
 use tokio::sync::mpsc;
@@ -128,7 +127,7 @@ async fn kill_9_mid_stream_loses_nothing_acknowledged() {
     server.signal("TERM");
     let (status, _) = server.wait(Duration::from_secs(30));
     assert!(status.success(), "{status}");
-    let store = Store::open(&StoreConfig::new(&data)).unwrap();
+    let store = open_store(&data);
     let report = store.check().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.records, report.index_entries);

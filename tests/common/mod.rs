@@ -41,7 +41,7 @@ impl TestServer {
 
     /// Starts a server over `dir`, which may hold an archive already.
     pub async fn start_in(dir: TempDir, options: ServeOptions) -> Self {
-        let store = Store::open(&StoreConfig::new(dir.path().join("data"))).unwrap();
+        let store = open_store(&dir.path().join("data"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -86,6 +86,39 @@ impl TestServer {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+}
+
+/// Opens the store at `path`, waiting while a store closed a moment ago in
+/// this process still holds the lock: sled releases it from a background
+/// I/O thread after the last handle is dropped.
+pub fn open_store(path: &Path) -> Store {
+    retry_while_locked(
+        || Store::open(&StoreConfig::new(path)),
+        |e| matches!(e, article_archive::Error::DataDirLocked { .. }),
+    )
+}
+
+/// Opens the raw sled database at `path`, waiting likewise.
+pub fn open_sled(path: &Path) -> sled::Db {
+    retry_while_locked(
+        || sled::open(path),
+        |e| e.to_string().contains("could not acquire lock"),
+    )
+}
+
+fn retry_while_locked<T, E: std::fmt::Debug>(
+    open: impl Fn() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(e) if locked(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result.unwrap(),
+        }
     }
 }
 
