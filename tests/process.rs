@@ -147,45 +147,70 @@ async fn a_second_server_on_a_locked_directory_exits_with_a_clear_message() {
     assert!(first.wait(Duration::from_secs(30)).0.success());
 }
 
-/// SIGTERM while an ingest stream stays open: the stream is ended with
-/// UNAVAILABLE after the grace period, what was acknowledged is durable, and
-/// the process exits 0.
-#[tokio::test]
-async fn sigterm_ends_an_endless_stream_after_the_grace_period_and_exits_0() {
+/// SIGTERM while three ingest streams are open: the one that finishes within
+/// the grace period ends normally, the two that never end get UNAVAILABLE
+/// after it, everything acknowledged is durable, and the process exits 0
+/// well within grace period plus the stream-end timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_open_streams_finishes_or_ends_them_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &["--shutdown-grace-secs", "1"]);
-    let mut client = server.client().await;
-    let (tx, rx) = mpsc::channel(8);
-    let mut responses = client
-        .ingest_articles(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    for i in 0..3 {
-        tx.send(request(article(&format!("open{i}"), i)))
+    let mut streams = Vec::new();
+    for s in 0..3 {
+        let mut client = server.client().await;
+        let (tx, rx) = mpsc::channel(8);
+        let mut responses = client
+            .ingest_articles(ReceiverStream::new(rx))
             .await
-            .unwrap();
-        let ack = responses.next().await.unwrap().unwrap();
-        assert_eq!(outcome(&ack), IngestOutcome::Created);
+            .unwrap()
+            .into_inner();
+        for i in 0..3 {
+            tx.send(request(article(&format!("open{s}-{i}"), i)))
+                .await
+                .unwrap();
+            let ack = responses.next().await.unwrap().unwrap();
+            assert_eq!(outcome(&ack), IngestOutcome::Created);
+        }
+        streams.push((tx, responses));
     }
+    let signalled = std::time::Instant::now();
     server.signal("TERM");
-    // The client keeps the stream open and sends nothing more.
-    let end = tokio::time::timeout(Duration::from_secs(20), responses.next())
-        .await
-        .expect("the stream is ended by the server");
-    let status = end.unwrap().unwrap_err();
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // Stream 0 sends one more article and closes: it finishes normally.
+    let (tx, mut finishing) = streams.remove(0);
+    tx.send(request(article("open0-last", 9))).await.unwrap();
     drop(tx);
+    let last = finishing.next().await.unwrap().unwrap();
+    assert_eq!(outcome(&last), IngestOutcome::Created);
+    assert!(
+        finishing.next().await.is_none(),
+        "a finished stream ends cleanly"
+    );
+    // Streams 1 and 2 stay open and send nothing more.
+    for (tx, mut responses) in streams {
+        let end = tokio::time::timeout(Duration::from_secs(20), responses.next())
+            .await
+            .expect("the stream is ended by the server");
+        let status = end.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        drop(tx);
+    }
     let (exit, log) = server.wait(Duration::from_secs(20));
     assert!(exit.success(), "{exit}: {log:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(7),
+        "took {:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        log.iter().any(|l| l.contains("grace period over")),
+        "{log:?}"
+    );
 
     let server = ServerProcess::start(dir.path(), &[]);
     let mut client = server.client().await;
-    for i in 0..3 {
+    for id in ["open0-0", "open0-last", "open1-2", "open2-1"] {
         client
-            .get_article(proto::GetArticleRequest {
-                id: format!("open{i}"),
-            })
+            .get_article(proto::GetArticleRequest { id: id.into() })
             .await
             .unwrap();
     }
