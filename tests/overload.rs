@@ -212,3 +212,37 @@ async fn calls_over_the_limit_are_refused_not_queued() {
         .await
         .unwrap();
 }
+
+/// Hundreds of connections that open and send nothing: the server keeps
+/// serving, its memory stays bounded, and they do not hold up shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_neither_block_service_nor_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--shutdown-grace-secs", "1"]);
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+    }
+    let mut client = server.client().await;
+    ingest(&mut client, vec![article("served", 1)]).await;
+    client
+        .get_article(proto::GetArticleRequest {
+            id: "served".into(),
+        })
+        .await
+        .unwrap();
+    let peak = resident_mib(server.child.id());
+    println!("peak resident memory with 300 silent connections: {peak} MiB");
+    assert!(peak < 256, "{peak} MiB");
+
+    let started = Instant::now();
+    server.signal("TERM");
+    let (exit, _) = server.wait(Duration::from_secs(30));
+    assert!(exit.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
