@@ -68,6 +68,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_COMPRESSION")]
     pub compression: bool,
 
+    /// Refuse writes (RESOURCE_EXHAUSTED, health NOT_SERVING) while the data
+    /// directory's filesystem has less than this many MiB free; they resume
+    /// by themselves at an eighth above it. sled does not survive running
+    /// into a full disk without a restart. 0 turns the check off.
+    #[arg(long, env = "ARCHIVE_MIN_FREE_MB", default_value_t = 256)]
+    pub min_free_mb: u64,
+
     /// Seconds that open streams get to finish after SIGTERM or Ctrl-C before
     /// they are ended with UNAVAILABLE.
     #[arg(long, env = "ARCHIVE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
@@ -142,6 +149,7 @@ impl ServeArgs {
         let mut config = StoreConfig::new(&self.data_dir);
         config.cache_capacity_bytes = self.cache_mb.saturating_mul(1024 * 1024);
         config.compression = self.compression;
+        config.min_free_bytes = self.min_free_mb.saturating_mul(1024 * 1024);
         config
     }
 

@@ -47,6 +47,42 @@ pub enum Error {
         reason: String,
     },
 
+    /// The disk is short of space: writes are refused until there is room.
+    #[error(
+        "the archive's disk has {} MiB free, less than the {} MiB it keeps free \
+         (--min-free-mb); this article was not stored, retry once there is room",
+        free_bytes / (1024 * 1024),
+        min_free_bytes / (1024 * 1024)
+    )]
+    DiskFull {
+        /// Bytes free when the write was refused.
+        free_bytes: u64,
+        /// The configured minimum.
+        min_free_bytes: u64,
+    },
+
+    /// sled failed a write (a disk turned read-only, or full after all), and
+    /// the store refuses writes until the server is restarted on a repaired
+    /// disk. Holds the cause.
+    #[error(
+        "the archive cannot write until it is restarted on a repaired disk ({0}); \
+         this article was not stored"
+    )]
+    NotWritable(Arc<sled::Error>),
+
+    /// Records are damaged, so a server will not start on the directory.
+    #[error(
+        "{records} stored record(s) are damaged (first: {first}); run \
+         `article-archive check --data-dir DIR` to list them and \
+         `check --repair` to move them to quarantine"
+    )]
+    Damaged {
+        /// How many records are damaged.
+        records: u64,
+        /// The first problem found.
+        first: String,
+    },
+
     /// The store's writer has stopped: the server is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -105,10 +141,14 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) | Error::InvalidPageToken(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::DataDirLocked { .. } | Error::Closed => Code::Unavailable,
-            Error::Storage(inner) => sled_code(inner),
+            Error::DiskFull { .. } => Code::ResourceExhausted,
+            // The same code as the failure that made the store stop writing:
+            // RESOURCE_EXHAUSTED for a full disk, UNAVAILABLE for a
+            // read-only one. Both tell a client to retry later.
+            Error::Storage(inner) | Error::NotWritable(inner) => sled_code(inner),
             Error::Corrupt { .. } => Code::DataLoss,
             // Startup errors: a client never sees them.
-            Error::Io { .. } | Error::Tls(_) => Code::Internal,
+            Error::Io { .. } | Error::Tls(_) | Error::Damaged { .. } => Code::Internal,
         };
         Status::new(code, e.to_string())
     }

@@ -67,6 +67,7 @@ fn limit_malloc_arenas() {
 async fn serve(args: ServeArgs) -> Result<(), Error> {
     let options = args.serve_options()?;
     let store = Store::open(&args.store_config())?;
+    server::check_at_open(&store).await?;
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", args.listen), e))?;

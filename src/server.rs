@@ -19,7 +19,7 @@ use crate::{
     error::Error,
     proto::{self, archive_service_server::ArchiveServiceServer},
     service::{ArchiveService, CallLimits, ShutdownHooks},
-    store::Store,
+    store::{Store, WriteHealth},
 };
 
 /// Largest request message accepted. Well above the largest valid article
@@ -106,11 +106,38 @@ pub async fn run(
     .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(MAX_REQUEST_BYTES);
 
+    // The archive is NOT_SERVING while the store cannot write: reads still
+    // work, but a loader should go elsewhere or wait.
+    let follow_store = tokio::spawn({
+        let health = health.clone();
+        let mut write_health = store.write_health();
+        async move {
+            loop {
+                let writable = *write_health.borrow_and_update() == WriteHealth::Writable;
+                if writable {
+                    health
+                        .set_serving::<ArchiveServiceServer<ArchiveService>>()
+                        .await;
+                } else {
+                    health
+                        .set_not_serving::<ArchiveServiceServer<ArchiveService>>()
+                        .await;
+                }
+                if write_health.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+
     let (shutdown_started_tx, shutdown_started) = tokio::sync::oneshot::channel();
     let signal = {
         let health = health.clone();
         async move {
             shutdown.await;
+            // Stopped first, so it cannot turn the archive SERVING again.
+            follow_store.abort();
+            let _ = follow_store.await;
             info!("shutting down: refusing new connections");
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -187,7 +214,52 @@ pub async fn run(
         Ok(Err(e)) => return Err(Error::io("serving gRPC", std::io::Error::other(e))),
         Err(e) => return Err(Error::io("server task", std::io::Error::other(e))),
     }
+    if let WriteHealth::Failed(cause) = &*store.write_health().borrow() {
+        warn!(%cause, "stopped; the store had failed, so nothing is left to flush (every acknowledged article was synced before its acknowledgement)");
+        return Ok(());
+    }
     store.flush()?;
     info!("stopped; store flushed");
+    Ok(())
+}
+
+/// Checks a store that was not closed cleanly before it is served: the
+/// index is repaired when it disagrees with the records (it is derived from
+/// them, so that is always safe), and the server refuses to start when
+/// records are damaged (setting them aside is the operator's call:
+/// `article-archive check --repair`). A cleanly closed store is served at
+/// once.
+///
+/// # Errors
+/// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when sled
+/// fails.
+pub async fn check_at_open(store: &Store) -> Result<(), Error> {
+    if store.closed_cleanly() {
+        return Ok(());
+    }
+    warn!("the archive was not closed cleanly; checking it before serving");
+    let started = std::time::Instant::now();
+    let checking = store.clone();
+    let result = tokio::task::spawn_blocking(move || checking.check_after_unclean_stop())
+        .await
+        .map_err(|e| Error::io("startup check", std::io::Error::other(e)))??;
+    let report = &result.report;
+    info!(
+        records = report.records,
+        index_entries = report.index_entries,
+        problems = report.problems.len(),
+        elapsed = ?started.elapsed(),
+        "startup check done"
+    );
+    if let Some(repaired) = result.repaired {
+        for problem in &report.problems {
+            warn!("startup check: {problem}");
+        }
+        warn!(
+            added = repaired.added,
+            removed = repaired.removed,
+            "startup check: rebuilt the date index from the records"
+        );
+    }
     Ok(())
 }

@@ -11,13 +11,17 @@ use article_archive::{
 };
 use common::*;
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Writes `count` small articles into a fresh archive at `dir` and closes it.
 fn archive_with(dir: &Path, count: i64) {
     let store = open_store(dir);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         for i in 0..count {
             let a = Article::from_proto(article(&format!("a{i}"), i * 86_400 - 1_000_000)).unwrap();
             store.submit(a).await.unwrap().outcome().await.unwrap();
@@ -105,29 +109,117 @@ fn index_damage_is_found_and_repaired() {
     assert_eq!(code, Some(0));
 }
 
-/// A flipped byte in a stored record is found; repair does not pretend to
-/// fix it (the index is never a source for records) and the exit status
-/// stays non-zero.
+/// Stops a server on `dir` the hard way, so the archive is not closed
+/// cleanly and the next server start checks it.
+fn crash_a_server_on(dir: &Path) {
+    let server = ServerProcess::start(dir, &[]);
+    server.signal("KILL");
+    server.wait(std::time::Duration::from_secs(30));
+}
+
+/// A flipped byte in a stored record is found. A server will not start on
+/// the archive after an unclean stop (only an operator may set a record
+/// aside), `--repair` moves the record to quarantine byte for byte, and then
+/// the server starts and serves the rest.
 #[test]
-fn a_damaged_record_is_found_and_not_papered_over() {
+fn a_damaged_record_blocks_an_unclean_start_until_repair_sets_it_aside() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 3);
-    {
+    crash_a_server_on(dir.path());
+    let damaged = {
         let db = open_sled(dir.path());
         let articles = db.open_tree("articles").unwrap();
         let mut value = articles.get("a2").unwrap().unwrap().to_vec();
         let at = value.windows(7).position(|w| w == b"Body of").unwrap();
         value[at] = b'X';
-        articles.insert("a2", value).unwrap();
+        articles.insert("a2", value.clone()).unwrap();
         db.flush().unwrap();
-    }
-    let (code, text) = check(dir.path(), true);
+        value
+    };
+
+    let refused = std::process::Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("1 stored record(s) are damaged"), "{said}");
+    assert!(said.contains("check --repair"), "{said}");
+
+    let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("record a2: content does not match content_sha256"),
         "{text}"
     );
-    assert!(text.contains("the problems left are in records"), "{text}");
+
+    let (code, text) = check(dir.path(), true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("moved 1 damaged record(s) to quarantine"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with("records 2, index entries 2, problems 0"),
+        "{text}"
+    );
+    {
+        let db = open_sled(dir.path());
+        let kept = db.open_tree("quarantine").unwrap().get("a2").unwrap();
+        assert_eq!(kept.as_deref(), Some(&damaged[..]), "kept byte for byte");
+    }
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    runtime().block_on(async {
+        let mut client = server.client().await;
+        let missing = client
+            .get_article(article_archive::proto::GetArticleRequest { id: "a2".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        assert_eq!(list_all(&mut client, Default::default()).await.len(), 2);
+    });
+    server.signal("TERM");
+    server.wait(std::time::Duration::from_secs(30));
+}
+
+/// After an unclean stop, a server repairs a damaged index by itself (the
+/// index is derived from the records, so that is always safe) and says so.
+#[test]
+fn a_server_repairs_the_index_after_an_unclean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with(dir.path(), 4);
+    crash_a_server_on(dir.path());
+    {
+        let db = open_sled(dir.path());
+        let by_date = db.open_tree("by_date").unwrap();
+        by_date
+            .remove(key("a1", 86_400 - 1_000_000))
+            .unwrap()
+            .unwrap();
+        by_date.insert(key("ghost", 5), &[][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let server = ServerProcess::start(dir.path(), &[]);
+    let log = server.startup_log.join("\n");
+    assert!(log.contains("not closed cleanly"), "{log}");
+    assert!(log.contains("rebuilt the date index"), "{log}");
+    assert!(log.contains("added=1 removed=1"), "{log}");
+    runtime().block_on(async {
+        let mut client = server.client().await;
+        assert_eq!(list_all(&mut client, Default::default()).await.len(), 4);
+    });
+    server.signal("TERM");
+    server.wait(std::time::Duration::from_secs(30));
+
+    // Closed cleanly this time: the next start does not check again.
+    let server = ServerProcess::start(dir.path(), &[]);
+    let log = server.startup_log.join("\n");
+    assert!(!log.contains("not closed cleanly"), "{log}");
+    server.signal("TERM");
+    server.wait(std::time::Duration::from_secs(30));
 }
 
 /// check refuses a directory that holds no archive, and one a server holds.

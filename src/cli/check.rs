@@ -14,8 +14,9 @@ pub struct CheckArgs {
     #[arg(long, env = "ARCHIVE_DATA_DIR", default_value = "./archive-data")]
     pub data_dir: PathBuf,
 
-    /// Rebuild the date index from the records (never the other way round)
-    /// and report what changed.
+    /// Rebuild the date index from the records (never the other way round),
+    /// move damaged records to the `quarantine` tree (kept byte for byte,
+    /// no longer served), and report what changed.
     #[arg(long)]
     pub repair: bool,
 }
@@ -49,18 +50,23 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
     let mut report = store.check()?;
     print_report(&report);
     if args.repair && !report.problems.is_empty() {
-        let repaired = store.repair_index()?;
+        let repaired = store.repair()?;
         println!(
-            "repair: added {} and removed {} index entries",
-            repaired.added, repaired.removed
+            "repair: added {} and removed {} index entries, moved {} damaged record(s) to quarantine",
+            repaired.added, repaired.removed, repaired.quarantined
         );
-        report = store.check()?;
-        print_report(&report);
-        if !report.problems.is_empty() {
+        if repaired.quarantined > 0 {
             println!(
-                "the problems left are in records; only an export of a good copy can restore them"
+                "quarantined records are no longer served; only a good copy (an export from \
+                 another archive) can restore them"
             );
         }
+        report = store.check()?;
+        print_report(&report);
+    }
+    if !report.problems.is_empty() {
+        // A server started on this directory checks it again.
+        store.check_again_at_next_open();
     }
     Ok(if report.problems.is_empty() {
         ExitCode::SUCCESS

@@ -5,7 +5,16 @@
 //! - tree `articles`: id → record ([`record`]), the primary copy;
 //! - tree `by_date`: `seconds ‖ nanos ‖ id` ([`keys`]) → empty, the date index,
 //!   derived from `articles` and changed in the same transaction;
-//! - tree `meta`: the page-token signing key and the data format version.
+//! - tree `meta`: the page-token signing key, the data format version, and
+//!   a marker that is set while a process has the store open (so the next
+//!   open knows whether the last one stopped cleanly);
+//! - tree `quarantine`: records that `check --repair` found damaged, moved out
+//!   of `articles` byte for byte so they are kept but not served.
+//!
+//! The store refuses writes while the disk is short of space and takes them
+//! again when there is room; a write that sled itself fails (a disk turned
+//! read-only) makes it refuse writes until a restart. Reads go on in both
+//! cases (see `writer`).
 //!
 //! The store knows nothing of gRPC: it takes validated [`Article`]s and hands
 //! back [`StoredArticle`]s.
@@ -15,13 +24,20 @@ pub mod record;
 mod writer;
 
 use std::{
+    convert::Infallible,
     ops::Bound,
     path::{Path, PathBuf},
     sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        RwLock,
+    },
     thread,
+    time::Duration,
 };
 
-use tokio::sync::{mpsc, oneshot};
+use sled::Transactional;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use writer::{BatchLimits, WriteOutcome};
 
@@ -33,6 +49,8 @@ use crate::{
 const ARTICLES_TREE: &str = "articles";
 const BY_DATE_TREE: &str = "by_date";
 const META_TREE: &str = "meta";
+const QUARANTINE_TREE: &str = "quarantine";
+const OPEN_MARKER_KEY: &str = "open";
 const PAGE_TOKEN_KEY: &str = "page_token_key";
 const FORMAT_KEY: &str = "format";
 const FORMAT_VERSION: &[u8] = b"1";
@@ -54,6 +72,13 @@ pub struct StoreConfig {
     /// crate's `compression` feature turns on). Fixed when the directory is
     /// created.
     pub compression: bool,
+    /// How often a store that cannot write checks whether the disk takes
+    /// writes again.
+    pub recovery_interval: Duration,
+    /// Writes are refused while the data directory's filesystem has less
+    /// than this free, so sled never runs into a full disk (which it does not
+    /// survive without a restart). 0 turns the check off.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -65,7 +90,18 @@ impl StoreConfig {
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
             compression: false,
+            recovery_interval: Duration::from_secs(2),
+            min_free_bytes: 256 * 1024 * 1024,
         }
+    }
+
+    fn open_sled(&self) -> Result<sled::Db> {
+        sled::Config::new()
+            .path(&self.path)
+            .cache_capacity(self.cache_capacity_bytes)
+            .use_compression(self.compression)
+            .open()
+            .map_err(|e| open_error(&self.path, e))
     }
 }
 
@@ -77,6 +113,51 @@ pub(crate) struct Trees {
     by_date: sled::Tree,
 }
 
+impl Trees {
+    fn open(db: sled::Db) -> Result<Self> {
+        Ok(Self {
+            articles: db.open_tree(ARTICLES_TREE)?,
+            by_date: db.open_tree(BY_DATE_TREE)?,
+            db,
+        })
+    }
+}
+
+/// Whether the store can take writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteHealth {
+    /// Writes are being accepted.
+    Writable,
+    /// The disk is short of space; writes are refused until there is room.
+    /// Holds the reason.
+    NotWritable(String),
+    /// sled failed a write; writes are refused until a restart. Holds the
+    /// reason.
+    Failed(String),
+}
+
+/// What the readers and the writer share.
+pub(crate) struct Shared {
+    /// `None` only once the store is being dropped.
+    trees: RwLock<Option<Trees>>,
+    health: watch::Sender<WriteHealth>,
+    config: StoreConfig,
+    /// The data directory, opened to sync its filesystem after each commit.
+    dir: std::fs::File,
+}
+
+impl Shared {
+    /// A clone of the current handles. The lock is held only to clone, so a
+    /// reopen never waits for a long read, and a read never waits for sled.
+    fn trees(&self) -> Result<Trees> {
+        self.trees
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Closed)
+    }
+}
+
 /// A handle to the archive's storage. Cheap to clone; every clone shares one
 /// database and one writer. The writer thread stops once the last clone is
 /// dropped, after finishing what was queued.
@@ -86,7 +167,7 @@ pub struct Store {
 }
 
 struct Inner {
-    trees: Trees,
+    shared: Arc<Shared>,
     /// Bounded, so a burst of ingest waits here instead of growing the heap.
     /// `None` only while dropping.
     queue: Option<mpsc::Sender<writer::WriteRequest>>,
@@ -96,6 +177,11 @@ struct Inner {
     /// HMAC key for page tokens; kept in the database so tokens outlive a
     /// restart.
     page_token_key: [u8; 32],
+    /// Whether the process that had the store open before stopped cleanly.
+    closed_cleanly: bool,
+    /// Cleared to keep the open marker at close, so the next server start
+    /// checks the store again.
+    clear_open_marker: AtomicBool,
 }
 
 /// Which end of the date order a scan starts from.
@@ -146,6 +232,8 @@ pub struct RepairReport {
     pub added: u64,
     /// Index entries removed: orphans, wrong dates, undecodable keys.
     pub removed: u64,
+    /// Damaged records moved from `articles` to the `quarantine` tree.
+    pub quarantined: u64,
 }
 
 /// What [`Store::check`] found.
@@ -153,6 +241,9 @@ pub struct RepairReport {
 pub struct CheckReport {
     /// Records in the primary tree.
     pub records: u64,
+    /// Records that are damaged: an invalid key, undecodable, or content
+    /// that does not match its hash. Only a good copy can restore them.
+    pub damaged_records: u64,
     /// Entries in the date index.
     pub index_entries: u64,
     /// One line per inconsistency; empty when the store is sound.
@@ -172,35 +263,57 @@ impl Store {
                 std::io::Error::other("this binary was built without the `compression` feature"),
             ));
         }
-        let db = sled::Config::new()
-            .path(&config.path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .use_compression(config.compression)
-            .open()
-            .map_err(|e| open_error(&config.path, e))?;
-        let trees = Trees {
-            articles: db.open_tree(ARTICLES_TREE)?,
-            by_date: db.open_tree(BY_DATE_TREE)?,
-            db,
-        };
+        let trees = Trees::open(config.open_sled()?)?;
         let page_token_key = init_meta(&trees.db)?;
+        let closed_cleanly = set_open_marker(&trees.db)?;
+        let dir = std::fs::File::open(&config.path)
+            .map_err(|e| Error::io(format!("opening {}", config.path.display()), e))?;
 
+        let (health, _) = watch::channel(WriteHealth::Writable);
+        let shared = Arc::new(Shared {
+            trees: RwLock::new(Some(trees)),
+            health,
+            config: config.clone(),
+            dir,
+        });
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
-        let writer_trees = trees.clone();
+        let writer_shared = Arc::clone(&shared);
         let limits = config.batch_limits;
         let writer = thread::Builder::new()
             .name("archive-writer".into())
-            .spawn(move || writer::run(writer_trees, receiver, limits))
+            .spawn(move || writer::run(&writer_shared, receiver, limits))
             .map_err(|e| Error::io("starting the writer thread", e))?;
 
         Ok(Self {
             inner: Arc::new(Inner {
-                trees,
+                shared,
                 queue: Some(queue),
                 writer: Some(writer),
                 page_token_key,
+                closed_cleanly,
+                clear_open_marker: AtomicBool::new(true),
             }),
         })
+    }
+
+    /// Whether the last process that had this store open closed it cleanly.
+    /// `false` after a crash or a kill: then [`Store::check`] (or
+    /// [`Store::check_after_unclean_stop`]) is worth running.
+    pub fn closed_cleanly(&self) -> bool {
+        self.inner.closed_cleanly
+    }
+
+    /// Keeps the "open" marker when this store is closed, so the next server
+    /// start checks the store again (used when a check found problems that
+    /// were left alone).
+    pub fn check_again_at_next_open(&self) {
+        self.inner.clear_open_marker.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the store takes writes now, and every change after this.
+    /// Health follows it.
+    pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        self.inner.shared.health.subscribe()
     }
 
     /// The stored article with this id, if any.
@@ -208,7 +321,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`].
     pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
-        match self.inner.trees.articles.get(id.as_str())? {
+        match self.inner.shared.trees()?.articles.get(id.as_str())? {
             Some(bytes) => decode_record(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -235,7 +348,16 @@ impl Store {
     ///
     /// An index entry whose record has moved (an update raced with the scan)
     /// is skipped: the article is found at its new place instead.
-    pub fn scan(&self, range: DateRange, order: Order, after: Option<&Position>) -> DateScan {
+    ///
+    /// # Errors
+    /// [`Error::Reopening`] while the writer reopens the database.
+    pub fn scan(
+        &self,
+        range: DateRange,
+        order: Order,
+        after: Option<&Position>,
+    ) -> Result<DateScan> {
+        let trees = self.inner.shared.trees()?;
         let key_of = |p: &Position| keys::date_key(p.published_at, &p.id);
         let lower = match (order, after) {
             (Order::OldestFirst, Some(p)) => Bound::Excluded(key_of(p)),
@@ -257,16 +379,16 @@ impl Store {
             if empty {
                 Box::new(std::iter::empty())
             } else {
-                let iter = self.inner.trees.by_date.range::<Vec<u8>, _>((lower, upper));
+                let iter = trees.by_date.range::<Vec<u8>, _>((lower, upper));
                 match order {
                     Order::OldestFirst => Box::new(iter),
                     Order::NewestFirst => Box::new(iter.rev()),
                 }
             };
-        DateScan {
+        Ok(DateScan {
             entries,
-            articles: self.inner.trees.articles.clone(),
-        }
+            articles: trees.articles,
+        })
     }
 
     /// The key that signs page tokens for this archive.
@@ -279,7 +401,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.inner.trees.db.flush()?;
+        self.inner.shared.trees()?.db.flush()?;
         Ok(())
     }
 
@@ -290,7 +412,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read at all.
     pub fn check(&self) -> Result<CheckReport> {
-        let trees = &self.inner.trees;
+        let trees = &self.inner.shared.trees()?;
         let mut report = CheckReport::default();
         for entry in &trees.articles {
             let (key, value) = entry?;
@@ -303,15 +425,20 @@ impl Store {
                 report
                     .problems
                     .push(format!("record key {shown:?} is not a valid id"));
+                report.damaged_records += 1;
                 continue;
             };
             match record::decode(&id, &value) {
-                Err(reason) => report.problems.push(format!("record {id}: {reason}")),
+                Err(reason) => {
+                    report.problems.push(format!("record {id}: {reason}"));
+                    report.damaged_records += 1;
+                }
                 Ok(stored) => {
                     if stored.content.sha256() != stored.content_sha256 {
                         report.problems.push(format!(
                             "record {id}: content does not match content_sha256"
                         ));
+                        report.damaged_records += 1;
                     }
                     let key = keys::date_key(stored.content.published_at, &id);
                     if !trees.by_date.contains_key(key)? {
@@ -357,6 +484,23 @@ impl Drop for Inner {
                 tracing::error!("the writer thread panicked");
             }
         }
+        let failed = matches!(*self.shared.health.borrow(), WriteHealth::Failed(_));
+        if failed {
+            // sled waits forever in the final flush of a handle whose write
+            // failed; what was acknowledged is on disk already, so the
+            // handle is left for the process exit to close.
+            let trees = self
+                .shared
+                .trees
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            std::mem::forget(trees);
+        } else if self.clear_open_marker.load(Ordering::Relaxed) {
+            if let Err(e) = self.shared.trees().and_then(|t| clear_open_marker(&t.db)) {
+                tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
+            }
+        }
     }
 }
 
@@ -370,7 +514,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read or written.
     pub fn repair_index(&self) -> Result<RepairReport> {
-        let trees = &self.inner.trees;
+        let trees = &self.inner.shared.trees()?;
         let mut expected = std::collections::BTreeSet::new();
         for entry in &trees.articles {
             let (key, value) = entry?;
@@ -399,6 +543,81 @@ impl Store {
         trees.db.flush()?;
         Ok(report)
     }
+
+    /// Moves every damaged record (invalid key, undecodable, or content that
+    /// does not match its hash) from `articles` to the `quarantine` tree,
+    /// byte for byte and in one transaction per record, then rebuilds the
+    /// index with [`Store::repair_index`]. Nothing is deleted: the bytes stay
+    /// in the data directory for inspection. Blocking; meant for an archive
+    /// no server is using.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read or written.
+    pub fn repair(&self) -> Result<RepairReport> {
+        let trees = self.inner.shared.trees()?;
+        let quarantine = trees.db.open_tree(QUARANTINE_TREE)?;
+        let mut damaged = Vec::new();
+        for entry in &trees.articles {
+            let (key, value) = entry?;
+            let sound = std::str::from_utf8(&key)
+                .ok()
+                .and_then(|s| ArticleId::parse("id", s).ok())
+                .and_then(|id| record::decode(&id, &value).ok())
+                .is_some_and(|stored| stored.content.sha256() == stored.content_sha256);
+            if !sound {
+                damaged.push((key, value));
+            }
+        }
+        for (key, value) in &damaged {
+            (&trees.articles, &quarantine)
+                .transaction(|(articles, quarantine)| {
+                    articles.remove(key)?;
+                    quarantine.insert(key, value)?;
+                    Ok::<(), sled::transaction::ConflictableTransactionError<Infallible>>(())
+                })
+                .map_err(|e| match e {
+                    sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                    sled::transaction::TransactionError::Abort(never) => match never {},
+                })?;
+        }
+        let mut report = self.repair_index()?;
+        report.quarantined = damaged.len() as u64;
+        Ok(report)
+    }
+
+    /// The check a server runs when it opens a store that was not closed
+    /// cleanly: a full [`Store::check`]; index problems are repaired (the
+    /// index is derived, so rebuilding it is always safe); damaged records
+    /// are not, because only an operator can decide to set them aside.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when
+    /// sled fails.
+    pub fn check_after_unclean_stop(&self) -> Result<StartupCheck> {
+        let report = self.check()?;
+        if report.damaged_records > 0 {
+            self.check_again_at_next_open();
+            return Err(Error::Damaged {
+                records: report.damaged_records,
+                first: report.problems.first().cloned().unwrap_or_default(),
+            });
+        }
+        let repaired = if report.problems.is_empty() {
+            None
+        } else {
+            Some(self.repair_index()?)
+        };
+        Ok(StartupCheck { report, repaired })
+    }
+}
+
+/// What [`Store::check_after_unclean_stop`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartupCheck {
+    /// The check before any repair.
+    pub report: CheckReport,
+    /// The index repair, when the check found index problems.
+    pub repaired: Option<RepairReport>,
 }
 
 /// The iterator returned by [`Store::scan`].
@@ -459,6 +678,21 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
         }
         _ => e.into(),
     }
+}
+
+/// Sets the "open" marker and reports whether it was clear before, that is,
+/// whether the last process closed the store cleanly.
+fn set_open_marker(db: &sled::Db) -> Result<bool> {
+    let meta = db.open_tree(META_TREE)?;
+    let was_open = meta.insert(OPEN_MARKER_KEY, &b"1"[..])?.is_some();
+    db.flush()?;
+    Ok(!was_open)
+}
+
+fn clear_open_marker(db: &sled::Db) -> Result<()> {
+    db.open_tree(META_TREE)?.remove(OPEN_MARKER_KEY)?;
+    db.flush()?;
+    Ok(())
 }
 
 /// Reads or creates the metadata: the format version and the page-token key.

@@ -8,17 +8,47 @@
 //! writer means no write conflicts, a total order of updates to an id, and
 //! one fsync for many articles. It is a plain thread because every step
 //! blocks on sled.
-
-use std::{collections::HashMap, convert::Infallible};
+//!
+//! "Flushed" means more than sled's `flush`: sled 0.34 makes its log durable
+//! with `sync_file_range`, which does not persist the file's size or block
+//! allocation, and writes large pages to `blobs/` files without any sync. A
+//! power cut (or ext4 aborting its journal) seconds after an acknowledgement
+//! could lose it, which `tests/storage_faults.rs` showed. So after sled's
+//! flush the writer syncs the whole filesystem of the data directory
+//! (`syncfs`) before it answers.
+//!
+//! A full disk is refused before sled sees it: sled 0.34 treats a failed
+//! write as fatal for the whole database handle (every later write fails,
+//! reads that page data in may fail, and even dropping the handle can hang
+//! in its final flush). So before each commit the writer checks the free
+//! space of the data directory's filesystem; below `min_free_bytes` it
+//! refuses writes with [`Error::DiskFull`], health turns NOT_SERVING, and
+//! it looks again every `recovery_interval` until there is room, then takes
+//! writes again, in the same process. Reads are untouched throughout.
+//!
+//! If sled fails a write anyway (a disk that turns read-only, or space
+//! taken by someone else faster than the check sees), the store refuses
+//! every later write with [`Error::NotWritable`] until the server is
+//! restarted on a repaired disk. Everything acknowledged before was synced.
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use sled::{
     transaction::{ConflictableTransactionError, TransactionError},
     Transactional,
 };
-use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error};
+use tokio::sync::{
+    mpsc::{self, error::TryRecvError},
+    oneshot,
+};
+use tracing::{debug, error, info, warn};
 
-use super::{keys, record, Trees};
+use super::{keys, record, Shared, Trees, WriteHealth};
 use crate::{
     article::{Article, ArticleId, Timestamp},
     error::{Error, Result},
@@ -61,12 +91,24 @@ impl Default for BatchLimits {
 }
 
 /// Runs until every sender is dropped, then returns after the last batch.
-pub(super) fn run(trees: Trees, mut queue: mpsc::Receiver<WriteRequest>, limits: BatchLimits) {
+pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limits: BatchLimits) {
     let mut batch = Vec::with_capacity(limits.max_articles);
     while let Some(first) = queue.blocking_recv() {
         let mut bytes = approximate_size(&first.article);
+        // Near a full disk, batches shrink so that one never takes the last
+        // of the room the store keeps free.
+        let budget = match room_for_writes(&shared.config, bytes) {
+            Ok(budget) => budget.min(limits.max_bytes),
+            Err(full) => {
+                let _ = first.reply.send(Err(full.clone()));
+                if wait_for_space(shared, &mut queue, &full) {
+                    continue;
+                }
+                return;
+            }
+        };
         batch.push(first);
-        while batch.len() < limits.max_articles && bytes < limits.max_bytes {
+        while batch.len() < limits.max_articles && bytes < budget {
             match queue.try_recv() {
                 Ok(next) => {
                     bytes += approximate_size(&next.article);
@@ -76,12 +118,20 @@ pub(super) fn run(trees: Trees, mut queue: mpsc::Receiver<WriteRequest>, limits:
             }
         }
         let articles: Vec<&Article> = batch.iter().map(|w| &w.article).collect();
-        let result = commit(&trees, &articles);
+        let result = shared.trees().and_then(|trees| {
+            let outcomes = commit(&trees, &articles)?;
+            sync_filesystem(&shared.dir)?;
+            Ok(outcomes)
+        });
         if let Err(e) = &result {
             error!(error = %e, articles = batch.len(), "group commit failed; nothing in it was acknowledged");
         } else {
             debug!(articles = batch.len(), bytes, "group commit flushed");
         }
+        let failure = match &result {
+            Err(Error::Storage(cause)) => Some(Arc::clone(cause)),
+            _ => None,
+        };
         for (i, request) in batch.drain(..).enumerate() {
             let answer = match &result {
                 Ok(outcomes) => Ok(outcomes[i]),
@@ -90,7 +140,140 @@ pub(super) fn run(trees: Trees, mut queue: mpsc::Receiver<WriteRequest>, limits:
             // A closed receiver means the client went away; the write stands.
             let _ = request.reply.send(answer);
         }
+        if let Some(cause) = failure {
+            refuse_until_restart(shared, &mut queue, &cause);
+            return;
+        }
     }
+}
+
+/// How long a writer waiting for space sleeps between looks at its queue.
+const REFUSE_POLL: Duration = Duration::from_millis(20);
+
+/// sled writes a batch to its log and may write it again to `blobs/` files
+/// and while compacting; a batch is given a third of the room left.
+const WRITE_AMPLIFICATION: u64 = 3;
+
+/// How many article bytes the next batch may hold without taking the free
+/// space below `min_free_bytes`; [`Error::DiskFull`] when not even the first
+/// article (`first_bytes`) fits.
+fn room_for_writes(config: &super::StoreConfig, first_bytes: usize) -> Result<usize> {
+    if config.min_free_bytes == 0 {
+        return Ok(usize::MAX);
+    }
+    let free = match available_bytes(&config.path) {
+        Ok(free) => free,
+        // Cannot tell: let sled find out.
+        Err(e) => {
+            debug!(error = %e, "cannot read the free space of the data directory");
+            return Ok(usize::MAX);
+        }
+    };
+    let room = free.saturating_sub(config.min_free_bytes) / WRITE_AMPLIFICATION;
+    if room < first_bytes as u64 || free < config.min_free_bytes {
+        return Err(Error::DiskFull {
+            free_bytes: free,
+            min_free_bytes: config.min_free_bytes,
+        });
+    }
+    Ok(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `path`.
+fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs writes into the zeroed struct; the path is a valid C
+    // string for the duration of the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::useless_conversion)] // the field types differ by platform
+    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+/// Refuses writes while the disk is short of space, and returns once there
+/// is room again (`true`) or the queue closed (`false`). Writes resume only
+/// at an eighth above the mark, so a disk hovering at it does not flap.
+fn wait_for_space(shared: &Shared, queue: &mut mpsc::Receiver<WriteRequest>, full: &Error) -> bool {
+    let config = &shared.config;
+    shared
+        .health
+        .send_replace(WriteHealth::NotWritable(full.to_string()));
+    warn!("{full}; refusing writes until there is room");
+    let resume_at = config.min_free_bytes + config.min_free_bytes / 8;
+    let mut refusal = full.clone();
+    let mut next_look = Instant::now() + config.recovery_interval;
+    loop {
+        match queue.try_recv() {
+            Ok(request) => {
+                let _ = request.reply.send(Err(refusal.clone()));
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return false,
+            Err(TryRecvError::Empty) => {}
+        }
+        if Instant::now() >= next_look {
+            next_look = Instant::now() + config.recovery_interval;
+            match available_bytes(&config.path) {
+                Ok(free) if free >= resume_at => {
+                    shared.health.send_replace(WriteHealth::Writable);
+                    info!(
+                        free_bytes = free,
+                        "there is room on the disk again; taking writes"
+                    );
+                    return true;
+                }
+                Ok(free) => {
+                    refusal = Error::DiskFull {
+                        free_bytes: free,
+                        min_free_bytes: config.min_free_bytes,
+                    };
+                }
+                Err(e) => debug!(error = %e, "cannot read the free space of the data directory"),
+            }
+        }
+        thread::sleep(REFUSE_POLL);
+    }
+}
+
+/// After sled failed a write: answers every later write with
+/// [`Error::NotWritable`] until the store is dropped.
+fn refuse_until_restart(
+    shared: &Shared,
+    queue: &mut mpsc::Receiver<WriteRequest>,
+    cause: &Arc<sled::Error>,
+) {
+    let refusal = Error::NotWritable(Arc::clone(cause));
+    shared
+        .health
+        .send_replace(WriteHealth::Failed(refusal.to_string()));
+    error!("{refusal}");
+    while let Some(request) = queue.blocking_recv() {
+        let _ = request.reply.send(Err(refusal.clone()));
+    }
+}
+
+/// Makes everything written on the data directory's filesystem durable:
+/// sled's log (whose own sync leaves its size and allocation unsynced) and
+/// its `blobs/` files (which sled never syncs).
+fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(Error::Storage(Arc::new(sled::Error::Io(
+                std::io::Error::last_os_error(),
+            ))));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    dir.sync_all()
+        .map_err(|e| Error::Storage(Arc::new(sled::Error::Io(e))))?;
+    Ok(())
 }
 
 fn approximate_size(article: &Article) -> usize {

@@ -207,6 +207,8 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_article-archive");
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// What the server logged up to and including "listening on".
+    pub startup_log: Vec<String>,
     log: std_mpsc::Receiver<String>,
 }
 
@@ -224,15 +226,26 @@ impl ServerProcess {
                 }
             }
         });
+        let mut startup_log = Vec::new();
         let addr = loop {
             let line = log
                 .recv_timeout(Duration::from_secs(60))
-                .expect("the server logs its address or exits");
+                .unwrap_or_else(|_| {
+                    panic!("the server logs its address; it logged {startup_log:#?}")
+                });
             if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                startup_log.push(line);
+                break addr;
             }
+            startup_log.push(line);
         };
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            startup_log,
+            log,
+        }
     }
 
     pub async fn client(&self) -> Client {
