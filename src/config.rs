@@ -80,6 +80,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Seconds a new connection may stay silent before it is closed (its
+    /// first bytes are the HTTP/2 preface or the TLS hello).
+    #[arg(long, env = "ARCHIVE_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
     /// Most IngestArticles and ExportArticles streams open at once; more are
     /// refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "ARCHIVE_MAX_STREAMS", default_value_t = 64)]
@@ -188,6 +193,7 @@ impl ServeArgs {
             },
             tokens,
             tls,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
         })
     }
 }

@@ -1,18 +1,19 @@
 //! `run`: serves the archive, health and reflection on a bound listener
 //! until a shutdown future completes.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
 use tokio::{
-    net::TcpListener,
-    sync::{mpsc, watch},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch, Semaphore},
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{
     codec::CompressionEncoding,
-    transport::{server::TcpIncoming, Server, ServerTlsConfig},
+    transport::{Server, ServerTlsConfig},
 };
 use tonic_health::ServingStatus;
-use tracing::{info, info_span, warn};
+use tracing::{debug, info, info_span, warn};
 
 use crate::{
     auth::Tokens,
@@ -42,6 +43,9 @@ pub struct ServeOptions {
     pub tokens: Tokens,
     /// Serve over TLS with this certificate (and optional client CA).
     pub tls: Option<ServerTlsConfig>,
+    /// A connection that sends nothing for this long after it was accepted
+    /// is closed.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -51,9 +55,20 @@ impl Default for ServeOptions {
             limits: CallLimits::default(),
             tokens: Tokens::default(),
             tls: None,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// HTTP/2 flow-control window of one stream: what a client may send on it
+/// before the server has read it.
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// HTTP/2 flow-control window of one connection, over all its streams.
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// Most accepted connections that may wait for their first bytes at once;
+/// more are closed at once, so silent connections cannot pile up.
+pub const MAX_WAITING_CONNECTIONS: usize = 1024;
 
 /// Time given to open streams to end after they were told to.
 const STREAM_END_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,6 +105,7 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
 
+    let (accepting, stop_accepting) = watch::channel(true);
     let (stop_streams, streams_stopped) = watch::channel(false);
     let (in_flight, mut calls_done) = mpsc::channel::<()>(1);
     let hooks = ShutdownHooks {
@@ -107,21 +123,31 @@ pub async fn run(
     .max_decoding_message_size(MAX_REQUEST_BYTES);
 
     // The archive is NOT_SERVING while the store cannot write: reads still
-    // work, but a loader should go elsewhere or wait.
-    let follow_store = tokio::spawn({
+    // work, but a loader should go elsewhere or wait. The flag, taken under
+    // its lock, keeps the follower from turning the archive SERVING again
+    // once shutdown has begun.
+    let shutting_down = Arc::new(tokio::sync::Mutex::new(false));
+    tokio::spawn({
         let health = health.clone();
+        let shutting_down = Arc::clone(&shutting_down);
         let mut write_health = store.write_health();
         async move {
             loop {
                 let writable = *write_health.borrow_and_update() == WriteHealth::Writable;
-                if writable {
-                    health
-                        .set_serving::<ArchiveServiceServer<ArchiveService>>()
-                        .await;
-                } else {
-                    health
-                        .set_not_serving::<ArchiveServiceServer<ArchiveService>>()
-                        .await;
+                {
+                    let shutting_down = shutting_down.lock().await;
+                    if *shutting_down {
+                        return;
+                    }
+                    if writable {
+                        health
+                            .set_serving::<ArchiveServiceServer<ArchiveService>>()
+                            .await;
+                    } else {
+                        health
+                            .set_not_serving::<ArchiveServiceServer<ArchiveService>>()
+                            .await;
+                    }
                 }
                 if write_health.changed().await.is_err() {
                     return;
@@ -135,9 +161,10 @@ pub async fn run(
         let health = health.clone();
         async move {
             shutdown.await;
-            // Stopped first, so it cannot turn the archive SERVING again.
-            follow_store.abort();
-            let _ = follow_store.await;
+            // Closes the listener: new connections are refused.
+            let _ = accepting.send(false);
+            let mut shutting_down = shutting_down.lock().await;
+            *shutting_down = true;
             info!("shutting down: refusing new connections");
             health
                 .set_service_status("", ServingStatus::NotServing)
@@ -149,12 +176,7 @@ pub async fn run(
         }
     };
 
-    // Socket options go on the incoming stream: the builder's TCP settings
-    // apply only to listeners it binds itself. No Nagle delay on small
-    // acknowledgements; TCP keepalive finds peers that vanished.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
+    let incoming = accept_connections(listener, options.handshake_timeout, stop_accepting);
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls).map_err(|e| {
@@ -165,6 +187,12 @@ pub async fn run(
     }
     let serve = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        // What a client may send before the server reads it is memory the
+        // server holds: 256 KiB per stream (hyper's default is 1 MiB) keeps
+        // hundreds of busy ingest streams bounded and still fills a
+        // connection with a 5 ms round trip at 50 MB/s.
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         // Detect dead peers on idle connections instead of holding them forever.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -262,4 +290,70 @@ pub async fn check_at_open(store: &Store) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Accepts connections until `accepting` turns false (then drops the
+/// listener), and hands a connection to the server only once its first
+/// bytes (the HTTP/2 preface or a TLS hello) arrive. hyper would otherwise
+/// keep a connection that never sends anything open for good; here it is
+/// closed after `handshake_timeout`, and at most [`MAX_WAITING_CONNECTIONS`]
+/// wait at once.
+fn accept_connections(
+    listener: TcpListener,
+    handshake_timeout: Duration,
+    mut accepting: watch::Receiver<bool>,
+) -> ReceiverStream<io::Result<TcpStream>> {
+    let (ready, incoming) = mpsc::channel(64);
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = accepting.wait_for(|accepting| !accepting) => return,
+                () = ready.closed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // rather than spin.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&waiting).try_acquire_owned() else {
+                warn!(%peer, "too many connections waiting for their first bytes; closing this one");
+                continue;
+            };
+            configure_socket(&stream);
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {
+                        drop(permit);
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    Ok(_) => debug!(%peer, "connection closed before it sent anything"),
+                    Err(_) => {
+                        debug!(%peer, timeout = ?handshake_timeout, "closing a connection that sent nothing");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
+/// No Nagle delay on small acknowledgements; TCP keepalive finds peers that
+/// vanished. (The builder's TCP settings apply only to listeners it binds.)
+fn configure_socket(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        debug!(error = %e, "cannot set TCP keepalive");
+    }
 }

@@ -246,3 +246,107 @@ async fn silent_connections_neither_block_service_nor_shutdown() {
     );
     drop(silent);
 }
+
+/// A connection that sends nothing is closed once the handshake timeout
+/// passes (hyper would keep it for good), while clients that speak are
+/// served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--handshake-timeout-secs", "1"]);
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut client = server.client().await;
+    ingest(&mut client, vec![article("served", 1)]).await;
+
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(30), silent.read(&mut buf))
+        .await
+        .expect("the server never closed the silent connection");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected the connection to be closed, read {read:?}"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    println!("silent connection closed after {waited:?}");
+
+    // The client that spoke kept its connection.
+    client
+        .get_article(proto::GetArticleRequest {
+            id: "served".into(),
+        })
+        .await
+        .unwrap();
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}
+
+/// 300 ingest streams at once (the limit raised from 64 to 400), each
+/// sending 20 articles of 60 KB, while 2,000 Gets run: every stream is
+/// served and the server's peak resident memory stays under 768 MiB, the
+/// bound the README states for this case (measured: about 540 MiB; about
+/// 150 MiB plus 1.2-1.7 MiB per busy stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_streams_and_thousands_of_gets_stay_within_the_memory_bound() {
+    const STREAMS: usize = 300;
+    const PER_STREAM: usize = 20;
+    const GETS: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-streams", "400", "--max-calls", "4096"]);
+    let mut client = server.client().await;
+    ingest(&mut client, vec![article("known", 1)]).await;
+    let mut body = seed_body();
+    while body.len() < 60_000 {
+        body.push_str(&format!(" padding {}", body.len()));
+    }
+
+    let mut streams = Vec::new();
+    for s in 0..STREAMS {
+        let mut client = server.client().await;
+        let body = format!("{s} {body}");
+        streams.push(tokio::spawn(async move {
+            let articles = (0..PER_STREAM)
+                .map(|i| proto::Article {
+                    body: body.clone(),
+                    ..article(&format!("s{s:03}-{i:02}"), (s * PER_STREAM + i) as i64)
+                })
+                .collect();
+            ingest(&mut client, articles).await.len()
+        }));
+    }
+    let mut gets = Vec::new();
+    for _ in 0..GETS {
+        let mut client = client.clone();
+        gets.push(tokio::spawn(async move {
+            client
+                .get_article(proto::GetArticleRequest { id: "known".into() })
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    for stream in streams {
+        assert_eq!(stream.await.unwrap(), PER_STREAM);
+    }
+    let (mut served, mut refused) = (0, 0);
+    for get in gets {
+        match get.await.unwrap() {
+            Ok(()) => served += 1,
+            Err(tonic::Code::ResourceExhausted) => refused += 1,
+            Err(other) => panic!("unexpected status {other:?}"),
+        }
+    }
+    let peak = resident_mib(server.child.id());
+    println!(
+        "{STREAMS} streams x {PER_STREAM} articles of 60 KB and {GETS} Gets ({served} served, \
+         {refused} refused): peak resident memory {peak} MiB"
+    );
+    assert!(peak < 768, "peak resident memory {peak} MiB");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}

@@ -95,10 +95,10 @@ fn mount_ext4(megabytes: u64) -> Result<Mounted, String> {
         .map_err(|e| format!("cannot create a disk image: {e}"))?;
     run("mkfs.ext4", &["-q", "-F"], &image)?;
     let point = tempfile::tempdir().unwrap();
-    let options = format!("loop,errors=remount-ro");
+    let options = "loop,errors=remount-ro";
     run(
         "mount",
-        &["-o", &options, image.to_str().unwrap()],
+        &["-o", options, image.to_str().unwrap()],
         point.path(),
     )?;
     Ok(Mounted {

@@ -68,6 +68,10 @@ pub struct StoreConfig {
     /// Articles that may wait for the writer before submitters are made to
     /// wait too (back-pressure on ingest streams).
     pub queue_capacity: usize,
+    /// Article bytes (title and body) that may wait for the writer or be in
+    /// its current batch; past this, submitters wait. Bounds the memory that
+    /// many concurrent ingest streams can pin, whatever the article size.
+    pub queue_bytes: usize,
     /// zstd-compress stored pages (sled's `compression` feature, which this
     /// crate's `compression` feature turns on). Fixed when the directory is
     /// created.
@@ -89,6 +93,7 @@ impl StoreConfig {
             cache_capacity_bytes: 256 * 1024 * 1024,
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
+            queue_bytes: 64 * 1024 * 1024,
             compression: false,
             recovery_interval: Duration::from_secs(2),
             min_free_bytes: 256 * 1024 * 1024,
@@ -171,6 +176,10 @@ struct Inner {
     /// Bounded, so a burst of ingest waits here instead of growing the heap.
     /// `None` only while dropping.
     queue: Option<mpsc::Sender<writer::WriteRequest>>,
+    /// KiB of article text queued or being committed; see
+    /// [`StoreConfig::queue_bytes`].
+    queued_kib: Arc<tokio::sync::Semaphore>,
+    queued_kib_limit: u32,
     /// Joined on drop, so that once the last handle is gone the writer has
     /// finished and sled has released the directory lock.
     writer: Option<thread::JoinHandle<()>>,
@@ -277,6 +286,9 @@ impl Store {
             dir,
         });
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let writer_shared = Arc::clone(&shared);
         let limits = config.batch_limits;
         let writer = thread::Builder::new()
@@ -288,6 +300,8 @@ impl Store {
             inner: Arc::new(Inner {
                 shared,
                 queue: Some(queue),
+                queued_kib: Arc::new(tokio::sync::Semaphore::new(queued_kib_limit as usize)),
+                queued_kib_limit,
                 writer: Some(writer),
                 page_token_key,
                 closed_cleanly,
@@ -336,8 +350,20 @@ impl Store {
     pub async fn submit(&self, article: Article) -> Result<PendingWrite> {
         let (reply, outcome) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
+        // An article larger than the whole budget takes all of it.
+        let kib = u32::try_from(writer::approximate_size(&article) / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(self.inner.queued_kib_limit);
+        let queued = Arc::clone(&self.inner.queued_kib)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| Error::Closed)?;
         queue
-            .send(writer::WriteRequest { article, reply })
+            .send(writer::WriteRequest {
+                article,
+                reply,
+                _queued: queued,
+            })
             .await
             .map_err(|_| Error::Closed)?;
         Ok(PendingWrite(outcome))

@@ -69,6 +69,8 @@ pub enum WriteOutcome {
 pub(super) struct WriteRequest {
     pub article: Article,
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
+    /// Its share of the queue's byte budget, given back once it is answered.
+    pub _queued: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Bounds on one group commit.
@@ -276,7 +278,7 @@ fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
     Ok(())
 }
 
-fn approximate_size(article: &Article) -> usize {
+pub(super) fn approximate_size(article: &Article) -> usize {
     article.content().body.len() + article.content().title.len()
 }
 
