@@ -66,6 +66,7 @@ fn limit_malloc_arenas() {
 
 async fn serve(args: ServeArgs) -> Result<(), Error> {
     let options = args.serve_options()?;
+    let shutdown = shutdown_signal();
     let store = Store::open(&args.store_config())?;
     server::check_at_open(&store).await?;
     let listener = TcpListener::bind(&args.listen)
@@ -83,33 +84,47 @@ async fn serve(args: ServeArgs) -> Result<(), Error> {
             warn!("no write token is configured: anyone who can reach {addr} can write (set --write-token-file)");
         }
     }
-    server::run(listener, store, shutdown_signal(), options).await
+    server::run(listener, store, shutdown, options).await
 }
 
-/// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            error!("cannot listen for Ctrl-C: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGTERM or Ctrl-C (SIGINT). The handlers are installed
+/// when this is called, not when the future is first polled: a signal that
+/// comes right after the address is logged must not find the default
+/// action (which kills the process) still in place.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(unix)]
+    let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    async move {
+        #[cfg(unix)]
+        {
+            let mut sigterm = match sigterm {
+                Ok(signal) => signal,
+                Err(e) => {
+                    error!("cannot listen for SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
+            let mut sigint = match sigint {
+                Ok(signal) => signal,
+                Err(e) => {
+                    error!("cannot listen for Ctrl-C: {e}");
+                    return std::future::pending().await;
+                }
+            };
+            tokio::select! {
+                _ = sigint.recv() => info!("received Ctrl-C"),
+                _ = sigterm.recv() => info!("received SIGTERM"),
             }
-            Err(e) => {
-                error!("cannot listen for SIGTERM: {e}");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                error!("cannot listen for Ctrl-C: {e}");
                 std::future::pending::<()>().await;
             }
+            info!("received Ctrl-C");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => info!("received Ctrl-C"),
-        () = terminate => info!("received SIGTERM"),
     }
 }

@@ -144,7 +144,8 @@ async fn a_second_server_on_a_locked_directory_exits_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("is locked by another process"), "{stderr}");
     first.signal("TERM");
-    assert!(first.wait(Duration::from_secs(30)).0.success());
+    let (status, log) = first.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status} {log:#?}");
 }
 
 /// SIGTERM while three ingest streams are open: the one that finishes within
