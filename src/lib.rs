@@ -14,7 +14,8 @@
 //! - [`auth`]: optional bearer tokens for writing and reading.
 //! - [`store`]: the sled store; [`store::keys`] is the order-preserving key
 //!   encoding, [`store::record`] the on-disk record, and a single writer
-//!   thread does group commit, flush, then acknowledge.
+//!   thread does group commit, flush and filesystem sync, then acknowledge;
+//!   it refuses writes while the disk is short of space.
 //! - [`error`]: the one error type and its mapping to gRPC status codes.
 //! - [`cli`]: the client commands (`ingest`, `export`, `get`, `list`), which
 //!   talk to a server over gRPC like any other client; [`jsonl`] is their
