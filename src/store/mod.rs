@@ -510,8 +510,24 @@ impl Drop for Inner {
                 tracing::error!("the writer thread panicked");
             }
         }
-        let failed = matches!(*self.shared.health.borrow(), WriteHealth::Failed(_));
-        if failed {
+        let health = self.shared.health.borrow().clone();
+        let handle_failed = match health {
+            WriteHealth::Failed(_) => true,
+            // No write on a disk short of space: the marker stays, and the
+            // next start checks the store.
+            WriteHealth::NotWritable(_) => false,
+            WriteHealth::Writable if self.clear_open_marker.load(Ordering::Relaxed) => {
+                match self.shared.trees().and_then(|t| clear_open_marker(&t.db)) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
+                        matches!(e, Error::Storage(_))
+                    }
+                }
+            }
+            WriteHealth::Writable => false,
+        };
+        if handle_failed {
             // sled waits forever in the final flush of a handle whose write
             // failed; what was acknowledged is on disk already, so the
             // handle is left for the process exit to close.
@@ -522,10 +538,6 @@ impl Drop for Inner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             std::mem::forget(trees);
-        } else if self.clear_open_marker.load(Ordering::Relaxed) {
-            if let Err(e) = self.shared.trees().and_then(|t| clear_open_marker(&t.db)) {
-                tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
-            }
         }
     }
 }
