@@ -30,6 +30,7 @@
 //! taken by someone else faster than the check sees), the store refuses
 //! every later write with [`Error::NotWritable`] until the server is
 //! restarted on a repaired disk. Everything acknowledged before was synced.
+
 use std::{
     collections::HashMap,
     convert::Infallible,
