@@ -495,7 +495,7 @@ fn read_page(
     budget: usize,
     with_body: bool,
 ) -> Result<Page, Error> {
-    let mut scan = store.scan(range, order, after)?;
+    let mut scan = store.scan(range, order, after);
     let mut articles = Vec::new();
     let mut bytes = 0;
     let mut last = None;

@@ -13,8 +13,8 @@
 //!
 //! The store refuses writes while the disk is short of space and takes them
 //! again when there is room; a write that sled itself fails (a disk turned
-//! read-only) makes it refuse writes until a restart. Reads go on in both
-//! cases (see `writer`).
+//! read-only) makes it refuse writes until a restart. Reads go on (after a
+//! sled failure, as far as sled allows; see `writer`).
 //!
 //! The store knows nothing of gRPC: it takes validated [`Article`]s and hands
 //! back [`StoredArticle`]s.
@@ -25,13 +25,11 @@ mod writer;
 
 use std::{
     convert::Infallible,
+    mem::ManuallyDrop,
     ops::Bound,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
     sync::Arc,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        RwLock,
-    },
     thread,
     time::Duration,
 };
@@ -76,8 +74,8 @@ pub struct StoreConfig {
     /// crate's `compression` feature turns on). Fixed when the directory is
     /// created.
     pub compression: bool,
-    /// How often a store that cannot write checks whether the disk takes
-    /// writes again.
+    /// How often a store that refuses writes for lack of space looks at the
+    /// free space again.
     pub recovery_interval: Duration,
     /// Writes are refused while the data directory's filesystem has less
     /// than this free, so sled never runs into a full disk (which it does not
@@ -143,23 +141,24 @@ pub enum WriteHealth {
 
 /// What the readers and the writer share.
 pub(crate) struct Shared {
-    /// `None` only once the store is being dropped.
-    trees: RwLock<Option<Trees>>,
+    /// Dropped by hand: see `Drop for Shared`.
+    trees: ManuallyDrop<Trees>,
     health: watch::Sender<WriteHealth>,
     config: StoreConfig,
     /// The data directory, opened to sync its filesystem after each commit.
     dir: std::fs::File,
 }
 
-impl Shared {
-    /// A clone of the current handles. The lock is held only to clone, so a
-    /// reopen never waits for a long read, and a read never waits for sled.
-    fn trees(&self) -> Result<Trees> {
-        self.trees
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .ok_or(Error::Closed)
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if matches!(*self.health.borrow(), WriteHealth::Failed(_)) {
+            // sled waits forever in the final flush of a handle whose write
+            // failed; what was acknowledged is on disk already, so the
+            // handles are left for the process exit to close.
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.trees) }
     }
 }
 
@@ -280,7 +279,7 @@ impl Store {
 
         let (health, _) = watch::channel(WriteHealth::Writable);
         let shared = Arc::new(Shared {
-            trees: RwLock::new(Some(trees)),
+            trees: ManuallyDrop::new(trees),
             health,
             config: config.clone(),
             dir,
@@ -335,7 +334,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`].
     pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
-        match self.inner.shared.trees()?.articles.get(id.as_str())? {
+        match self.inner.shared.trees.articles.get(id.as_str())? {
             Some(bytes) => decode_record(id, &bytes).map(Some),
             None => Ok(None),
         }
@@ -374,16 +373,8 @@ impl Store {
     ///
     /// An index entry whose record has moved (an update raced with the scan)
     /// is skipped: the article is found at its new place instead.
-    ///
-    /// # Errors
-    /// [`Error::Reopening`] while the writer reopens the database.
-    pub fn scan(
-        &self,
-        range: DateRange,
-        order: Order,
-        after: Option<&Position>,
-    ) -> Result<DateScan> {
-        let trees = self.inner.shared.trees()?;
+    pub fn scan(&self, range: DateRange, order: Order, after: Option<&Position>) -> DateScan {
+        let trees = &self.inner.shared.trees;
         let key_of = |p: &Position| keys::date_key(p.published_at, &p.id);
         let lower = match (order, after) {
             (Order::OldestFirst, Some(p)) => Bound::Excluded(key_of(p)),
@@ -411,10 +402,10 @@ impl Store {
                     Order::NewestFirst => Box::new(iter.rev()),
                 }
             };
-        Ok(DateScan {
+        DateScan {
             entries,
-            articles: trees.articles,
-        })
+            articles: trees.articles.clone(),
+        }
     }
 
     /// The key that signs page tokens for this archive.
@@ -427,7 +418,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.inner.shared.trees()?.db.flush()?;
+        self.inner.shared.trees.db.flush()?;
         Ok(())
     }
 
@@ -438,7 +429,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read at all.
     pub fn check(&self) -> Result<CheckReport> {
-        let trees = &self.inner.shared.trees()?;
+        let trees = &self.inner.shared.trees;
         let mut report = CheckReport::default();
         for entry in &trees.articles {
             let (key, value) = entry?;
@@ -510,34 +501,20 @@ impl Drop for Inner {
                 tracing::error!("the writer thread panicked");
             }
         }
-        let health = self.shared.health.borrow().clone();
-        let handle_failed = match health {
-            WriteHealth::Failed(_) => true,
-            // No write on a disk short of space: the marker stays, and the
-            // next start checks the store.
-            WriteHealth::NotWritable(_) => false,
-            WriteHealth::Writable if self.clear_open_marker.load(Ordering::Relaxed) => {
-                match self.shared.trees().and_then(|t| clear_open_marker(&t.db)) {
-                    Ok(()) => false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
-                        matches!(e, Error::Storage(_))
-                    }
+        let clear = self.clear_open_marker.load(Ordering::Relaxed);
+        // No write on a disk short of space or after a failure: the marker
+        // stays, and the next start checks the store.
+        if clear && *self.shared.health.borrow() == WriteHealth::Writable {
+            if let Err(e) = clear_open_marker(&self.shared.trees.db) {
+                tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
+                if let Error::Storage(cause) = e {
+                    // The handle has failed now: `Drop for Shared` must not
+                    // close it.
+                    self.shared
+                        .health
+                        .send_replace(WriteHealth::Failed(cause.to_string()));
                 }
             }
-            WriteHealth::Writable => false,
-        };
-        if handle_failed {
-            // sled waits forever in the final flush of a handle whose write
-            // failed; what was acknowledged is on disk already, so the
-            // handle is left for the process exit to close.
-            let trees = self
-                .shared
-                .trees
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            std::mem::forget(trees);
         }
     }
 }
@@ -552,7 +529,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read or written.
     pub fn repair_index(&self) -> Result<RepairReport> {
-        let trees = &self.inner.shared.trees()?;
+        let trees = &self.inner.shared.trees;
         let mut expected = std::collections::BTreeSet::new();
         for entry in &trees.articles {
             let (key, value) = entry?;
@@ -592,7 +569,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when sled cannot be read or written.
     pub fn repair(&self) -> Result<RepairReport> {
-        let trees = self.inner.shared.trees()?;
+        let trees = &self.inner.shared.trees;
         let quarantine = trees.db.open_tree(QUARANTINE_TREE)?;
         let mut damaged = Vec::new();
         for entry in &trees.articles {

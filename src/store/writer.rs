@@ -121,8 +121,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limi
             }
         }
         let articles: Vec<&Article> = batch.iter().map(|w| &w.article).collect();
-        let result = shared.trees().and_then(|trees| {
-            let outcomes = commit(&trees, &articles)?;
+        let result = commit(&shared.trees, &articles).and_then(|outcomes| {
             sync_filesystem(&shared.dir)?;
             Ok(outcomes)
         });
