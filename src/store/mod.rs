@@ -696,7 +696,8 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
 }
 
 /// Sets the "open" marker and reports whether it was clear before, that is,
-/// whether the last process closed the store cleanly.
+/// whether the last process closed the store cleanly. Its flush also makes
+/// what `init_meta` wrote durable.
 fn set_open_marker(db: &sled::Db) -> Result<bool> {
     let meta = db.open_tree(META_TREE)?;
     let was_open = meta.insert(OPEN_MARKER_KEY, &b"1"[..])?.is_some();
@@ -746,7 +747,7 @@ fn init_meta(db: &sled::Db) -> Result<[u8; 32]> {
             fresh
         }
     };
-    db.flush()?;
+    // Made durable by the flush in `set_open_marker`, which comes next.
     Ok(key)
 }
 
