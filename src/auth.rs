@@ -102,11 +102,6 @@ impl Tokens {
         !self.write.is_empty()
     }
 
-    /// Whether reading needs a token.
-    pub fn read_protected(&self) -> bool {
-        !self.read.is_empty()
-    }
-
     /// Checks the call's `authorization` header for `role`.
     ///
     /// # Errors

@@ -33,10 +33,28 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The data directory cannot be used: missing and not creatable, not a
+    /// directory, no permission.
+    #[error("data directory {}: {doing}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What was being done with it.
+        doing: &'static str,
+        /// The underlying error.
+        source: Arc<io::Error>,
+    },
+
     /// sled reported an error. Shared so one failed group commit can be
     /// reported to every article in it.
     #[error("storage error: {0}")]
     Storage(Arc<sled::Error>),
+
+    /// Syncing the data directory's filesystem after a commit failed. After
+    /// a failed sync the kernel may have dropped the unsynced pages, so what
+    /// the commit wrote cannot be trusted to be on disk.
+    #[error("syncing the data directory's filesystem failed: {0}")]
+    SyncFailed(Arc<io::Error>),
 
     /// A stored record or index entry cannot be decoded.
     #[error("stored data is corrupt at {key}: {reason}")]
@@ -47,28 +65,30 @@ pub enum Error {
         reason: String,
     },
 
-    /// The disk is short of space: writes are refused until there is room.
+    /// The disk is short of space: writes are refused until there is room
+    /// again. Temporary: the store takes writes again by itself.
     #[error(
         "the archive's disk has {} MiB free, less than the {} MiB it keeps free \
          (--min-free-mb); this article was not stored, retry once there is room",
         free_bytes / (1024 * 1024),
         min_free_bytes / (1024 * 1024)
     )]
-    DiskFull {
+    DiskLow {
         /// Bytes free when the write was refused.
         free_bytes: u64,
         /// The configured minimum.
         min_free_bytes: u64,
     },
 
-    /// sled failed a write (a disk turned read-only, or full after all), and
-    /// the store refuses writes until the server is restarted on a repaired
-    /// disk. Holds the cause.
+    /// A write failed in storage (a disk turned read-only, or full after
+    /// all), and the store refuses every write until the server is restarted
+    /// on a repaired disk. Permanent for this process. Holds the failure
+    /// ([`Error::Storage`] or [`Error::SyncFailed`]).
     #[error(
         "the archive cannot write until it is restarted on a repaired disk ({0}); \
          this article was not stored"
     )]
-    NotWritable(Arc<sled::Error>),
+    WritesStopped(Arc<Error>),
 
     /// Records are damaged, so a server will not start on the directory.
     #[error(
@@ -87,12 +107,26 @@ pub enum Error {
     #[error("the store is closed")]
     Closed,
 
+    /// A setting that cannot work (for example a feature this binary was
+    /// built without).
+    #[error("{0}")]
+    Config(String),
+
     /// The TLS certificate, key or client CA cannot be used (unreadable,
     /// not PEM, or key and certificate do not match).
     #[error("TLS configuration: {0}")]
     Tls(String),
 
-    /// An I/O error outside sled (binding, reading configuration).
+    /// The gRPC transport failed while serving.
+    #[error("serving gRPC: {0}")]
+    Transport(String),
+
+    /// A background task panicked or was cancelled: a bug.
+    #[error("internal task failed: {0}")]
+    TaskFailed(String),
+
+    /// An I/O error outside the store (binding, reading configuration
+    /// files).
     #[error("{context}: {source}")]
     Io {
         /// What was being done.
@@ -118,15 +152,21 @@ impl From<sled::Error> for Error {
     }
 }
 
-/// The gRPC code for a sled error: a full or read-only disk is something an
-/// operator can fix and a client can retry later, corruption is data loss,
+/// The code for an I/O failure in storage: a full disk is something an
+/// operator can fix and a client can retry later (RESOURCE_EXHAUSTED), as is
+/// anything else the disk refuses (UNAVAILABLE).
+fn io_code(e: &io::Error) -> Code {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Code::ResourceExhausted,
+        _ => Code::Unavailable,
+    }
+}
+
+/// The gRPC code for a sled error: I/O as above, corruption is data loss,
 /// anything else is a bug.
 fn sled_code(e: &sled::Error) -> Code {
     match e {
-        sled::Error::Io(io) => match io.kind() {
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Code::ResourceExhausted,
-            _ => Code::Unavailable,
-        },
+        sled::Error::Io(io) => io_code(io),
         sled::Error::Corruption { .. } => Code::DataLoss,
         sled::Error::CollectionNotFound(_)
         | sled::Error::Unsupported(_)
@@ -134,23 +174,37 @@ fn sled_code(e: &sled::Error) -> Code {
     }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Self {
+impl Error {
+    /// The gRPC code a client receives for this error.
+    pub fn code(&self) -> Code {
         // No `_` arm: a new variant must choose its code here.
-        let code = match &e {
+        match self {
             Error::InvalidArgument(_) | Error::InvalidPageToken(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::DataDirLocked { .. } | Error::Closed => Code::Unavailable,
-            Error::DiskFull { .. } => Code::ResourceExhausted,
-            // The same code as the failure that made the store stop writing:
+            Error::DiskLow { .. } => Code::ResourceExhausted,
+            Error::Storage(inner) => sled_code(inner),
+            Error::SyncFailed(inner) => io_code(inner),
+            // The same code as the failure that stopped writes:
             // RESOURCE_EXHAUSTED for a full disk, UNAVAILABLE for a
             // read-only one. Both tell a client to retry later.
-            Error::Storage(inner) | Error::NotWritable(inner) => sled_code(inner),
+            Error::WritesStopped(cause) => cause.code(),
             Error::Corrupt { .. } => Code::DataLoss,
-            // Startup errors: a client never sees them.
-            Error::Io { .. } | Error::Tls(_) | Error::Damaged { .. } => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+            Error::TaskFailed(_) => Code::Internal,
+            // Start-up and serving errors: a client never sees them.
+            Error::Io { .. }
+            | Error::DataDir { .. }
+            | Error::Config(_)
+            | Error::Tls(_)
+            | Error::Transport(_)
+            | Error::Damaged { .. } => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        Status::new(e.code(), e.to_string())
     }
 }
 

@@ -2,13 +2,17 @@
 //! database. One binary and one data directory are a complete archive.
 //!
 //! # Layout
-//! - [`proto`]: code generated from `proto/archive/v1/archive.proto`, and the
-//!   descriptor set served by reflection.
-//! - [`config`]: command-line flags and environment variables.
-//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`cli`]: the command line (only it knows flags and environment
+//!   variables): `serve` ([`cli::serve`]), the client commands (`ingest`,
+//!   `export`, `get`, `list`) that talk to a server over gRPC like any other
+//!   client, `check`, and [`cli::jsonl`], the JSON Lines mapping (protobuf
+//!   JSON and news-please).
 //! - [`server`]: [`server::run`] serves the archive, health and reflection on
-//!   a bound listener until a shutdown future completes.
-//! - [`service`]: the RPC handlers: parse, call the store, map back.
+//!   a bound listener until a shutdown future completes; admission of
+//!   connections, the check at start.
+//! - [`service`]: the RPC handlers, one file per RPC family; they parse,
+//!   call the store, and map back. [`service::query`] parses ranges, orders,
+//!   views and page tokens once for every RPC.
 //! - [`article`]: the validated domain article, id derivation, content hash.
 //! - [`page_token`]: opaque, signed keyset page tokens.
 //! - [`auth`]: optional bearer tokens for writing and reading.
@@ -17,18 +21,18 @@
 //!   thread does group commit, flush and filesystem sync, then acknowledge;
 //!   it refuses writes while the disk is short of space.
 //! - [`error`]: the one error type and its mapping to gRPC status codes.
-//! - [`cli`]: the client commands (`ingest`, `export`, `get`, `list`), which
-//!   talk to a server over gRPC like any other client; [`jsonl`] is their
-//!   JSON Lines mapping (protobuf JSON and news-please).
+//! - [`telemetry`]: tracing subscriber set-up.
+//! - [`proto`]: code generated from `proto/archive/v1/archive.proto`, and the
+//!   descriptor set served by reflection.
 //!
-//! Dependencies point one way: server → service → (article, store) → keys.
+//! Dependencies point one way: cli → server → service → (article, store) →
+//! keys. Settings structs belong to the layer that uses them
+//! ([`store::StoreConfig`], [`server::ServeOptions`]).
 
 pub mod article;
 pub mod auth;
 pub mod cli;
-pub mod config;
 pub mod error;
-pub mod jsonl;
 pub mod page_token;
 pub mod proto;
 pub mod server;

@@ -28,9 +28,6 @@ use crate::{
 /// the field instead of breaking the stream.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// The name health reports the archive under.
-pub const SERVICE_NAME: &str = "archive.v1.ArchiveService";
-
 /// Settings of a running server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -81,8 +78,8 @@ const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// is flushed.
 ///
 /// # Errors
-/// [`Error::Io`] when the transport fails, [`Error::Storage`] when the final
-/// flush fails.
+/// [`Error::Transport`] when the transport fails, [`Error::Storage`] when the
+/// final flush fails.
 pub async fn run(
     listener: TcpListener,
     store: Store,
@@ -98,12 +95,12 @@ pub async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
+        .map_err(|e| Error::Transport(format!("building reflection: {e}")))?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
-        .map_err(|e| Error::io("building reflection", std::io::Error::other(e)))?;
+        .map_err(|e| Error::Transport(format!("building reflection: {e}")))?;
 
     let (accepting, stop_accepting) = watch::channel(true);
     let (stop_streams, streams_stopped) = watch::channel(false);
@@ -179,11 +176,7 @@ pub async fn run(
     let incoming = accept_connections(listener, options.handshake_timeout, stop_accepting);
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
-        builder = builder.tls_config(tls).map_err(|e| {
-            Error::Tls(
-                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string),
-            )
-        })?;
+        builder = builder.tls_config(tls).map_err(tls_error)?;
     }
     let serve = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
@@ -237,18 +230,40 @@ pub async fn run(
             }
         }
     };
-    match served {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Error::io("serving gRPC", std::io::Error::other(e))),
-        Err(e) => return Err(Error::io("server task", std::io::Error::other(e))),
+    let served = match served {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::Transport(e.to_string())),
+        Err(e) => Err(Error::TaskFailed(e.to_string())),
+    };
+    let failed = match &*store.write_health().borrow() {
+        WriteHealth::Failed(cause) => Some(cause.clone()),
+        _ => None,
+    };
+    store.close().await?;
+    match failed {
+        Some(cause) => {
+            warn!(%cause, "stopped; the store had failed, so nothing was left to flush (every acknowledged article was synced before its acknowledgement)")
+        }
+        None => info!("stopped; store flushed"),
     }
-    if let WriteHealth::Failed(cause) = &*store.write_health().borrow() {
-        warn!(%cause, "stopped; the store had failed, so nothing is left to flush (every acknowledged article was synced before its acknowledgement)");
-        return Ok(());
-    }
-    store.flush()?;
-    info!("stopped; store flushed");
-    Ok(())
+    served
+}
+
+/// Checks TLS material the way the server will use it (certificates and key
+/// parse, the key matches the certificate), so a start with bad material
+/// fails before anything is bound or logged.
+///
+/// # Errors
+/// [`Error::Tls`] naming what is wrong.
+pub fn check_tls(tls: &ServerTlsConfig) -> Result<(), Error> {
+    Server::builder()
+        .tls_config(tls.clone())
+        .map(drop)
+        .map_err(tls_error)
+}
+
+fn tls_error(e: tonic::transport::Error) -> Error {
+    Error::Tls(std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string))
 }
 
 /// Checks a store that was not closed cleanly before it is served: the
@@ -270,7 +285,7 @@ pub async fn check_at_open(store: &Store) -> Result<(), Error> {
     let checking = store.clone();
     let result = tokio::task::spawn_blocking(move || checking.check_after_unclean_stop())
         .await
-        .map_err(|e| Error::io("startup check", std::io::Error::other(e)))??;
+        .map_err(|e| Error::TaskFailed(format!("startup check: {e}")))??;
     let report = &result.report;
     info!(
         records = report.records,

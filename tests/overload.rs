@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use article_archive::proto;
+use article_archive::proto::{self, archive_service_client::ArchiveServiceClient};
 use common::*;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,7 +34,20 @@ fn resident_mib(pid: u32) -> u64 {
 async fn a_client_that_never_reads_responses_is_held_back() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]);
-    let mut client = server.client().await;
+    // A client's HTTP/2 receive window is what it takes in without reading;
+    // tonic's default (2 MiB) holds every response of this flood (about 60
+    // bytes each), so the server would never be held back by this client,
+    // only by a pause of its own disk. 64 KiB, HTTP/2's own default, makes
+    // the hold-back the one under test.
+    let mut client = ArchiveServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap(),
+    );
     const ATTEMPTED: usize = 20_000;
     const BODY: usize = 64 * 1024;
 

@@ -5,23 +5,11 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use article_archive::{
-    article::Article,
-    proto::{self, IngestOutcome, SortOrder},
-};
+use article_archive::proto::{self, IngestOutcome, SortOrder};
 use common::*;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::Code;
-
-fn sha_of(article: &proto::Article) -> String {
-    hex::encode(
-        Article::from_proto(article.clone())
-            .unwrap()
-            .content()
-            .sha256(),
-    )
-}
 
 /// SIGKILL in the middle of a stream that creates and updates (moving dates)
 /// loses no acknowledged article, and the index is consistent afterwards.

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use article_archive::{article::Article, proto, Store, StoreConfig};
+use article_archive::{proto, Store, StoreConfig};
 use common::*;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -48,15 +48,6 @@ fn version_of(id: &str, version: u64) -> proto::Article {
         title: format!("{id} v{version}"),
         ..article(id, (version as i64 % 97) * 86_400 * 400 - 2_000_000_000)
     }
-}
-
-fn sha_of(article: &proto::Article) -> String {
-    hex::encode(
-        Article::from_proto(article.clone())
-            .unwrap()
-            .content()
-            .sha256(),
-    )
 }
 
 /// What the clients have seen acknowledged: per id, the highest version.

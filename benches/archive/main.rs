@@ -419,7 +419,7 @@ fn main() {
         let file = dir.path().join("articles.jsonl");
         let lines: String = input
             .iter()
-            .map(|a| article_archive::jsonl::to_line(a) + "\n")
+            .map(|a| article_archive::cli::jsonl::to_line(a) + "\n")
             .collect();
         std::fs::write(&file, lines).unwrap();
         let cli_server = ServerProcess::start(&dir.path().join("cli"), &[]);

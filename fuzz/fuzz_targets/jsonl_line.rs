@@ -1,7 +1,7 @@
 //! A line of a bulk-load file, in either JSON shape.
 #![no_main]
 
-use article_archive::jsonl;
+use article_archive::cli::jsonl;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

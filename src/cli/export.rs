@@ -10,8 +10,9 @@ use std::{
 
 use clap::Args;
 
+use super::jsonl;
 use super::{progress::Progress, CliError, DateRangeArgs, ServerArg};
-use crate::{jsonl, proto};
+use crate::proto;
 
 /// Flags of `article-archive export`.
 #[derive(Debug, Clone, Args)]

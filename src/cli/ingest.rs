@@ -24,11 +24,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{progress::Progress, CliError, ServerArg};
-use crate::{
-    jsonl,
-    proto::{self, IngestOutcome},
-};
+use super::{jsonl, progress::Progress, CliError, ServerArg};
+use crate::proto::{self, IngestOutcome};
 
 /// Flags of `article-archive ingest`.
 #[derive(Debug, Clone, Args)]

@@ -1,16 +1,20 @@
-//! The commands besides `serve`: `ingest`, `export`, `get` and `list` talk to
-//! a running server over gRPC, like any other client; `check` works on a data
-//! directory no server is using.
+//! The command line: [`Cli`] is every command and flag, and [`run`]
+//! dispatches to one. `serve` runs the server; `ingest`, `export`, `get` and
+//! `list` talk to a running server over gRPC, like any other client;
+//! `check` works on a data directory no server is using. Only this module
+//! knows the command line: the layers below take plain settings structs.
 
 pub mod check;
 pub mod export;
 pub mod ingest;
+pub mod jsonl;
 mod progress;
+pub mod serve;
 pub mod show;
 
-use std::{path::PathBuf, str::FromStr};
+use std::{path::PathBuf, process::ExitCode, str::FromStr};
 
-use clap::Args;
+use clap::{Args, Parser, Subcommand};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::{interceptor::InterceptedService, Interceptor},
@@ -18,6 +22,72 @@ use tonic::{
 };
 
 use crate::proto::archive_service_client::ArchiveServiceClient;
+
+/// A gRPC archive of news articles on an embedded sled database.
+#[derive(Debug, Parser)]
+#[command(name = "article-archive", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(serve::ServeArgs),
+    /// Load JSON Lines files (archive or news-please JSON, plain or .gz) into
+    /// a running server. Exit status: 0 everything stored, 2 some lines
+    /// rejected or unreadable, 1 the load could not finish.
+    Ingest(ingest::IngestArgs),
+    /// Write articles from a running server as JSON Lines (protobuf JSON).
+    Export(export::ExportArgs),
+    /// Show one article.
+    Get(show::GetArgs),
+    /// Show articles by publication date, one per line.
+    List(show::ListArgs),
+    /// Verify a data directory offline (every record decodes and matches its
+    /// hash; the date index has exactly one entry per record, at its date);
+    /// --repair rebuilds the index from the records. Exit status 0 when
+    /// consistent, 1 when problems remain.
+    Check(check::CheckArgs),
+}
+
+/// Runs one command to its end and gives the process's exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("article-archive: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client_result = match cli.command {
+        Command::Serve(args) => {
+            crate::telemetry::init(args.log_format.into());
+            return match runtime.block_on(serve::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    // Logged once, on stderr like every log line.
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Ingest(args) => runtime.block_on(ingest::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
+        Command::Get(args) => runtime.block_on(show::get(args)),
+        Command::List(args) => runtime.block_on(show::list(args)),
+        Command::Check(args) => check::run(&args),
+    };
+    // Do not wait for a reader thread still blocked on standard input.
+    runtime.shutdown_background();
+    client_result.unwrap_or_else(|e| {
+        eprintln!("article-archive: {e}");
+        ExitCode::FAILURE
+    })
+}
 
 /// What can stop a client command.
 #[derive(Debug, thiserror::Error)]

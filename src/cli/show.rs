@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::jsonl;
 use super::{CliError, DateRangeArgs, ServerArg};
-use crate::{jsonl, proto};
+use crate::proto;
 
 /// Flags of `article-archive get`.
 #[derive(Debug, Clone, Args)]

@@ -131,11 +131,11 @@ impl Trees {
 pub enum WriteHealth {
     /// Writes are being accepted.
     Writable,
-    /// The disk is short of space; writes are refused until there is room.
-    /// Holds the reason.
-    NotWritable(String),
-    /// sled failed a write; writes are refused until a restart. Holds the
-    /// reason.
+    /// The disk is short of space; writes are refused until there is room,
+    /// then taken again. Holds the reason.
+    DiskLow(String),
+    /// A write or sync failed; writes are refused until a restart. Holds
+    /// the reason.
     Failed(String),
 }
 
@@ -210,6 +210,13 @@ pub struct DateRange {
     pub end: Option<Timestamp>,
 }
 
+impl DateRange {
+    /// Whether `at` lies inside the range.
+    pub fn contains(&self, at: Timestamp) -> bool {
+        self.start.is_none_or(|start| start <= at) && self.end.is_none_or(|end| at < end)
+    }
+}
+
 /// A place in the date order: a scan can resume strictly after it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
@@ -266,16 +273,18 @@ impl Store {
     /// [`Error::Storage`] for anything else sled refuses.
     pub fn open(config: &StoreConfig) -> Result<Self> {
         if config.compression && !cfg!(feature = "compression") {
-            return Err(Error::io(
-                "enabling compression",
-                std::io::Error::other("this binary was built without the `compression` feature"),
+            return Err(Error::Config(
+                "--compression needs a binary built with `--features compression`".into(),
             ));
         }
         let trees = Trees::open(config.open_sled()?)?;
         let page_token_key = init_meta(&trees.db)?;
         let closed_cleanly = set_open_marker(&trees.db)?;
-        let dir = std::fs::File::open(&config.path)
-            .map_err(|e| Error::io(format!("opening {}", config.path.display()), e))?;
+        let dir = std::fs::File::open(&config.path).map_err(|e| Error::DataDir {
+            path: config.path.clone(),
+            doing: "opening it to sync its filesystem",
+            source: Arc::new(e),
+        })?;
 
         let (health, _) = watch::channel(WriteHealth::Writable);
         let shared = Arc::new(Shared {
@@ -413,13 +422,44 @@ impl Store {
         &self.inner.page_token_key
     }
 
-    /// Flushes everything written so far to disk.
+    /// Flushes everything written so far to disk. Blocking.
     ///
     /// # Errors
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
         self.inner.shared.trees.db.flush()?;
         Ok(())
+    }
+
+    /// Flushes and gives up this handle, off the async workers: when it is
+    /// the last handle, dropping it waits for the writer to finish its queue
+    /// and for sled's final flush, which block. A store whose writes had
+    /// failed is not flushed (there is nothing acknowledged left unsynced,
+    /// and sled cannot flush a failed handle).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the flush fails.
+    pub async fn close(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || {
+            if !matches!(*self.inner.shared.health.borrow(), WriteHealth::Failed(_)) {
+                self.flush()?;
+            }
+            drop(self);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::TaskFailed(e.to_string()))?
+    }
+
+    /// Opens a store off the async workers (opening reads and may recover
+    /// sled's log, which blocks).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub async fn open_async(config: StoreConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || Self::open(&config))
+            .await
+            .map_err(|e| Error::TaskFailed(e.to_string()))?
     }
 
     /// Verifies that every record decodes and matches its hash, that each has
@@ -685,13 +725,18 @@ fn decode_record(id: &ArticleId, bytes: &[u8]) -> Result<StoredArticle> {
 fn open_error(path: &Path, e: sled::Error) -> Error {
     // sled reports a held lock as a generic I/O error; its message is the only
     // way to tell it apart.
-    match &e {
+    match e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
             Error::DataDirLocked {
                 path: path.to_path_buf(),
             }
         }
-        _ => e.into(),
+        sled::Error::Io(io) => Error::DataDir {
+            path: path.to_path_buf(),
+            doing: "opening the database in it",
+            source: Arc::new(io),
+        },
+        other => other.into(),
     }
 }
 
@@ -765,7 +810,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("built without the `compression` feature"),
+                .contains("needs a binary built with `--features compression`"),
             "{error}"
         );
     }

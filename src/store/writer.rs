@@ -22,13 +22,13 @@
 //! reads that page data in may fail, and even dropping the handle can hang
 //! in its final flush). So before each commit the writer checks the free
 //! space of the data directory's filesystem; below `min_free_bytes` it
-//! refuses writes with [`Error::DiskFull`], health turns NOT_SERVING, and
+//! refuses writes with [`Error::DiskLow`], health turns NOT_SERVING, and
 //! it looks again every `recovery_interval` until there is room, then takes
 //! writes again, in the same process. Reads are untouched throughout.
 //!
 //! If sled fails a write anyway (a disk that turns read-only, or space
 //! taken by someone else faster than the check sees), the store refuses
-//! every later write with [`Error::NotWritable`] until the server is
+//! every later write with [`Error::WritesStopped`] until the server is
 //! restarted on a repaired disk. Everything acknowledged before was synced.
 
 use std::{
@@ -130,8 +130,10 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limi
         } else {
             debug!(articles = batch.len(), bytes, "group commit flushed");
         }
+        // A failed write or sync leaves sled's handle (or the kernel's
+        // page cache) in a state nothing in this process can repair.
         let failure = match &result {
-            Err(Error::Storage(cause)) => Some(Arc::clone(cause)),
+            Err(e @ (Error::Storage(_) | Error::SyncFailed(_))) => Some(Arc::new(e.clone())),
             _ => None,
         };
         for (i, request) in batch.drain(..).enumerate() {
@@ -157,7 +159,7 @@ const REFUSE_POLL: Duration = Duration::from_millis(20);
 const WRITE_AMPLIFICATION: u64 = 3;
 
 /// How many article bytes the next batch may hold without taking the free
-/// space below `min_free_bytes`; [`Error::DiskFull`] when not even the first
+/// space below `min_free_bytes`; [`Error::DiskLow`] when not even the first
 /// article (`first_bytes`) fits.
 fn room_for_writes(config: &super::StoreConfig, first_bytes: usize) -> Result<usize> {
     if config.min_free_bytes == 0 {
@@ -173,7 +175,7 @@ fn room_for_writes(config: &super::StoreConfig, first_bytes: usize) -> Result<us
     };
     let room = free.saturating_sub(config.min_free_bytes) / WRITE_AMPLIFICATION;
     if room < first_bytes as u64 || free < config.min_free_bytes {
-        return Err(Error::DiskFull {
+        return Err(Error::DiskLow {
             free_bytes: free,
             min_free_bytes: config.min_free_bytes,
         });
@@ -203,7 +205,7 @@ fn wait_for_space(shared: &Shared, queue: &mut mpsc::Receiver<WriteRequest>, ful
     let config = &shared.config;
     shared
         .health
-        .send_replace(WriteHealth::NotWritable(full.to_string()));
+        .send_replace(WriteHealth::DiskLow(full.to_string()));
     warn!("{full}; refusing writes until there is room");
     let resume_at = config.min_free_bytes + config.min_free_bytes / 8;
     let mut refusal = full.clone();
@@ -229,7 +231,7 @@ fn wait_for_space(shared: &Shared, queue: &mut mpsc::Receiver<WriteRequest>, ful
                     return true;
                 }
                 Ok(free) => {
-                    refusal = Error::DiskFull {
+                    refusal = Error::DiskLow {
                         free_bytes: free,
                         min_free_bytes: config.min_free_bytes,
                     };
@@ -241,14 +243,14 @@ fn wait_for_space(shared: &Shared, queue: &mut mpsc::Receiver<WriteRequest>, ful
     }
 }
 
-/// After sled failed a write: answers every later write with
-/// [`Error::NotWritable`] until the store is dropped.
+/// After a write or sync failed: answers every later write with
+/// [`Error::WritesStopped`] until the store is dropped.
 fn refuse_until_restart(
     shared: &Shared,
     queue: &mut mpsc::Receiver<WriteRequest>,
-    cause: &Arc<sled::Error>,
+    cause: &Arc<Error>,
 ) {
-    let refusal = Error::NotWritable(Arc::clone(cause));
+    let refusal = Error::WritesStopped(Arc::clone(cause));
     shared
         .health
         .send_replace(WriteHealth::Failed(refusal.to_string()));
@@ -267,14 +269,11 @@ fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
         use std::os::fd::AsRawFd;
         // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
         if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-            return Err(Error::Storage(Arc::new(sled::Error::Io(
-                std::io::Error::last_os_error(),
-            ))));
+            return Err(Error::SyncFailed(Arc::new(std::io::Error::last_os_error())));
         }
     }
     #[cfg(not(target_os = "linux"))]
-    dir.sync_all()
-        .map_err(|e| Error::Storage(Arc::new(sled::Error::Io(e))))?;
+    dir.sync_all().map_err(|e| Error::SyncFailed(Arc::new(e)))?;
     Ok(())
 }
 

@@ -139,6 +139,16 @@ pub fn seed_body() -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
+/// The content hash the server computes for `article`, in hex.
+pub fn sha_of(article: &proto::Article) -> String {
+    hex::encode(
+        article_archive::article::Article::from_proto(article.clone())
+            .unwrap()
+            .content()
+            .sha256(),
+    )
+}
+
 pub fn ts(seconds: i64, nanos: i32) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos }
 }

@@ -1,0 +1,276 @@
+//! The gRPC service: each RPC checks its token, takes its admission permit,
+//! parses the request into domain types ([`query`]), calls the store, and
+//! maps the answer back. One file per RPC family:
+//!
+//! - [`read`]: GetArticle, ListArticles and the page reader;
+//! - [`ingest`]: IngestArticles (validation, the writer queue, in-order
+//!   acknowledgements);
+//! - [`export`]: ExportArticles (flow-controlled chunks);
+//! - [`query`]: ranges, orders, views, page sizes and tokens, parsed once.
+//!
+//! This file holds what every RPC shares: admission limits and the shutdown
+//! hooks.
+
+mod export;
+mod ingest;
+pub mod query;
+mod read;
+
+use std::{pin::Pin, sync::Arc, time::Instant};
+
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{info, Instrument, Span};
+
+pub use ingest::INGEST_WINDOW;
+pub use read::MAX_RESPONSE_BYTES;
+
+use crate::{
+    auth::{Role, Tokens},
+    proto::{self, archive_service_server::ArchiveService as ArchiveApi},
+    store::Store,
+};
+
+/// The `archive.v1.ArchiveService` implementation.
+pub struct ArchiveService {
+    store: Store,
+    shutdown: ShutdownHooks,
+    /// Who may read and write; checked before anything else in a call.
+    tokens: Tokens,
+    limits: CallLimits,
+    /// Permits for open ingest and export streams.
+    streams: Arc<Semaphore>,
+    /// Permits for running unary read calls.
+    calls: Arc<Semaphore>,
+}
+
+/// How many calls may run at once; a call over a limit is refused with
+/// RESOURCE_EXHAUSTED at once rather than queued, so overload costs the
+/// server nothing and the client learns to back off.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Open IngestArticles and ExportArticles streams.
+    pub streams: usize,
+    /// Running GetArticle and ListArticles calls.
+    pub calls: usize,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        Self {
+            streams: 64,
+            calls: 1024,
+        }
+    }
+}
+
+/// What a running call holds: its place among the in-flight calls and its
+/// permit. Dropped when the call is over.
+struct CallGuard {
+    _in_flight: mpsc::Sender<()>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// How the server's shutdown reaches the handlers.
+#[derive(Clone)]
+pub struct ShutdownHooks {
+    /// Turns true when the shutdown grace period is over: open ingest streams
+    /// then stop reading and end with UNAVAILABLE.
+    pub stop_streams: watch::Receiver<bool>,
+    /// Every call holds a strong copy of this sender while it runs, so the
+    /// server knows when the last one is done (the receiver then sees the
+    /// channel close). Weak here so that the service itself does not keep it
+    /// open; once the server drops its own copy and the calls finish, new
+    /// calls are refused.
+    pub in_flight: mpsc::WeakSender<()>,
+}
+
+impl ArchiveService {
+    /// A service over `store`.
+    pub fn new(store: Store, shutdown: ShutdownHooks, tokens: Tokens, limits: CallLimits) -> Self {
+        Self {
+            store,
+            shutdown,
+            tokens,
+            limits,
+            streams: Arc::new(Semaphore::new(limits.streams)),
+            calls: Arc::new(Semaphore::new(limits.calls)),
+        }
+    }
+
+    /// Checks the token for `role`, then takes a call permit.
+    fn admit_call(
+        &self,
+        role: Role,
+        request_metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<CallGuard, Status> {
+        self.tokens.check(role, request_metadata)?;
+        self.admit(&self.calls, self.limits.calls, "calls")
+    }
+
+    /// Checks the token for `role`, then takes a stream permit.
+    fn admit_stream(
+        &self,
+        role: Role,
+        request_metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<CallGuard, Status> {
+        self.tokens.check(role, request_metadata)?;
+        self.admit(&self.streams, self.limits.streams, "streams")
+    }
+
+    /// Admits a call under `limit` permits: refuses it when the server is
+    /// draining and every earlier call has finished, or when all are taken.
+    fn admit(&self, limit: &Arc<Semaphore>, max: usize, what: &str) -> Result<CallGuard, Status> {
+        let in_flight = self
+            .shutdown
+            .in_flight
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
+        let permit = Arc::clone(limit).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent {what} (limit {max}); retry later"
+            ))
+        })?;
+        Ok(CallGuard {
+            _in_flight: in_flight,
+            _permit: permit,
+        })
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ArchiveApi for ArchiveService {
+    async fn get_article(
+        &self,
+        request: Request<proto::GetArticleRequest>,
+    ) -> Result<Response<proto::GetArticleResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        // A point read is served from sled's cache or one short read, so it
+        // runs inline rather than paying for a blocking-pool hop.
+        let result = read::get(&self.store, request.get_ref());
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn list_articles(
+        &self,
+        request: Request<proto::ListArticlesRequest>,
+    ) -> Result<Response<proto::ListArticlesResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        let store = self.store.clone();
+        let result = async move {
+            let query = query::ListQuery::parse(request.get_ref(), store.page_token_key())?;
+            // A page reads up to 1000 records: off the async workers.
+            blocking(move || read::list(&store, &query)).await
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    type ExportArticlesStream = ResponseStream<proto::ExportArticlesResponse>;
+
+    async fn export_articles(
+        &self,
+        request: Request<proto::ExportArticlesRequest>,
+    ) -> Result<Response<Self::ExportArticlesStream>, Status> {
+        let started = Instant::now();
+        let call = self.admit_stream(Role::Read, request.metadata())?;
+        let query = match query::ExportQuery::parse(request.get_ref()) {
+            Ok(query) => query,
+            Err(e) => return log_finished(started, Err(e.into())),
+        };
+        // A small channel: the export reads ahead one chunk at most.
+        let (out, stream) = mpsc::channel(export::EXPORT_CHUNK_ARTICLES);
+        let (store, stop) = (self.store.clone(), self.shutdown.stop_streams.clone());
+        tokio::spawn(
+            async move {
+                let (code, exported) = export::run_export(query, store, &out, stop).await;
+                info!(
+                    ?code,
+                    exported,
+                    latency_ms = round_ms(started.elapsed()),
+                    "rpc finished"
+                );
+                // The permit goes before the stream ends, so the client may
+                // open a new stream at once.
+                drop(call);
+                drop(out);
+            }
+            .instrument(Span::current()),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    type IngestArticlesStream = ResponseStream<proto::IngestArticlesResponse>;
+
+    async fn ingest_articles(
+        &self,
+        request: Request<Streaming<proto::IngestArticlesRequest>>,
+    ) -> Result<Response<Self::IngestArticlesStream>, Status> {
+        let started = Instant::now();
+        // Before a single article is read.
+        let call = self.admit_stream(Role::Write, request.metadata())?;
+        let (pending_tx, pending_rx) = mpsc::channel(INGEST_WINDOW);
+        let (out_tx, out_rx) = mpsc::channel(INGEST_WINDOW);
+        let span = Span::current();
+        tokio::spawn(
+            ingest::read_requests(
+                request.into_inner(),
+                self.store.clone(),
+                pending_tx,
+                self.shutdown.stop_streams.clone(),
+            )
+            .instrument(span.clone()),
+        );
+        tokio::spawn(
+            async move {
+                ingest::acknowledge_in_order(pending_rx, &out_tx, started).await;
+                // Release the call's permit before the client can see the
+                // stream end, so it may open a new one at once.
+                drop(call);
+                drop(out_tx);
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// Runs blocking store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::Error> + Send + 'static,
+) -> Result<T, crate::Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| crate::Error::TaskFailed(e.to_string()))?
+}
+
+/// Latency for log lines, in milliseconds rounded to a microsecond.
+fn round_ms(elapsed: std::time::Duration) -> f64 {
+    (elapsed.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn log_finished<T>(started: Instant, result: Result<T, Status>) -> Result<T, Status> {
+    let code = result.as_ref().err().map_or(Code::Ok, Status::code);
+    info!(
+        ?code,
+        latency_ms = round_ms(started.elapsed()),
+        "rpc finished"
+    );
+    result
+}
+
+/// Completes when the server asks open streams to stop; never, when the
+/// server went away without asking.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod model_tests;
