@@ -370,7 +370,7 @@ pub fn derive_id(content: &ArticleContent) -> ArticleId {
 ///
 /// Scheme and host are lower-cased, a default port (80, 443) is dropped, the
 /// fragment is dropped, and so are tracking parameters: `utm_*` and the names
-/// in [`TRACKING_PARAMETERS`]. The path and the remaining parameters, in
+/// in `TRACKING_PARAMETERS`. The path and the remaining parameters, in
 /// their order, are kept: they can name different articles.
 pub fn normalise_url(raw: &str) -> Option<String> {
     if raw.is_empty() {

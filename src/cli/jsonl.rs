@@ -3,7 +3,7 @@
 //!
 //! Each input line is one JSON object, and its shape is detected per line: an
 //! object with any of the news-please keys `maintext`, `date_publish` or
-//! `source_domain` is read as news-please ([`from_news_please`] is the one
+//! `source_domain` is read as news-please (`from_news_please` is the one
 //! place that maps it); anything else as the protobuf JSON mapping (camelCase
 //! names, or the original snake_case names, as protobuf parsers accept;
 //! timestamps as RFC 3339 strings). Unknown keys are ignored.

@@ -2,10 +2,10 @@
 //! parses the request into domain types ([`query`]), calls the store, and
 //! maps the answer back. One file per RPC family:
 //!
-//! - [`read`]: GetArticle, ListArticles and the page reader;
-//! - [`ingest`]: IngestArticles (validation, the writer queue, in-order
+//! - `read`: GetArticle, ListArticles and the page reader;
+//! - `ingest`: IngestArticles (validation, the writer queue, in-order
 //!   acknowledgements);
-//! - [`export`]: ExportArticles (flow-controlled chunks);
+//! - `export`: ExportArticles (flow-controlled chunks);
 //! - [`query`]: ranges, orders, views, page sizes and tokens, parsed once.
 //!
 //! This file holds what every RPC shares: admission limits and the shutdown
