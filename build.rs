@@ -1,10 +1,21 @@
-//! Generates the gRPC code and the descriptor set served by reflection.
+//! Generates the gRPC code and the descriptor set served by reflection, and
+//! finds out which of the tools some tests need this machine has.
 //!
 //! protox compiles the .proto files in pure Rust, so building needs no system
 //! `protoc`. The descriptor set includes the imported well-known types
 //! (google/protobuf/timestamp.proto) so reflection clients can resolve them.
+//!
+//! Tests that need a program of the machine (grpcurl, PostgreSQL, root to
+//! mount filesystems) are marked `#[cfg_attr(missing_X, ignore = "why")]`:
+//! where the program is missing, `cargo test` lists them as ignored with the
+//! reason instead of passing them silently. Under CI (`CI` set) nothing is
+//! marked missing, so such a test runs and fails loudly when its program is
+//! not there.
 
-use std::{env, fs, path::PathBuf};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+};
 
 use prost::Message;
 
@@ -20,5 +31,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure().compile_fds(descriptors)?;
+
+    probe_test_prerequisites();
     Ok(())
+}
+
+/// Emits `missing_grpcurl`, `missing_mount` and `missing_postgres` for
+/// what this machine lacks (never under CI).
+fn probe_test_prerequisites() {
+    let flags = ["missing_grpcurl", "missing_mount", "missing_postgres"];
+    for flag in flags {
+        println!("cargo::rustc-check-cfg=cfg({flag})");
+    }
+    println!("cargo:rerun-if-env-changed=CI");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let path_dirs: Vec<PathBuf> = env::var_os("PATH")
+        .map(|path| env::split_paths(&path).collect())
+        .unwrap_or_default();
+    // Installing a program changes its directory: probe again then.
+    for dir in path_dirs.iter().filter(|dir| dir.is_dir()) {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
+    if env::var_os("CI").is_some() {
+        return;
+    }
+    let on_path = |program: &str| path_dirs.iter().any(|dir| dir.join(program).is_file());
+    if !on_path("grpcurl") {
+        println!("cargo:rustc-cfg=missing_grpcurl");
+    }
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    let mkfs = on_path("mkfs.ext4") || Path::new("/sbin/mkfs.ext4").is_file();
+    if !(root && mkfs) {
+        println!("cargo:rustc-cfg=missing_mount");
+    }
+    let postgres = on_path("initdb")
+        || fs::read_dir("/usr/lib/postgresql").is_ok_and(|versions| {
+            versions
+                .flatten()
+                .any(|v| v.path().join("bin/initdb").is_file())
+        });
+    if !postgres {
+        println!("cargo:rustc-cfg=missing_postgres");
+    }
 }

@@ -179,7 +179,7 @@ async fn streams_over_the_limit_are_refused_with_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_over_the_limit_are_refused_not_queued() {
     let mut server = TestServer::start_in(tempfile::tempdir().unwrap(), limited(64, 4)).await;
-    let body = seed_body();
+    let body = fixture_body();
     ingest(
         &mut server.client,
         (0..200)
@@ -315,7 +315,7 @@ async fn hundreds_of_streams_and_thousands_of_gets_stay_within_the_memory_bound(
     let server = ServerProcess::start(dir.path(), &["--max-streams", "400", "--max-calls", "4096"]);
     let mut client = server.client().await;
     ingest(&mut client, vec![article("known", 1)]).await;
-    let mut body = seed_body();
+    let mut body = fixture_body();
     while body.len() < 60_000 {
         body.push_str(&format!(" padding {}", body.len()));
     }

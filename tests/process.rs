@@ -206,3 +206,118 @@ async fn sigterm_with_open_streams_finishes_or_ends_them_and_exits_0() {
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(20)).0.success());
 }
+
+/// Runs `article-archive ARGS` to its end and returns (exit code, stderr).
+fn run_binary(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let output = std::process::Command::new(BINARY)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Flags that would make sled panic or the server refuse everything are
+/// refused when they are parsed, naming the flag (exit status 2, clap's
+/// usage error), before anything is bound or created.
+#[test]
+fn flags_that_cannot_work_are_refused_at_parse_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (flag, value) in [
+        ("--cache-mb", "0"),
+        ("--max-calls", "0"),
+        ("--max-streams", "0"),
+        ("--handshake-timeout-secs", "0"),
+    ] {
+        let (code, stderr) = run_binary(&[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!data.exists(), "{flag}: nothing is created");
+    }
+}
+
+/// A data directory that cannot be used is named in the one error line,
+/// with what was being done; a start that cannot bind creates nothing.
+#[test]
+fn start_errors_name_the_path_and_are_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, "x").unwrap();
+    let (code, stderr) = run_binary(&[
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        not_a_dir.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("data directory {}", not_a_dir.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("data directory").count(),
+        1,
+        "one error line: {stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let data = dir.path().join("never-created");
+    let (code, stderr) = run_binary(&[
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        address.as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("binding {address}")), "{stderr}");
+    assert_eq!(stderr.matches("binding").count(), 1, "{stderr}");
+    assert!(
+        !data.exists(),
+        "a start that cannot bind creates no directory"
+    );
+}
+
+/// A TLS key that does not belong to its certificate stops the start before
+/// the address is bound or logged, with a message that says TLS.
+#[test]
+fn a_tls_key_that_does_not_match_its_certificate_stops_the_start_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, one.cert.pem()).unwrap();
+    std::fs::write(&key, other.key_pair.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    let (code, stderr) = run_binary(&[
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("TLS configuration"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(!data.exists(), "{stderr}");
+}

@@ -1,7 +1,10 @@
 //! Storage faults on real small filesystems: a tmpfs that fills up and a
 //! loop-mounted ext4 that the kernel turns read-only. Each test mounts its
-//! own filesystem, which needs root (or CAP_SYS_ADMIN); where mounting is
-//! not allowed the test prints why and passes without running.
+//! own filesystem, which needs root (or CAP_SYS_ADMIN) and `mkfs.ext4`.
+//! Where those are missing `cargo test` lists the tests as ignored with the
+//! reason (build.rs looks); where the mount is refused anyway (root in a
+//! container without CAP_SYS_ADMIN) the test says SKIPPED on the terminal.
+//! Under CI (`CI` set) both are failures.
 //!
 //! What must hold: ingest ends with a clear status, nothing is acknowledged
 //! that was not made durable, health turns NOT_SERVING for the archive,
@@ -107,14 +110,15 @@ fn mount_ext4(megabytes: u64) -> Result<Mounted, String> {
     })
 }
 
-/// Makes the test pass without running when the machine does not let it
-/// mount filesystems, and says so.
+/// The mounted filesystem, or, where the machine refuses the mount, a
+/// return from the test after [`cannot_run`] has said so (a failure under
+/// CI).
 macro_rules! mounted_or_skip {
-    ($mount:expr) => {
+    ($test:expr, $mount:expr) => {
         match $mount {
             Ok(mounted) => mounted,
             Err(reason) => {
-                eprintln!("SKIPPED: this test needs to mount a filesystem: {reason}");
+                cannot_run($test, &format!("it needs to mount a filesystem: {reason}"));
                 return;
             }
         }
@@ -123,7 +127,7 @@ macro_rules! mounted_or_skip {
 
 /// A 60 KB article whose body is unique to `i`, so nothing deduplicates.
 fn big_article(i: u64) -> proto::Article {
-    let mut body = seed_body();
+    let mut body = fixture_body();
     while body.len() < 60_000 {
         body.push_str(&format!(" {i}-{}", body.len()));
     }
@@ -218,8 +222,15 @@ async fn assert_stored(client: &mut Client, acknowledged: &[proto::Article]) {
 /// once the filesystem grows, the same server takes writes again, and after
 /// a restart every acknowledged article is there.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_mount,
+    ignore = "needs root and mkfs.ext4 to mount its own filesystems"
+)]
 async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart() {
-    let disk = mounted_or_skip!(mount_tmpfs(64));
+    let disk = mounted_or_skip!(
+        "a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart",
+        mount_tmpfs(64)
+    );
     let server = ServerProcess::start(
         &disk.data_dir(),
         &["--cache-mb", "32", "--min-free-mb", "16"],
@@ -291,8 +302,15 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_without_a_restart()
 /// checked by a restart on the repaired filesystem: everything acknowledged
 /// is there and ingest works.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    missing_mount,
+    ignore = "needs root and mkfs.ext4 to mount its own filesystems"
+)]
 async fn a_disk_that_turns_read_only_refuses_writes_and_keeps_reads() {
-    let disk = mounted_or_skip!(mount_ext4(64));
+    let disk = mounted_or_skip!(
+        "a_disk_that_turns_read_only_refuses_writes_and_keeps_reads",
+        mount_ext4(64)
+    );
     let device = {
         let output = Command::new("findmnt")
             .args(["-n", "-o", "SOURCE"])
@@ -306,9 +324,12 @@ async fn a_disk_that_turns_read_only_refuses_writes_and_keeps_reads() {
         device.trim_start_matches("/dev/")
     ));
     if !trigger.exists() {
-        eprintln!(
-            "SKIPPED: {} is missing, so the kernel cannot be made to turn ext4 read-only",
-            trigger.display()
+        cannot_run(
+            "a_disk_that_turns_read_only_refuses_writes_and_keeps_reads",
+            &format!(
+                "{} is missing, so the kernel cannot be made to turn ext4 read-only",
+                trigger.display()
+            ),
         );
         return;
     }

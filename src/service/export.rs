@@ -1,29 +1,41 @@
 //! ExportArticles: a flow-controlled stream of a whole date range.
 
-use tokio::sync::{mpsc, watch};
+use prost::Message;
+use tokio::sync::watch;
 use tonic::{Code, Status};
 
 use super::{
+    outbox::{outbox, Outbox, OutboxStream},
     query::{ExportQuery, View},
     read::read_page,
     stopped,
 };
 use crate::{proto, store::Store};
 
-/// Articles an export reads ahead of its reader, at most; with
-/// [`EXPORT_CHUNK_BYTES`] this bounds an export's memory.
-pub(super) const EXPORT_CHUNK_ARTICLES: usize = 64;
-/// Bytes an export reads ahead of its reader, about.
+/// Articles an export reads from the store in one go, at most.
+const EXPORT_CHUNK_ARTICLES: usize = 64;
+/// Bytes an export reads from the store in one go, about.
 const EXPORT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of articles that may wait for the transport. With the chunk in
+/// hand, an export holds at most about 8 MiB of a slow client's articles.
+const EXPORT_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+
+/// The outbox of one export stream.
+pub(super) fn export_outbox() -> (
+    Outbox<proto::ExportArticlesResponse>,
+    OutboxStream<proto::ExportArticlesResponse>,
+) {
+    outbox(EXPORT_CHUNK_ARTICLES, EXPORT_QUEUED_BYTES)
+}
 
 /// Feeds an export stream chunk by chunk. Each chunk is read off the async
-/// workers and sent one article at a time; the next chunk is read only when
-/// the channel (and so the client) has taken the previous one. Returns the
-/// final code and how many articles were sent.
+/// workers and queued one article at a time; the next chunk is read only
+/// once the outbox has room again, so a slow client slows the export. Returns
+/// the final code and how many articles were sent.
 pub(super) async fn run_export(
     query: ExportQuery,
     store: Store,
-    out: &mpsc::Sender<Result<proto::ExportArticlesResponse, Status>>,
+    out: &Outbox<proto::ExportArticlesResponse>,
     mut stop: watch::Receiver<bool>,
 ) -> (Code, u64) {
     let mut after = query.resume_after;
@@ -48,20 +60,22 @@ pub(super) async fn run_export(
             Ok(page) => page,
             Err(status) => {
                 let code = status.code();
-                let _ = out.send(Err(status)).await;
+                out.end(status).await;
                 return (code, sent);
             }
         };
         for article in page.articles {
-            let send = out.send(Ok(proto::ExportArticlesResponse {
+            let response = proto::ExportArticlesResponse {
                 article: Some(article),
-            }));
+            };
+            let bytes = response.encoded_len();
+            let send = out.send(response, bytes);
             tokio::select! {
                 biased;
                 () = stopped(&mut stop) => {
-                    let _ = out.send(Err(Status::unavailable(
+                    out.end(Status::unavailable(
                         "the server is shutting down; resume the export after the last article received",
-                    ))).await;
+                    )).await;
                     return (Code::Unavailable, sent);
                 }
                 result = send => if result.is_err() { return (Code::Cancelled, sent) },

@@ -13,6 +13,7 @@
 
 mod export;
 mod ingest;
+mod outbox;
 pub mod query;
 mod read;
 
@@ -183,8 +184,7 @@ impl ArchiveApi for ArchiveService {
             Ok(query) => query,
             Err(e) => return log_finished(started, Err(e.into())),
         };
-        // A small channel: the export reads ahead one chunk at most.
-        let (out, stream) = mpsc::channel(export::EXPORT_CHUNK_ARTICLES);
+        let (out, stream) = export::export_outbox();
         let (store, stop) = (self.store.clone(), self.shutdown.stop_streams.clone());
         tokio::spawn(
             async move {
@@ -202,7 +202,7 @@ impl ArchiveApi for ArchiveService {
             }
             .instrument(Span::current()),
         );
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type IngestArticlesStream = ResponseStream<proto::IngestArticlesResponse>;
