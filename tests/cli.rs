@@ -282,6 +282,11 @@ async fn an_interrupted_load_says_how_far_it_got_and_a_rerun_completes_it() {
         .unwrap_or_else(|| panic!("no last acknowledged line in: {err}"));
     assert!((1..=1_000).contains(&acknowledged), "{err}");
     assert!(err.contains("re-run the same command"), "{err}");
+    // The broken stream is told as code and message, not as Debug output.
+    assert!(
+        !err.contains("Status {") && !err.contains("source:"),
+        "{err}"
+    );
 
     let server = ServerProcess::start(&data, &[]);
     let output = cli(
@@ -503,4 +508,21 @@ async fn get_and_list_show_articles_for_humans_and_as_json() {
         "{}",
         stderr(&unreachable)
     );
+}
+
+/// `--server host:port` (grpcurl's form, no scheme) reaches a plaintext
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_given_as_host_and_port_is_reached_over_plaintext() {
+    let mut server = TestServer::start().await;
+    ingest(&mut server.client, vec![article("hp", 0)]).await;
+    let output = Command::new(BINARY)
+        .args(["list", "--server", &server.addr.to_string()])
+        .env_remove("ARCHIVE_SERVER")
+        .env_remove("ARCHIVE_CA_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with("  hp\n"));
 }

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{jsonl, progress::Progress, CliError, ServerArg};
+use super::{describe, jsonl, progress::Progress, CliError, ServerArg};
 use crate::proto::{self, IngestOutcome};
 
 /// Flags of `article-archive ingest`.
@@ -148,11 +148,13 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
         }
     });
 
-    let mut responses = client
+    let mut responses = match client
         .ingest_articles(ReceiverStream::new(requests_rx))
         .await
-        .map_err(|status| CliError::rpc("IngestArticles", status))?
-        .into_inner();
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(args.server.call_failed("IngestArticles", status).await),
+    };
 
     let mut progress = Progress::new(total, "lines");
     let mut counts = Counts::default();
@@ -239,7 +241,10 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
         None => "no article was acknowledged".to_string(),
     };
     if let Some(status) = interrupted {
-        eprintln!("ingest interrupted: the server ended the stream: {status}");
+        eprintln!(
+            "ingest interrupted: the server ended the stream: {}",
+            describe(&status)
+        );
         eprintln!(
             "{how_far}; re-run the same command to finish (stored articles come back UNCHANGED)"
         );

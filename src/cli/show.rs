@@ -71,15 +71,16 @@ fn summary_line(article: &proto::Article) -> String {
 /// (NOT_FOUND included).
 pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
     let mut client = args.server.connect().await?;
-    let article = client
-        .get_article(proto::GetArticleRequest {
-            id: args.id.clone(),
-        })
-        .await
-        .map_err(|status| CliError::rpc(format!("GetArticle {}", args.id), status))?
-        .into_inner()
-        .article
-        .unwrap_or_default();
+    let request = proto::GetArticleRequest {
+        id: args.id.clone(),
+    };
+    let article = match client.get_article(request).await {
+        Ok(response) => response.into_inner().article.unwrap_or_default(),
+        Err(status) => {
+            let context = format!("GetArticle {}", args.id);
+            return Err(args.server.call_failed(&context, status).await);
+        }
+    };
     if args.json {
         println!("{}", jsonl::to_line(&article));
     } else {
@@ -129,11 +130,10 @@ pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let mut shown = 0;
     while shown < args.limit {
         request.page_size = i32::try_from(args.limit - shown).unwrap_or(i32::MAX);
-        let page = client
-            .list_articles(request.clone())
-            .await
-            .map_err(|status| CliError::rpc("ListArticles", status))?
-            .into_inner();
+        let page = match client.list_articles(request.clone()).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(args.server.call_failed("ListArticles", status).await),
+        };
         for article in &page.articles {
             if args.json {
                 println!("{}", jsonl::to_line(article));
