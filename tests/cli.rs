@@ -526,3 +526,83 @@ async fn a_server_given_as_host_and_port_is_reached_over_plaintext() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).ends_with("  hp\n"));
 }
+
+/// The number after `label ` in a summary line ("created 12, …").
+fn count_after(text: &str, label: &str) -> u64 {
+    text.split(&format!("{label} "))
+        .nth(1)
+        .and_then(|after| after.split([',', ';', ' ']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {label:?} in: {text}"))
+}
+
+/// Lines found unreadable after the server's last answer (the last lines of
+/// the input) are still counted: the summary's line count is every
+/// non-blank line read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_count_includes_unreadable_lines_at_the_end_of_the_input() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tail.jsonl");
+    let mut text: String = (0..2_000).map(|i| good_line(i) + "\n").collect();
+    text.push('\n'); // blank, not counted
+    for i in 0..11 {
+        text.push_str(&format!("{{broken {i}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+
+    let output = cli(&url(&server), &["ingest", input.to_str().unwrap()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert_eq!(count_after(&err, "created"), 2_000, "{err}");
+    assert_eq!(count_after(&err, "unreadable"), 11, "{err}");
+    assert!(err.contains(" s, 2011 lines, "), "{err}");
+}
+
+/// A line that is not UTF-8 is kept in the rejects file byte for byte:
+/// `text_base64` decodes to exactly the line (without its newline), and
+/// `text` stays readable; valid lines carry only `text`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rejects_file_keeps_the_exact_bytes_of_a_line_that_is_not_utf8() {
+    use base64::Engine as _;
+
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("latin1.jsonl");
+    let latin1: Vec<u8> =
+        b"{\"title\": \"Agn\xe8s\", \"body\": \"b\", \"publishedAt\": \"2020-01-01T00:00:00Z\"}"
+            .to_vec();
+    let mut bytes = good_line(1).into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&latin1);
+    bytes.extend_from_slice(b"\r\n{broken\n");
+    std::fs::write(&input, &bytes).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+
+    let output = cli(
+        &url(&server),
+        &[
+            "ingest",
+            "--rejects",
+            rejects.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let records: BTreeMap<u64, serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["line"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(records.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    let not_utf8 = &records[&2];
+    assert_eq!(not_utf8["reason"], "not valid UTF-8");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(not_utf8["text_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, latin1);
+    assert!(not_utf8["text"].as_str().unwrap().contains("Agn\u{FFFD}s"));
+    assert_eq!(records[&3]["text"], "{broken");
+    assert!(records[&3].get("text_base64").is_none());
+}
