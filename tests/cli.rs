@@ -606,3 +606,60 @@ async fn the_rejects_file_keeps_the_exact_bytes_of_a_line_that_is_not_utf8() {
     assert_eq!(records[&3]["text"], "{broken");
     assert!(records[&3].get("text_base64").is_none());
 }
+
+/// `list` stops at its limit and says how to get the rest: the same command
+/// with `--page-token` continues exactly after the last article shown, and
+/// `--limit 0` is the API's default page size, 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_says_how_to_continue_past_its_limit_and_limit_0_means_50() {
+    let mut server = TestServer::start().await;
+    ingest(
+        &mut server.client,
+        (0..60)
+            .map(|i| article(&format!("p{i:02}"), i * 60))
+            .collect(),
+    )
+    .await;
+    let ids = |output: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.rsplit("  ").next().unwrap().to_string())
+            .collect()
+    };
+    let token_in = |output: &Output| -> String {
+        let err = stderr(output);
+        err.split("--page-token ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no --page-token in: {err}"))
+            .to_string()
+    };
+
+    let first = cli(&url(&server), &["list", "--limit", "25"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(ids(&first).len(), 25);
+    assert!(
+        stderr(&first).contains("more articles follow"),
+        "{}",
+        stderr(&first)
+    );
+    let token = token_in(&first);
+    let rest = cli(
+        &url(&server),
+        &["list", "--limit", "100", "--page-token", &token],
+    );
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(!stderr(&rest).contains("--page-token"), "{}", stderr(&rest));
+    let all: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    assert_eq!([ids(&first), ids(&rest)].concat(), all);
+
+    let default_page = cli(&url(&server), &["list", "--limit", "0"]);
+    assert!(default_page.status.success(), "{}", stderr(&default_page));
+    assert_eq!(ids(&default_page), all[..50]);
+    assert!(stderr(&default_page).contains("--page-token"));
+
+    // A limit that reaches the end exactly has nothing more to announce.
+    let everything = cli(&url(&server), &["list", "--limit", "60"]);
+    assert_eq!(ids(&everything).len(), 60);
+    assert!(stderr(&everything).is_empty(), "{}", stderr(&everything));
+}
