@@ -663,3 +663,31 @@ async fn list_says_how_to_continue_past_its_limit_and_limit_0_means_50() {
     assert_eq!(ids(&everything).len(), 60);
     assert!(stderr(&everything).is_empty(), "{}", stderr(&everything));
 }
+
+/// Counts of one are singular: "1 line" after loading one line, "exported
+/// 1 article" after exporting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_of_one_are_singular() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("one.jsonl");
+    std::fs::write(&input, good_line(1) + "\n").unwrap();
+    let loaded = cli(&url(&server), &["ingest", input.to_str().unwrap()]);
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+    assert!(stderr(&loaded).contains(" 1 line, "), "{}", stderr(&loaded));
+
+    let exported = cli(
+        &url(&server),
+        &[
+            "export",
+            "-o",
+            dir.path().join("out.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(
+        stderr(&exported).contains("exported 1 article, "),
+        "{}",
+        stderr(&exported)
+    );
+}

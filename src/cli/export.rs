@@ -11,7 +11,11 @@ use std::{
 use clap::Args;
 
 use super::jsonl;
-use super::{describe, progress::Progress, CliError, DateRangeArgs, ServerArg};
+use super::{
+    describe,
+    progress::{Progress, ARTICLES},
+    CliError, DateRangeArgs, ServerArg,
+};
 use crate::proto;
 
 /// Flags of `article-archive export`.
@@ -76,7 +80,7 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(args.server.call_failed("ExportArticles", status).await),
     };
-    let mut progress = Progress::new(None, "articles");
+    let mut progress = Progress::new(None, ARTICLES);
     let mut last: Option<(String, String)> = None;
     let outcome = loop {
         match stream.message().await {

@@ -26,7 +26,11 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{describe, jsonl, progress::Progress, CliError, ServerArg};
+use super::{
+    describe, jsonl,
+    progress::{Progress, LINES},
+    CliError, ServerArg,
+};
 use crate::proto::{self, IngestOutcome};
 
 /// Flags of `article-archive ingest`.
@@ -231,7 +235,7 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
 
     let mut tally = Tally {
         counts: Counts::default(),
-        progress: Progress::new(total, "lines"),
+        progress: Progress::new(total, LINES),
         rejects,
     };
     let mut last_acknowledged: Option<(Arc<str>, u64)> = None;
