@@ -40,7 +40,8 @@ pub struct IngestArgs {
     pub server: ServerArg,
 
     /// Write every failed line (unreadable or rejected) to this file as JSON
-    /// Lines: file, line number, reason and the line itself.
+    /// Lines: file, line number, reason and the line itself (`text`; a line
+    /// that is not UTF-8 also as `text_base64`, its exact bytes).
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
