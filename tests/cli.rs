@@ -282,6 +282,11 @@ async fn an_interrupted_load_says_how_far_it_got_and_a_rerun_completes_it() {
         .unwrap_or_else(|| panic!("no last acknowledged line in: {err}"));
     assert!((1..=1_000).contains(&acknowledged), "{err}");
     assert!(err.contains("re-run the same command"), "{err}");
+    // The broken stream is told as code and message, not as Debug output.
+    assert!(
+        !err.contains("Status {") && !err.contains("source:"),
+        "{err}"
+    );
 
     let server = ServerProcess::start(&data, &[]);
     let output = cli(
@@ -502,5 +507,187 @@ async fn get_and_list_show_articles_for_humans_and_as_json() {
         stderr(&unreachable).contains("cannot connect"),
         "{}",
         stderr(&unreachable)
+    );
+}
+
+/// `--server host:port` (grpcurl's form, no scheme) reaches a plaintext
+/// server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_given_as_host_and_port_is_reached_over_plaintext() {
+    let mut server = TestServer::start().await;
+    ingest(&mut server.client, vec![article("hp", 0)]).await;
+    let output = Command::new(BINARY)
+        .args(["list", "--server", &server.addr.to_string()])
+        .env_remove("ARCHIVE_SERVER")
+        .env_remove("ARCHIVE_CA_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with("  hp\n"));
+}
+
+/// The number after `label ` in a summary line ("created 12, …").
+fn count_after(text: &str, label: &str) -> u64 {
+    text.split(&format!("{label} "))
+        .nth(1)
+        .and_then(|after| after.split([',', ';', ' ']).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {label:?} in: {text}"))
+}
+
+/// Lines found unreadable after the server's last answer (the last lines of
+/// the input) are still counted: the summary's line count is every
+/// non-blank line read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_line_count_includes_unreadable_lines_at_the_end_of_the_input() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tail.jsonl");
+    let mut text: String = (0..2_000).map(|i| good_line(i) + "\n").collect();
+    text.push('\n'); // blank, not counted
+    for i in 0..11 {
+        text.push_str(&format!("{{broken {i}\n"));
+    }
+    std::fs::write(&input, text).unwrap();
+
+    let output = cli(&url(&server), &["ingest", input.to_str().unwrap()]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert_eq!(count_after(&err, "created"), 2_000, "{err}");
+    assert_eq!(count_after(&err, "unreadable"), 11, "{err}");
+    assert!(err.contains(" s, 2011 lines, "), "{err}");
+}
+
+/// A line that is not UTF-8 is kept in the rejects file byte for byte:
+/// `text_base64` decodes to exactly the line (without its newline), and
+/// `text` stays readable; valid lines carry only `text`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rejects_file_keeps_the_exact_bytes_of_a_line_that_is_not_utf8() {
+    use base64::Engine as _;
+
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("latin1.jsonl");
+    let latin1: Vec<u8> =
+        b"{\"title\": \"Agn\xe8s\", \"body\": \"b\", \"publishedAt\": \"2020-01-01T00:00:00Z\"}"
+            .to_vec();
+    let mut bytes = good_line(1).into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(&latin1);
+    bytes.extend_from_slice(b"\r\n{broken\n");
+    std::fs::write(&input, &bytes).unwrap();
+    let rejects = dir.path().join("rejects.jsonl");
+
+    let output = cli(
+        &url(&server),
+        &[
+            "ingest",
+            "--rejects",
+            rejects.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let records: BTreeMap<u64, serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| (r["line"].as_u64().unwrap(), r))
+        .collect();
+    assert_eq!(records.keys().copied().collect::<Vec<_>>(), [2, 3]);
+    let not_utf8 = &records[&2];
+    assert_eq!(not_utf8["reason"], "not valid UTF-8");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(not_utf8["text_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(decoded, latin1);
+    assert!(not_utf8["text"].as_str().unwrap().contains("Agn\u{FFFD}s"));
+    assert_eq!(records[&3]["text"], "{broken");
+    assert!(records[&3].get("text_base64").is_none());
+}
+
+/// `list` stops at its limit and says how to get the rest: the same command
+/// with `--page-token` continues exactly after the last article shown, and
+/// `--limit 0` is the API's default page size, 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_says_how_to_continue_past_its_limit_and_limit_0_means_50() {
+    let mut server = TestServer::start().await;
+    ingest(
+        &mut server.client,
+        (0..60)
+            .map(|i| article(&format!("p{i:02}"), i * 60))
+            .collect(),
+    )
+    .await;
+    let ids = |output: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.rsplit("  ").next().unwrap().to_string())
+            .collect()
+    };
+    let token_in = |output: &Output| -> String {
+        let err = stderr(output);
+        err.split("--page-token ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no --page-token in: {err}"))
+            .to_string()
+    };
+
+    let first = cli(&url(&server), &["list", "--limit", "25"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(ids(&first).len(), 25);
+    assert!(
+        stderr(&first).contains("more articles follow"),
+        "{}",
+        stderr(&first)
+    );
+    let token = token_in(&first);
+    let rest = cli(
+        &url(&server),
+        &["list", "--limit", "100", "--page-token", &token],
+    );
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(!stderr(&rest).contains("--page-token"), "{}", stderr(&rest));
+    let all: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
+    assert_eq!([ids(&first), ids(&rest)].concat(), all);
+
+    let default_page = cli(&url(&server), &["list", "--limit", "0"]);
+    assert!(default_page.status.success(), "{}", stderr(&default_page));
+    assert_eq!(ids(&default_page), all[..50]);
+    assert!(stderr(&default_page).contains("--page-token"));
+
+    // A limit that reaches the end exactly has nothing more to announce.
+    let everything = cli(&url(&server), &["list", "--limit", "60"]);
+    assert_eq!(ids(&everything).len(), 60);
+    assert!(stderr(&everything).is_empty(), "{}", stderr(&everything));
+}
+
+/// Counts of one are singular: "1 line" after loading one line, "exported
+/// 1 article" after exporting one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_of_one_are_singular() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("one.jsonl");
+    std::fs::write(&input, good_line(1) + "\n").unwrap();
+    let loaded = cli(&url(&server), &["ingest", input.to_str().unwrap()]);
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+    assert!(stderr(&loaded).contains(" 1 line, "), "{}", stderr(&loaded));
+
+    let exported = cli(
+        &url(&server),
+        &[
+            "export",
+            "-o",
+            dir.path().join("out.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(
+        stderr(&exported).contains("exported 1 article, "),
+        "{}",
+        stderr(&exported)
     );
 }

@@ -63,7 +63,8 @@ async fn tls_channel(
 }
 
 /// The server speaks TLS: the generated client, the client commands (with
-/// --ca-file) and grpcurl (-cacert) work; plaintext does not.
+/// --ca-file, as a URL or as grpcurl's host:port) and grpcurl (-cacert)
+/// work; plaintext does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_serves_the_client_the_commands_and_grpcurl() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,13 +113,22 @@ async fn tls_serves_the_client_the_commands_and_grpcurl() {
         String::from_utf8_lossy(&listed.stderr)
     );
     assert!(String::from_utf8_lossy(&listed.stdout).contains("secure"));
-    let no_ca = Command::new(BINARY)
-        .args(["list", "--server", &url])
-        .env_remove("ARCHIVE_CA_FILE")
+    // host:port with a CA file means https://.
+    let listed = Command::new(BINARY)
+        .args([
+            "list",
+            "--server",
+            &format!("localhost:{}", server.addr.port()),
+        ])
+        .env("ARCHIVE_CA_FILE", path(dir.path(), "ca.pem"))
         .output()
         .unwrap();
-    assert_eq!(no_ca.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("needs --ca-file"));
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("secure"));
 
     if Command::new("grpcurl")
         .arg("-version")
@@ -209,6 +219,94 @@ fn mismatched_or_missing_key_and_certificate_refuse_to_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{cert} + {key}: {stderr}");
     }
+}
+
+/// Starts a server with the certificate for localhost made by [`make_pki`].
+fn tls_server(dir: &Path) -> ServerProcess {
+    ServerProcess::start(
+        &dir.join("data"),
+        &[
+            "--tls-cert",
+            &path(dir, "server.pem"),
+            "--tls-key",
+            &path(dir, "server.key"),
+        ],
+    )
+}
+
+/// Runs `article-archive list --server SERVER` with no CA file, and with
+/// `system_roots` as the whole of the system's trust store (rustls-native-certs
+/// reads `SSL_CERT_FILE` instead of the platform's store when it is set).
+fn list_without_ca_file(server: &str, system_roots: &Path) -> std::process::Output {
+    Command::new(BINARY)
+        .args(["list", "--server", server])
+        .env_remove("ARCHIVE_CA_FILE")
+        .env_remove("ARCHIVE_SERVER")
+        .env("SSL_CERT_FILE", system_roots)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap()
+}
+
+/// Plaintext against a TLS server (as a URL or as host:port without a CA
+/// file) ends with "the server speaks TLS; use https://" and the address,
+/// not an HTTP/2 protocol error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_to_a_tls_server_says_to_use_https() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let server = tls_server(dir.path());
+    let port = server.addr.port();
+    for given in [
+        format!("http://127.0.0.1:{port}"),
+        format!("127.0.0.1:{port}"),
+    ] {
+        let output = list_without_ca_file(&given, &dir.path().join("ca.pem"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{given}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the server speaks TLS; use https://127.0.0.1:{port}"
+            )),
+            "{given}: {stderr}"
+        );
+        assert!(!stderr.contains("h2 protocol error"), "{given}: {stderr}");
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}
+
+/// `https://` without --ca-file trusts the system's CAs: a server whose CA
+/// is among them is reached, one whose CA is not is refused with a hint to
+/// name its CA with --ca-file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_without_a_ca_file_trusts_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let server = tls_server(dir.path());
+    let url = format!("https://localhost:{}", server.addr.port());
+    ingest(
+        &mut ArchiveServiceClient::new(tls_channel(server.addr, dir.path(), false).await.unwrap()),
+        vec![article("public", 1)],
+    )
+    .await;
+
+    let trusted = list_without_ca_file(&url, &dir.path().join("ca.pem"));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&trusted.stdout).contains("public"));
+
+    // A trust store whose only certificate is not the server's CA.
+    let untrusted = list_without_ca_file(&url, &dir.path().join("client.pem"));
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert_eq!(untrusted.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("invalid peer certificate"), "{stderr}");
+    assert!(stderr.contains("name its CA with --ca-file"), "{stderr}");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
 }
 
 fn channel_lazy(addr: std::net::SocketAddr) -> Channel {

@@ -11,7 +11,11 @@ use std::{
 use clap::Args;
 
 use super::jsonl;
-use super::{progress::Progress, CliError, DateRangeArgs, ServerArg};
+use super::{
+    describe,
+    progress::{Progress, ARTICLES},
+    CliError, DateRangeArgs, ServerArg,
+};
 use crate::proto;
 
 /// Flags of `article-archive export`.
@@ -72,12 +76,11 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
         order: proto::SortOrder::OldestFirst as i32,
         resume_after,
     };
-    let mut stream = client
-        .export_articles(request)
-        .await
-        .map_err(|status| CliError::rpc("ExportArticles", status))?
-        .into_inner();
-    let mut progress = Progress::new(None, "articles");
+    let mut stream = match client.export_articles(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(args.server.call_failed("ExportArticles", status).await),
+    };
+    let mut progress = Progress::new(None, ARTICLES);
     let mut last: Option<(String, String)> = None;
     let outcome = loop {
         match stream.message().await {
@@ -115,7 +118,7 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Some(status) => {
-            eprintln!("export interrupted: {status}");
+            eprintln!("export interrupted: {}", describe(&status));
             match last {
                 Some((id, at)) => eprintln!("the last article written is {id} ({at})"),
                 None => eprintln!("no article was written"),

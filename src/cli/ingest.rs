@@ -8,6 +8,7 @@
 //! and shows progress.
 
 use std::{
+    borrow::Cow,
     fs::File,
     io::{self, BufRead, BufReader, BufWriter, Read, Write},
     path::PathBuf,
@@ -18,13 +19,18 @@ use std::{
     },
 };
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use clap::Args;
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{jsonl, progress::Progress, CliError, ServerArg};
+use super::{
+    describe, jsonl,
+    progress::{Progress, LINES},
+    CliError, ServerArg,
+};
 use crate::proto::{self, IngestOutcome};
 
 /// Flags of `article-archive ingest`.
@@ -34,7 +40,8 @@ pub struct IngestArgs {
     pub server: ServerArg,
 
     /// Write every failed line (unreadable or rejected) to this file as JSON
-    /// Lines: file, line number, reason and the line itself.
+    /// Lines: file, line number, reason and the line itself (`text`; a line
+    /// that is not UTF-8 also as `text_base64`, its exact bytes).
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
@@ -54,8 +61,8 @@ struct LineInfo {
     bytes: u64,
     /// How far into the input (in its own bytes) this line ends.
     position: u64,
-    /// The line itself, kept only for `--rejects`.
-    text: Option<String>,
+    /// The line's bytes without its line ending, kept only for `--rejects`.
+    raw: Option<Vec<u8>>,
 }
 
 /// Something the reader thread or sender task hands to the main loop.
@@ -75,13 +82,85 @@ struct Counts {
     unreadable: u64,
 }
 
+/// One line of the `--rejects` file.
 #[derive(Serialize)]
 struct RejectRecord<'a> {
     file: &'a str,
     line: u64,
     kind: &'a str,
     reason: &'a str,
+    /// The line itself; for a line that is not UTF-8, readable with U+FFFD
+    /// in place of the bad bytes.
     text: &'a str,
+    /// Only for a line that is not UTF-8: its exact bytes (standard base64),
+    /// which `text` cannot hold, so a fixed line can be loaded again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text_base64: Option<String>,
+}
+
+/// What the main loop accumulates: the counts, the progress shown, and the
+/// `--rejects` file.
+struct Tally {
+    counts: Counts,
+    progress: Progress,
+    rejects: Option<(PathBuf, BufWriter<File>)>,
+}
+
+impl Tally {
+    /// Counts a line that is not an article. Every line is counted here or
+    /// in [`Tally::answered`], so the summary's line count is every
+    /// non-blank line read.
+    fn unreadable(&mut self, info: &LineInfo, reason: &str) -> Result<(), CliError> {
+        self.counts.unreadable += 1;
+        self.report(info, "unreadable", reason)?;
+        self.progress.add(info.bytes, info.position);
+        Ok(())
+    }
+
+    /// Counts the server's answer for a line.
+    fn answered(
+        &mut self,
+        info: &LineInfo,
+        response: &proto::IngestArticlesResponse,
+    ) -> Result<(), CliError> {
+        match IngestOutcome::try_from(response.outcome) {
+            Ok(IngestOutcome::Created) => self.counts.created += 1,
+            Ok(IngestOutcome::Updated) => self.counts.updated += 1,
+            Ok(IngestOutcome::Unchanged) => self.counts.unchanged += 1,
+            _ => {
+                self.counts.rejected += 1;
+                self.report(info, "rejected", &response.error)?;
+            }
+        }
+        self.progress.add(info.bytes, info.position);
+        Ok(())
+    }
+
+    /// Shows a failed line and writes it to the rejects file.
+    fn report(&mut self, info: &LineInfo, kind: &str, reason: &str) -> Result<(), CliError> {
+        self.progress
+            .println(&format!("{}:{}: {kind}: {reason}", info.file, info.line));
+        let Some((path, out)) = self.rejects.as_mut() else {
+            return Ok(());
+        };
+        let raw = info.raw.as_deref().unwrap_or_default();
+        let (text, text_base64) = match std::str::from_utf8(raw) {
+            Ok(text) => (Cow::Borrowed(text), None),
+            Err(_) => (String::from_utf8_lossy(raw), Some(BASE64.encode(raw))),
+        };
+        let record = RejectRecord {
+            file: &info.file,
+            line: info.line,
+            kind,
+            reason,
+            text: &text,
+            text_base64,
+        };
+        serde_json::to_writer(&mut *out, &record)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|e| CliError::io(&*path, e))
+    }
 }
 
 /// Runs the command.
@@ -100,13 +179,12 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
             .then(|| std::fs::metadata(path).ok().map(|m| sum + m.len()))
             .flatten()
     });
-    let mut rejects = args
+    let rejects = args
         .rejects
         .as_ref()
-        .map(|path| {
-            File::create(path)
-                .map(BufWriter::new)
-                .map_err(|e| CliError::io(path, e))
+        .map(|path| match File::create(path) {
+            Ok(file) => Ok((path.clone(), BufWriter::new(file))),
+            Err(e) => Err(CliError::io(path, e)),
         })
         .transpose()?;
     let mut client = args.server.connect().await?;
@@ -114,11 +192,11 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
     let (lines_tx, mut lines_rx) =
         mpsc::channel::<(LineInfo, Result<proto::Article, String>)>(1024);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-    let keep_text = rejects.is_some();
+    let keep_raw = rejects.is_some();
     {
         let events_tx = events_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let result = read_inputs(&inputs, keep_text, &lines_tx);
+            let result = read_inputs(&inputs, keep_raw, &lines_tx);
             let _ = events_tx.send(Event::InputDone(result));
         });
     }
@@ -148,59 +226,33 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
         }
     });
 
-    let mut responses = client
+    let mut responses = match client
         .ingest_articles(ReceiverStream::new(requests_rx))
         .await
-        .map_err(|status| CliError::rpc("IngestArticles", status))?
-        .into_inner();
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(args.server.call_failed("IngestArticles", status).await),
+    };
 
-    let mut progress = Progress::new(total, "lines");
-    let mut counts = Counts::default();
+    let mut tally = Tally {
+        counts: Counts::default(),
+        progress: Progress::new(total, LINES),
+        rejects,
+    };
     let mut last_acknowledged: Option<(Arc<str>, u64)> = None;
-    let mut report =
-        |progress: &mut Progress, info: &LineInfo, kind: &str, reason: &str| -> io::Result<()> {
-            progress.println(&format!("{}:{}: {kind}: {reason}", info.file, info.line));
-            if let Some(out) = rejects.as_mut() {
-                let record = RejectRecord {
-                    file: &info.file,
-                    line: info.line,
-                    kind,
-                    reason,
-                    text: info.text.as_deref().unwrap_or_default(),
-                };
-                serde_json::to_writer(&mut *out, &record)?;
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        };
-    let rejects_path = args.rejects.clone().unwrap_or_default();
     let mut input_result = None;
 
     let interrupted = loop {
         tokio::select! {
             event = events.recv(), if input_result.is_none() => match event {
-                Some(Event::Unreadable(info, reason)) => {
-                    counts.unreadable += 1;
-                    report(&mut progress, &info, "unreadable", &reason).map_err(|e| CliError::io(&rejects_path, e))?;
-                    progress.add(info.bytes, info.position);
-                }
+                Some(Event::Unreadable(info, reason)) => tally.unreadable(&info, &reason)?,
                 Some(Event::InputDone(result)) => input_result = Some(result),
                 None => input_result = Some(Ok(())),
             },
             response = responses.message() => match response {
                 Ok(Some(response)) => {
                     let info = sent.recv().await.expect("every response follows a sent line");
-                    match IngestOutcome::try_from(response.outcome) {
-                        Ok(IngestOutcome::Created) => counts.created += 1,
-                        Ok(IngestOutcome::Updated) => counts.updated += 1,
-                        Ok(IngestOutcome::Unchanged) => counts.unchanged += 1,
-                        _ => {
-                            counts.rejected += 1;
-                            report(&mut progress, &info, "rejected", &response.error)
-                                .map_err(|e| CliError::io(&rejects_path, e))?;
-                        }
-                    }
-                    progress.add(info.bytes, info.position);
+                    tally.answered(&info, &response)?;
                     last_acknowledged = Some((info.file, info.line));
                 }
                 Ok(None) => break None,
@@ -208,20 +260,19 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
             },
         }
     };
-    // Unreadable lines reported after the last response.
+    // Lines found unreadable after the input finished or the last response.
     while let Ok(event) = events.try_recv() {
         match event {
-            Event::Unreadable(info, reason) => {
-                counts.unreadable += 1;
-                report(&mut progress, &info, "unreadable", &reason)
-                    .map_err(|e| CliError::io(&rejects_path, e))?;
-            }
+            Event::Unreadable(info, reason) => tally.unreadable(&info, &reason)?,
             Event::InputDone(result) => input_result = Some(result),
         }
     }
-    if let Some(out) = rejects.as_mut() {
-        out.flush().map_err(|e| CliError::io(&rejects_path, e))?;
+    if let Some((path, out)) = tally.rejects.as_mut() {
+        out.flush().map_err(|e| CliError::io(&*path, e))?;
     }
+    let Tally {
+        counts, progress, ..
+    } = tally;
     progress.finish();
 
     let summary = format!(
@@ -239,7 +290,10 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
         None => "no article was acknowledged".to_string(),
     };
     if let Some(status) = interrupted {
-        eprintln!("ingest interrupted: the server ended the stream: {status}");
+        eprintln!(
+            "ingest interrupted: the server ended the stream: {}",
+            describe(&status)
+        );
         eprintln!(
             "{how_far}; re-run the same command to finish (stored articles come back UNCHANGED)"
         );
@@ -284,7 +338,7 @@ impl<R: Read> Read for CountingReader<R> {
 /// Reads every input line by line, parses it, and hands it on. Blocking.
 fn read_inputs(
     inputs: &[PathBuf],
-    keep_text: bool,
+    keep_raw: bool,
     out: &mpsc::Sender<(LineInfo, Result<proto::Article, String>)>,
 ) -> Result<(), CliError> {
     let position = Arc::new(AtomicU64::new(0));
@@ -317,21 +371,25 @@ fn read_inputs(
                 break;
             }
             line += 1;
-            let text = String::from_utf8(std::mem::take(&mut buffer));
-            let (parsed, text) = match text {
+            let parsed = match std::str::from_utf8(&buffer) {
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => (jsonl::parse_line(&text), text),
-                Err(e) => (
-                    Err("not valid UTF-8".to_string()),
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                ),
+                Ok(text) => jsonl::parse_line(text),
+                Err(_) => Err("not valid UTF-8".to_string()),
             };
             let info = LineInfo {
                 file: Arc::clone(&name),
                 line,
                 bytes: n as u64,
                 position: position.load(Ordering::Relaxed),
-                text: keep_text.then(|| text.trim_end_matches(['\n', '\r']).to_string()),
+                raw: keep_raw.then(|| {
+                    let end = buffer.len()
+                        - buffer
+                            .iter()
+                            .rev()
+                            .take_while(|b| matches!(b, b'\n' | b'\r'))
+                            .count();
+                    buffer[..end].to_vec()
+                }),
             };
             if out.blocking_send((info, parsed)).is_err() {
                 return Ok(());

@@ -131,6 +131,57 @@ fn timestamp(field: &str, text: &str) -> Result<prost_types::Timestamp, LineErro
         .map_err(|_| format!("{field}: {text:?} is not an RFC 3339 timestamp"))
 }
 
+/// The forms `date_publish` is read in, named in the error for any other.
+const DATE_PUBLISH_FORMS: &str = "YYYY-MM-DD HH:MM:SS (news-please's form; \
+    .ffffff and a +HH:MM offset may follow, no offset means UTC) \
+    or RFC 3339 (2020-05-17T14:30:00Z)";
+
+/// Reads news-please's `date_publish`: `YYYY-MM-DD HH:MM:SS`, which is how
+/// Python prints a datetime (news-please's `str(date_publish)`), so also
+/// with `.ffffff` when it has microseconds and `+HH:MM` when it has a zone;
+/// or the same with `T` and `Z`, RFC 3339. Nothing else: prost's parser
+/// alone would also take a bare date or `+HHMM`, which no documented form
+/// has.
+fn date_publish(text: &str) -> Result<prost_types::Timestamp, LineError> {
+    is_date_time(text)
+        .then(|| prost_types::Timestamp::from_str(text).ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!("date_publish: {text:?} is not a time of the form {DATE_PUBLISH_FORMS}")
+        })
+}
+
+/// Whether `text` has the shape `YYYY-MM-DD HH:MM:SS` (`T` for the space
+/// allowed), an optional `.` fraction and an optional `Z` or `±HH:MM`. The
+/// shape only: the values are checked when the text is parsed.
+fn is_date_time(text: &str) -> bool {
+    let Some((date_time, rest)) = text.as_bytes().split_at_checked(19) else {
+        return false;
+    };
+    let date_time_ok = date_time.iter().enumerate().all(|(i, &b)| match i {
+        4 | 7 => b == b'-',
+        10 => matches!(b, b' ' | b'T' | b't'),
+        13 | 16 => b == b':',
+        _ => b.is_ascii_digit(),
+    });
+    let zone = match rest.strip_prefix(b".") {
+        Some(fraction) => {
+            let digits = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 {
+                return false;
+            }
+            &fraction[digits..]
+        }
+        None => rest,
+    };
+    let zone_ok = match zone {
+        [] | [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    date_time_ok && zone_ok
+}
+
 /// Reads one line of either shape.
 ///
 /// # Errors
@@ -186,17 +237,17 @@ fn from_article_json(raw: ArticleJson) -> Result<proto::Article, LineError> {
 /// | `title` | `title` |
 /// | `maintext` | `body` |
 /// | `description` | `description` |
-/// | `date_publish` (`YYYY-MM-DD HH:MM:SS`, no zone) | `published_at`, read as UTC |
+/// | `date_publish` (`YYYY-MM-DD HH:MM:SS`, see [`date_publish`]) | `published_at`, read as UTC unless an offset follows |
 /// | `authors` | `authors` |
 /// | `url` | `url` (the id is derived from it) |
 /// | `source_domain` | `source` |
 /// | `language` | `language` |
 ///
 /// Other keys (`title_page`, `title_rss`, `image_url`, `date_download`,
-/// `date_modify`, `filename`, `localpath`) are not kept. news-please writes
-/// no zone, and most crawls run in UTC, so UTC is the reading that keeps an
-/// archive consistent; a missing `date_publish` is an error rather than a
-/// guess.
+/// `date_modify`, `filename`, `localpath`) are not kept. news-please
+/// usually writes no zone, and most crawls run in UTC, so UTC is the reading
+/// that keeps an archive consistent; a missing `date_publish` is an error
+/// rather than a guess.
 fn from_news_please(raw: NewsPleaseJson) -> Result<proto::Article, LineError> {
     let date = raw
         .date_publish
@@ -206,7 +257,7 @@ fn from_news_please(raw: NewsPleaseJson) -> Result<proto::Article, LineError> {
         title: raw.title.unwrap_or_default(),
         body: raw.maintext.unwrap_or_default(),
         description: raw.description.unwrap_or_default(),
-        published_at: Some(timestamp("date_publish", &date)?),
+        published_at: Some(date_publish(&date)?),
         authors: raw.authors,
         source: raw.source_domain.unwrap_or_default(),
         language: raw.language.unwrap_or_default(),
@@ -303,6 +354,41 @@ mod tests {
         assert!(parse_line(missing_date)
             .unwrap_err()
             .contains("date_publish is missing"));
+    }
+
+    #[test]
+    fn date_publish_takes_the_documented_forms_and_names_them_otherwise() {
+        // news-please's own form and what Python adds to it, and RFC 3339,
+        // are read; anything else is refused with a message naming the
+        // forms that would have been read.
+        let seconds = |date: &str| {
+            let line = serde_json::json!({"maintext": "x", "date_publish": date}).to_string();
+            parse_line(&line).map(|a| a.published_at.unwrap().seconds)
+        };
+        assert_eq!(seconds("2020-05-17 14:30:00"), Ok(1_589_725_800));
+        assert_eq!(seconds("2020-05-17 14:30:00.250000"), Ok(1_589_725_800));
+        assert_eq!(seconds("2020-05-17 16:30:00+02:00"), Ok(1_589_725_800));
+        assert_eq!(seconds("2020-05-17T14:30:00Z"), Ok(1_589_725_800));
+        assert_eq!(seconds("2020-05-17T10:30:00-04:00"), Ok(1_589_725_800));
+        for refused in [
+            "2020-05-17",
+            "17/05/2020 14:30",
+            "2020-05-17 14:30",
+            "2020-05-17 14:30:00+0200",
+            "2020-05-17 14:30:00.",
+            "2020-13-17 14:30:00",
+            "2020-05-17 14:30:00 UTC",
+            "yesterday",
+        ] {
+            let reason = seconds(refused).unwrap_err();
+            assert!(
+                reason.starts_with(&format!("date_publish: {refused:?} is not")),
+                "{reason}"
+            );
+            assert!(reason.contains("YYYY-MM-DD HH:MM:SS"), "{reason}");
+            assert!(reason.contains("RFC 3339"), "{reason}");
+            assert!(!reason.contains("timestamp"), "{reason}");
+        }
     }
 
     #[test]

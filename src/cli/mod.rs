@@ -108,13 +108,22 @@ pub enum CliError {
         /// The transport's explanation.
         reason: String,
     },
-    /// The server answered with an error status.
-    #[error("{context}: {code:?}: {message}", code = status.code(), message = status.message())]
+    /// A call failed: the server answered with an error status, or the
+    /// connection broke.
+    #[error("{context}: {}", describe(status))]
     Rpc {
         /// The call that failed.
         context: String,
         /// Its status.
         status: Box<tonic::Status>,
+    },
+    /// An `http://` server answered in TLS.
+    #[error("{url}: the server speaks TLS; use {https_url} (with --ca-file FILE unless the system trusts its certificate)")]
+    SpeaksTls {
+        /// The address given.
+        url: String,
+        /// The same address with `https://`.
+        https_url: String,
     },
     /// Reading input or writing output failed.
     #[error("{path}: {source}")]
@@ -151,7 +160,9 @@ impl CliError {
 /// The server a client command talks to, and the token to show it.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArg {
-    /// Server address.
+    /// Server address: a URL (`http://host:port`, `https://host:port`) or
+    /// `host:port` as grpcurl takes it, which means `https://` when a CA file
+    /// is given and `http://` otherwise.
     #[arg(long, env = "ARCHIVE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
 
@@ -161,12 +172,23 @@ pub struct ServerArg {
     #[arg(long, env = "ARCHIVE_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// PEM CA certificate to trust for an `https://` server.
+    /// PEM CA certificate to trust for an `https://` server; without one the
+    /// system's trusted CAs are used.
     #[arg(long, env = "ARCHIVE_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
 }
 
 impl ServerArg {
+    /// The URL to connect to: `--server` as given when it has a scheme,
+    /// otherwise `host:port` with the scheme the CA file implies.
+    ///
+    /// # Errors
+    /// [`CliError::BadServer`] for an address with neither a scheme nor a
+    /// port.
+    pub fn url(&self) -> Result<String, CliError> {
+        server_url(&self.server, self.ca_file.is_some())
+    }
+
     /// Connects to the server, sending the token with every call.
     ///
     /// # Errors
@@ -189,8 +211,112 @@ impl ServerArg {
             .as_ref()
             .map(|path| std::fs::read(path).map_err(|e| CliError::io(path, e)))
             .transpose()?;
-        connect(&self.server, token.as_deref(), ca).await
+        connect(&self.url()?, token.as_deref(), ca).await
     }
+
+    /// The error for a failed call named `context`. A plaintext connection
+    /// to a TLS server fails as an opaque protocol error, so when a call over
+    /// `http://` breaks on the client's side, the server is asked whether it
+    /// speaks TLS, and if it does the error says to use `https://`.
+    pub async fn call_failed(&self, context: &str, status: tonic::Status) -> CliError {
+        // A status the server sent has no source; one made here does.
+        let broke_locally = std::error::Error::source(&status).is_some();
+        let plaintext = self.url().ok().and_then(|given| {
+            let url = url::Url::parse(&given)
+                .ok()
+                .filter(|u| u.scheme() == "http")?;
+            let host = url.host_str()?;
+            Some((given, format!("{host}:{}", url.port_or_known_default()?)))
+        });
+        if let (true, Some((url, authority))) = (broke_locally, plaintext) {
+            if speaks_tls(authority.clone()).await {
+                return CliError::SpeaksTls {
+                    url,
+                    https_url: format!("https://{authority}"),
+                };
+            }
+        }
+        CliError::rpc(context, status)
+    }
+}
+
+/// `server` as a URL: unchanged when it has a scheme; `host:port` (grpcurl's
+/// form, `[::1]:port` for IPv6) gets `https://` when `tls` and `http://`
+/// otherwise.
+fn server_url(server: &str, tls: bool) -> Result<String, CliError> {
+    if server.contains("://") {
+        return Ok(server.to_owned());
+    }
+    let has_port = server
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !has_port {
+        return Err(CliError::BadServer {
+            url: server.into(),
+            reason: "give host:port (localhost:50051) or a URL (http://localhost:50051)".into(),
+        });
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{server}"))
+}
+
+/// Whether the server at `authority` (`host:port`) answers the HTTP/2
+/// preface with a TLS record, as a TLS server does (with an alert).
+async fn speaks_tls(authority: String) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+    let probe = move || -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let address = std::net::ToSocketAddrs::to_socket_addrs(authority.as_str())?
+            .next()
+            .ok_or(std::io::ErrorKind::NotFound)?;
+        let mut stream = std::net::TcpStream::connect_timeout(&address, WAIT)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        stream.write_all(PREFACE)?;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head)?;
+        // A TLS record: alert (0x15) or handshake (0x16), version 3.x.
+        Ok(matches!(head, [0x15 | 0x16, 0x03]))
+    };
+    tokio::task::spawn_blocking(probe)
+        .await
+        .is_ok_and(|answer| answer.unwrap_or(false))
+}
+
+/// A status as one line: its code and message and, for a failure on this
+/// side (a broken connection), the underlying cause; never the `Debug` dump
+/// of the source that `Status`'s `Display` includes.
+pub fn describe(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(cause) = root_cause(status) {
+        if !text.contains(&cause) {
+            text.push_str(&format!(" ({cause})"));
+        }
+    }
+    text
+}
+
+/// Why a transport operation failed: its first cause (tonic's own error
+/// only says "transport error") and, when different, the innermost one
+/// ("tcp connect error: Connection refused (os error 111)").
+fn cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let Some(first) = error.source() else {
+        return error.to_string();
+    };
+    let first = first.to_string();
+    match root_cause(error) {
+        Some(root) if !first.contains(&root) => format!("{first}: {root}"),
+        _ => first,
+    }
+}
+
+/// The innermost error in `error`'s source chain, as text.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = error.source()?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
 }
 
 /// Adds `authorization: Bearer <token>` to every call when there is a token.
@@ -227,12 +353,12 @@ pub struct DateRangeArgs {
 }
 
 /// The generated client, connected to `url` (for example
-/// `http://127.0.0.1:50051`, or `https://…` with `ca_pem`, the CA to trust),
-/// sending `token` as a bearer token.
+/// `http://127.0.0.1:50051`, or `https://…` trusting `ca_pem`, or the
+/// system's CAs without it), sending `token` as a bearer token.
 ///
 /// # Errors
 /// [`CliError::BadServer`] or [`CliError::Connect`]; [`CliError::Usage`] for
-/// a token that is not printable ASCII or an `https` url without a CA.
+/// a token that is not printable ASCII.
 pub async fn connect(
     url: &str,
     token: Option<&str>,
@@ -248,27 +374,43 @@ pub async fn connect(
         url: url.into(),
         reason: e.to_string(),
     })?;
+    let mut tls_without_ca = false;
     if url.starts_with("https://") {
-        let ca = ca_pem.ok_or_else(|| {
-            CliError::Usage(format!(
-                "{url}: an https server needs --ca-file (or ARCHIVE_CA_FILE)"
-            ))
+        let has_ca = ca_pem.is_some();
+        let tls = match ca_pem {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            // The operating system's trust store (tonic's `tls-native-roots`),
+            // as curl and browsers use it: it follows the system's updates
+            // and any CA an administrator adds to it.
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint.tls_config(tls).map_err(|e| {
+            if has_ca {
+                CliError::BadServer {
+                    url: url.into(),
+                    reason: cause(&e),
+                }
+            } else {
+                CliError::Usage(format!(
+                    "{url}: cannot use the system's trusted CAs ({}); name the server's CA with --ca-file",
+                    cause(&e)
+                ))
+            }
         })?;
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-        endpoint = endpoint.tls_config(tls).map_err(|e| CliError::BadServer {
-            url: url.into(),
-            reason: e.to_string(),
-        })?;
+        tls_without_ca = !has_ca;
     }
-    let channel = endpoint
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| CliError::Connect {
+    let channel = endpoint.tcp_nodelay(true).connect().await.map_err(|e| {
+        let mut reason = cause(&e);
+        if tls_without_ca && reason.contains("certificate") {
+            reason.push_str(
+                " (the system's CAs do not vouch for the server; name its CA with --ca-file)",
+            );
+        }
+        CliError::Connect {
             url: url.into(),
-            reason: std::error::Error::source(&e)
-                .map_or_else(|| e.to_string(), ToString::to_string),
-        })?;
+            reason,
+        }
+    })?;
     Ok(ArchiveServiceClient::with_interceptor(
         channel,
         BearerToken(token),
@@ -284,4 +426,61 @@ pub fn parse_time(text: &str) -> Result<prost_types::Timestamp, String> {
     prost_types::Timestamp::from_str(text).map_err(|_| {
         format!("{text:?} is not a date (2022-09-01) or an RFC 3339 time (2022-09-01T08:00:00Z)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_become_a_url_with_the_scheme_the_ca_implies() {
+        // grpcurl's `host:port` gets http://, or https:// with a CA file;
+        // a URL is taken as it is; an address with no port is refused.
+        let url = |server: &str, tls: bool| server_url(server, tls).map_err(|e| e.to_string());
+        assert_eq!(
+            url("localhost:50051", false).unwrap(),
+            "http://localhost:50051"
+        );
+        assert_eq!(
+            url("localhost:50051", true).unwrap(),
+            "https://localhost:50051"
+        );
+        assert_eq!(url("[::1]:50051", false).unwrap(), "http://[::1]:50051");
+        assert_eq!(url("10.0.0.7:443", true).unwrap(), "https://10.0.0.7:443");
+        assert_eq!(
+            url("http://a.example:1", true).unwrap(),
+            "http://a.example:1"
+        );
+        assert_eq!(
+            url("https://a.example:1", false).unwrap(),
+            "https://a.example:1"
+        );
+        for no_port in ["localhost", ":50051", "localhost:", "localhost:http"] {
+            assert!(
+                url(no_port, false).unwrap_err().contains("host:port"),
+                "{no_port}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_is_described_without_debug_output() {
+        // A status made from a broken connection carries its cause as a
+        // source, which `Status`'s Display prints with {:?}; the description
+        // keeps the code, the message and the cause's own words.
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let status = tonic::Status::from_error(Box::new(cause));
+        assert!(status.to_string().contains("source:"), "{status}");
+        let text = describe(&status);
+        assert!(text.starts_with("Unknown: "), "{text}");
+        assert!(text.contains("connection reset"), "{text}");
+        assert!(
+            !text.contains("source:") && !text.contains("Custom {"),
+            "{text}"
+        );
+        assert_eq!(
+            describe(&tonic::Status::not_found("no article x")),
+            "NotFound: no article x"
+        );
+    }
 }

@@ -11,6 +11,34 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// How often a progress line is printed when stderr is not a terminal.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
 
+/// What a [`Progress`] counts, in the singular and the plural.
+#[derive(Debug, Clone, Copy)]
+pub struct Noun {
+    /// For a count of 1.
+    pub one: &'static str,
+    /// For any other count, and for rates.
+    pub many: &'static str,
+}
+
+/// Input lines, for `ingest`.
+pub const LINES: Noun = Noun {
+    one: "line",
+    many: "lines",
+};
+
+/// Articles, for `export`.
+pub const ARTICLES: Noun = Noun {
+    one: "article",
+    many: "articles",
+};
+
+impl Noun {
+    /// "1 line", "0 lines", "2 lines".
+    pub fn count(self, n: u64) -> String {
+        format!("{n} {}", if n == 1 { self.one } else { self.many })
+    }
+}
+
 /// Counts articles and bytes and shows them.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -18,8 +46,8 @@ pub struct Progress {
     last_line: Instant,
     /// Input size in bytes, when known: gives percent and ETA.
     total: Option<u64>,
-    /// What is counted ("lines", "articles").
-    noun: &'static str,
+    /// What is counted (lines, articles).
+    noun: Noun,
     articles: u64,
     bytes: u64,
     position: u64,
@@ -27,7 +55,7 @@ pub struct Progress {
 
 impl Progress {
     /// Starts reporting `noun`s; `total` is the input size when known.
-    pub fn new(total: Option<u64>, noun: &'static str) -> Self {
+    pub fn new(total: Option<u64>, noun: Noun) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let (bar, template) = match total {
                 Some(total) => (
@@ -83,15 +111,15 @@ impl Progress {
         self.started.elapsed()
     }
 
-    /// "N lines, R lines/s, M MB/s".
+    /// "N lines, R lines/s, M MB/s" ("1 line, …" for one).
     pub fn rates(&self) -> String {
         let seconds = self.started.elapsed().as_secs_f64().max(1e-9);
         format!(
-            "{} {noun}, {:.0} {noun}/s, {:.1} MB/s",
-            self.articles,
+            "{}, {:.0} {}/s, {:.1} MB/s",
+            self.noun.count(self.articles),
             self.articles as f64 / seconds,
+            self.noun.many,
             self.bytes as f64 / 1e6 / seconds,
-            noun = self.noun,
         )
     }
 
@@ -111,5 +139,19 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_of_one_are_singular_and_others_plural() {
+        // "1 lines" read wrong in the summaries.
+        assert_eq!(LINES.count(0), "0 lines");
+        assert_eq!(LINES.count(1), "1 line");
+        assert_eq!(ARTICLES.count(1), "1 article");
+        assert_eq!(ARTICLES.count(2011), "2011 articles");
     }
 }

@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::jsonl;
 use super::{CliError, DateRangeArgs, ServerArg};
-use crate::proto;
+use crate::{proto, service::query::DEFAULT_PAGE_SIZE};
 
 /// Flags of `article-archive get`.
 #[derive(Debug, Clone, Args)]
@@ -31,9 +31,15 @@ pub struct ListArgs {
     #[command(flatten)]
     pub range: DateRangeArgs,
 
-    /// Most articles to show.
+    /// Most articles to show; 0 means the server's default page size (50),
+    /// as in the API. When more follow, stderr says how to see them.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+
+    /// Continue a listing where an earlier one stopped: the token it printed
+    /// (with the same --from, --to and --newest-first).
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
 
     /// Newest first instead of oldest first.
     #[arg(long)]
@@ -71,15 +77,16 @@ fn summary_line(article: &proto::Article) -> String {
 /// (NOT_FOUND included).
 pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
     let mut client = args.server.connect().await?;
-    let article = client
-        .get_article(proto::GetArticleRequest {
-            id: args.id.clone(),
-        })
-        .await
-        .map_err(|status| CliError::rpc(format!("GetArticle {}", args.id), status))?
-        .into_inner()
-        .article
-        .unwrap_or_default();
+    let request = proto::GetArticleRequest {
+        id: args.id.clone(),
+    };
+    let article = match client.get_article(request).await {
+        Ok(response) => response.into_inner().article.unwrap_or_default(),
+        Err(status) => {
+            let context = format!("GetArticle {}", args.id);
+            return Err(args.server.call_failed(&context, status).await);
+        }
+    };
     if args.json {
         println!("{}", jsonl::to_line(&article));
     } else {
@@ -113,9 +120,14 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
 /// Runs `list`.
 ///
 /// # Errors
-/// A [`CliError`] when the server cannot be reached or rejects the range.
+/// A [`CliError`] when the server cannot be reached or rejects the range or
+/// the page token.
 pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let mut client = args.server.connect().await?;
+    let limit = match args.limit {
+        0 => DEFAULT_PAGE_SIZE,
+        n => n,
+    };
     let mut request = proto::ListArticlesRequest {
         start_time: args.range.from,
         end_time: args.range.to,
@@ -124,16 +136,18 @@ pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
         } else {
             proto::SortOrder::OldestFirst
         } as i32,
+        page_token: args.page_token.clone().unwrap_or_default(),
         ..Default::default()
     };
     let mut shown = 0;
-    while shown < args.limit {
-        request.page_size = i32::try_from(args.limit - shown).unwrap_or(i32::MAX);
-        let page = client
-            .list_articles(request.clone())
-            .await
-            .map_err(|status| CliError::rpc("ListArticles", status))?
-            .into_inner();
+    // A page can come back short (the server caps a response's size), so
+    // ask again until the limit is met or the listing ends.
+    while shown < limit {
+        request.page_size = i32::try_from(limit - shown).unwrap_or(i32::MAX);
+        let page = match client.list_articles(request.clone()).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(args.server.call_failed("ListArticles", status).await),
+        };
         for article in &page.articles {
             if args.json {
                 println!("{}", jsonl::to_line(article));
@@ -142,10 +156,17 @@ pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
             }
         }
         shown += page.articles.len();
-        if page.next_page_token.is_empty() {
+        request.page_token = page.next_page_token;
+        if request.page_token.is_empty() {
             break;
         }
-        request.page_token = page.next_page_token;
+    }
+    // The server gives a token only when more articles follow.
+    if !request.page_token.is_empty() {
+        eprintln!(
+            "more articles follow; to see the next {limit}, run the same command with --page-token {}",
+            request.page_token
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
