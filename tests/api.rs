@@ -65,7 +65,14 @@ async fn fixture_article_round_trips_byte_for_byte() {
         .article
         .unwrap();
     assert_eq!(got.body.as_bytes(), fixture_body().as_bytes());
-    for hard_part in ["Home › World", "“keep Margit”", "residents’", "S├╕ren", "𝕏", "🗞️"] {
+    for hard_part in [
+        "Home › World",
+        "“keep Margit”",
+        "residents’",
+        "S├╕ren",
+        "𝕏",
+        "🗞️",
+    ] {
         assert!(got.body.contains(hard_part), "{hard_part}");
     }
     assert_eq!(got.authors, sent.authors);
