@@ -292,6 +292,15 @@ impl Article {
         Ok(Self { id, content })
     }
 
+    /// An article read back from storage, where it was stored valid (its
+    /// hash checked on the way out): not validated again.
+    pub(crate) fn from_stored(stored: &StoredArticle) -> Self {
+        Self {
+            id: stored.id.clone(),
+            content: stored.content.clone(),
+        }
+    }
+
     /// The given or derived id.
     pub fn id(&self) -> &ArticleId {
         &self.id
@@ -314,6 +323,8 @@ pub struct StoredArticle {
     pub ingested_at: Timestamp,
     /// SHA-256 of the content, as computed when it was written.
     pub content_sha256: [u8; 32],
+    /// 1 for the first stored version of the article, +1 for each update.
+    pub revision: u64,
 }
 
 impl StoredArticle {
@@ -667,6 +678,7 @@ mod fuzz {
                         content: article.content().clone(),
                         ingested_at: Timestamp { seconds: 1, nanos: 2 },
                         content_sha256: article.content().sha256(),
+                        revision: 1,
                     };
                     let again = Article::from_proto(stored.into_proto(true)).unwrap();
                     prop_assert_eq!(again.id(), article.id());

@@ -33,6 +33,20 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The data directory holds an older storage format, which this binary
+    /// converts only when asked (`article-archive upgrade`).
+    #[error(
+        "data directory {} holds storage format 1; this binary serves format 2. Stop here, \
+         take a backup (or an export) if you can, and run `article-archive upgrade --data-dir {}` \
+         to convert it in place (crash-safe: interrupted, it leaves format 1 intact)",
+        path.display(),
+        path.display()
+    )]
+    UpgradeNeeded {
+        /// The directory.
+        path: PathBuf,
+    },
+
     /// The data directory cannot be used: missing and not creatable, not a
     /// directory, no permission.
     #[error("data directory {}: {doing}: {source}", path.display())]
@@ -194,6 +208,7 @@ impl Error {
             // Start-up and serving errors: a client never sees them.
             Error::Io { .. }
             | Error::DataDir { .. }
+            | Error::UpgradeNeeded { .. }
             | Error::Config(_)
             | Error::Tls(_)
             | Error::Transport(_)

@@ -289,7 +289,7 @@ pub async fn check_at_open(store: &Store) -> Result<(), Error> {
     let report = &result.report;
     info!(
         records = report.records,
-        index_entries = report.index_entries,
+        articles = report.articles,
         problems = report.problems.len(),
         elapsed = ?started.elapsed(),
         "startup check done"
@@ -301,7 +301,7 @@ pub async fn check_at_open(store: &Store) -> Result<(), Error> {
         warn!(
             added = repaired.added,
             removed = repaired.removed,
-            "startup check: rebuilt the date index from the records"
+            "startup check: rebuilt the indexes from the record log"
         );
     }
     Ok(())

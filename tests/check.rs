@@ -1,13 +1,18 @@
 //! `article-archive check`: each kind of damage done on purpose is found,
-//! and `--repair` fixes what can be derived again (the index) and only that.
+//! and `--repair` fixes what can be derived again (every index, from the
+//! record log) and sets damaged records aside, never the other way round.
 
 mod common;
 
-use std::{path::Path, process::Output};
+use std::{path::Path, process::Output, time::Duration};
 
 use article_archive::{
     article::{Article, ArticleId, Timestamp},
-    store::keys,
+    proto,
+    store::{
+        keys,
+        sled::index::{DateEntry, IdEntry},
+    },
 };
 use common::*;
 
@@ -18,18 +23,44 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Writes `count` small articles into a fresh archive at `dir` and closes it.
+/// The publication time of article `a{i}`.
+fn seconds_of(i: i64) -> i64 {
+    i * 86_400 - 1_000_000
+}
+
+/// Writes `count` small articles `a0`, `a1`, … into a fresh archive at
+/// `dir`, updates `a1` once (so it has two revisions), and closes it.
 fn archive_with(dir: &Path, count: i64) {
     let store = open_store(dir);
     runtime().block_on(async {
         for i in 0..count {
-            let a = Article::from_proto(article(&format!("a{i}"), i * 86_400 - 1_000_000)).unwrap();
+            let a = Article::from_proto(article(&format!("a{i}"), seconds_of(i))).unwrap();
             store.submit(a).await.unwrap().outcome().await.unwrap();
         }
+        let second = proto::Article {
+            body: "Body of a1, corrected".into(),
+            ..article("a1", seconds_of(1))
+        };
+        let a = Article::from_proto(second).unwrap();
+        store.submit(a).await.unwrap().outcome().await.unwrap();
     });
 }
 
+/// Runs `check` (with `--repair`), waiting while a store closed a moment ago
+/// in this process still holds the directory's lock (sled releases it from
+/// a background thread).
 fn check(dir: &Path, repair: bool) -> (Option<i32>, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, text) = check_once(dir, repair);
+        if !text.contains("locked by another process") || std::time::Instant::now() > deadline {
+            return (code, text);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn check_once(dir: &Path, repair: bool) -> (Option<i32>, String) {
     let mut command = std::process::Command::new(BINARY);
     command.args(["check", "--data-dir"]).arg(dir);
     if repair {
@@ -45,14 +76,21 @@ fn check(dir: &Path, repair: bool) -> (Option<i32>, String) {
     (status.code(), text)
 }
 
-fn key(id: &str, seconds: i64) -> Vec<u8> {
-    keys::date_key(
-        Timestamp { seconds, nanos: 0 },
-        &ArticleId::parse("id", id).unwrap(),
-    )
+fn id(id: &str) -> ArticleId {
+    ArticleId::parse("id", id).unwrap()
 }
 
-/// A sound archive passes.
+fn date_key(name: &str, seconds: i64) -> Vec<u8> {
+    keys::date_key(Timestamp { seconds, nanos: 0 }, &id(name))
+}
+
+/// The `ids` entry of an article, read straight from sled.
+fn id_entry(db: &sled::Db, name: &str) -> IdEntry {
+    IdEntry::decode(&db.open_tree("ids").unwrap().get(name).unwrap().unwrap()).unwrap()
+}
+
+/// A sound archive passes: one record per stored version, one date entry
+/// per article, one revision entry per record.
 #[test]
 fn a_sound_archive_passes() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,53 +98,80 @@ fn a_sound_archive_passes() {
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("records 5, index entries 5, problems 0"),
+        text.contains("records 6, articles 5, date entries 5, revision entries 6, problems 0"),
         "{text}"
     );
 }
 
-/// A missing entry, an orphan entry and an entry at the wrong date are each
-/// reported, and --repair rebuilds the index so the archive passes again.
+/// Every kind of index damage is reported: a missing date entry, an orphan
+/// one, one at the wrong date, a missing id entry, a missing revision entry,
+/// an id entry pointing at an older revision. --repair rebuilds the indexes
+/// from the log and the archive passes, with its history intact.
 #[test]
-fn index_damage_is_found_and_repaired() {
+fn index_damage_is_found_and_repaired_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 5);
     {
         let db = open_sled(dir.path());
-        let by_date = db.open_tree("by_date").unwrap();
-        by_date.remove(key("a1", 86_400 - 1_000_000)).unwrap();
-        by_date.insert(key("ghost", 7), &[][..]).unwrap();
-        by_date.insert(key("a3", 12_345), &[][..]).unwrap();
+        let dates = db.open_tree("dates").unwrap();
+        let ids = db.open_tree("ids").unwrap();
+        let revisions = db.open_tree("revisions").unwrap();
+        dates
+            .remove(date_key("a0", seconds_of(0)))
+            .unwrap()
+            .unwrap();
+        let a3 = dates
+            .remove(date_key("a3", seconds_of(3)))
+            .unwrap()
+            .unwrap();
+        dates.insert(date_key("a3", 12_345), a3.clone()).unwrap();
+        dates.insert(date_key("ghost", 7), a3).unwrap();
+        ids.remove("a4").unwrap().unwrap();
+        revisions
+            .remove(keys::revision_key(&id("a2"), 1))
+            .unwrap()
+            .unwrap();
+        // a1 claims its first revision is current.
+        let mut a1 = id_entry(&db, "a1");
+        let first = revisions
+            .get(keys::revision_key(&id("a1"), 1))
+            .unwrap()
+            .unwrap();
+        a1.sequence = u64::from_be_bytes(first.as_ref().try_into().unwrap());
+        a1.revision = 1;
+        ids.insert("a1", a1.encode()).unwrap();
         db.flush().unwrap();
     }
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("record a1: no index entry at its date"),
-        "{text}"
-    );
-    assert!(
-        text.contains("index entry for ghost: no such record"),
-        "{text}"
-    );
-    assert!(
-        text.contains("index entry for a3: record has another date"),
-        "{text}"
-    );
+    for expected in [
+        "a0 has no date entry at its date",
+        "date entry for ghost: no such article",
+        "date entry for a3: the article has another date",
+        "a3 has no date entry at its date",
+        "a4 has no ids entry",
+        "date entry for a4: no such article",
+        "revision 1 of a2 has no revisions entry pointing at it",
+        "revision 2 of a1 is newer than the current revision 1",
+        "ids entry a1: at revision 1, but revision 2 exists",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
 
     let (code, text) = check(dir.path(), true);
     assert_eq!(code, Some(0), "{text}");
-    assert!(
-        text.contains("repair: added 1 and removed 2 index entries"),
-        "{text}"
-    );
+    assert!(text.contains("moved 0 damaged record(s)"), "{text}");
     assert!(
         text.trim_end()
-            .ends_with("records 5, index entries 5, problems 0"),
+            .ends_with("records 6, articles 5, date entries 5, revision entries 6, problems 0"),
         "{text}"
     );
-    let (code, _) = check(dir.path(), false);
-    assert_eq!(code, Some(0));
+    let db = open_sled(dir.path());
+    assert_eq!(
+        id_entry(&db, "a1").revision,
+        2,
+        "the newest revision is current again"
+    );
 }
 
 /// Stops a server on `dir` the hard way, so the archive is not closed
@@ -114,27 +179,39 @@ fn index_damage_is_found_and_repaired() {
 fn crash_a_server_on(dir: &Path) {
     let server = ServerProcess::start(dir, &[]);
     server.signal("KILL");
-    server.wait(std::time::Duration::from_secs(30));
+    server.wait(Duration::from_secs(30));
 }
 
-/// A flipped byte in a stored record is found. A server will not start on
-/// the archive after an unclean stop (only an operator may set a record
-/// aside), `--repair` moves the record to quarantine byte for byte, and then
-/// the server starts and serves the rest.
+/// Flips a byte in the payload of the record at `sequence` and returns the
+/// damaged bytes.
+fn damage_record(db: &sled::Db, sequence: u64) -> Vec<u8> {
+    let records = db.open_tree("records").unwrap();
+    let key = keys::u64_key(sequence);
+    let mut value = records.get(key).unwrap().unwrap().to_vec();
+    let last = value.len() - 2;
+    value[last] ^= 0x55;
+    records.insert(key, value.clone()).unwrap();
+    value
+}
+
+/// Damaged records are found. A server will not start on the archive after
+/// an unclean stop (only an operator may set a record aside); `--repair`
+/// moves them to `quarantined_records` byte for byte and rebuilds the
+/// indexes: an article whose newest revision was damaged serves the one
+/// before (and the repair says so), one whose only record was damaged is
+/// gone. Then the server starts and serves the rest.
 #[test]
-fn a_damaged_record_blocks_an_unclean_start_until_repair_sets_it_aside() {
+fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
     let dir = tempfile::tempdir().unwrap();
-    archive_with(dir.path(), 3);
+    archive_with(dir.path(), 5);
     crash_a_server_on(dir.path());
-    let damaged = {
+    let (a1_newest, a2_only, damaged) = {
         let db = open_sled(dir.path());
-        let articles = db.open_tree("articles").unwrap();
-        let mut value = articles.get("a2").unwrap().unwrap().to_vec();
-        let at = value.windows(7).position(|w| w == b"Body of").unwrap();
-        value[at] = b'X';
-        articles.insert("a2", value.clone()).unwrap();
+        let (a1, a2) = (id_entry(&db, "a1"), id_entry(&db, "a2"));
+        let damaged = damage_record(&db, a1.sequence);
+        damage_record(&db, a2.sequence);
         db.flush().unwrap();
-        value
+        (a1.sequence, a2.sequence, damaged)
     };
 
     let refused = std::process::Command::new(BINARY)
@@ -144,30 +221,36 @@ fn a_damaged_record_blocks_an_unclean_start_until_repair_sets_it_aside() {
         .unwrap();
     let said = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{said}");
-    assert!(said.contains("1 stored record(s) are damaged"), "{said}");
+    assert!(said.contains("2 stored record(s) are damaged"), "{said}");
     assert!(said.contains("check --repair"), "{said}");
 
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("record a2: content does not match content_sha256"),
-        "{text}"
-    );
+    assert!(text.contains(&format!("record {a1_newest}: ")), "{text}");
+    assert!(text.contains(&format!("record {a2_only}: ")), "{text}");
 
     let (code, text) = check(dir.path(), true);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("moved 1 damaged record(s) to quarantine"),
+        text.contains("moved 2 damaged record(s) to quarantine"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a1 now serves revision 1 (revision 2 was damaged and is quarantined)"),
         "{text}"
     );
     assert!(
         text.trim_end()
-            .ends_with("records 2, index entries 2, problems 0"),
+            .ends_with("records 4, articles 4, date entries 4, revision entries 4, problems 0"),
         "{text}"
     );
     {
         let db = open_sled(dir.path());
-        let kept = db.open_tree("quarantine").unwrap().get("a2").unwrap();
+        let kept = db
+            .open_tree("quarantined_records")
+            .unwrap()
+            .get(keys::u64_key(a1_newest))
+            .unwrap();
         assert_eq!(kept.as_deref(), Some(&damaged[..]), "kept byte for byte");
     }
 
@@ -175,51 +258,63 @@ fn a_damaged_record_blocks_an_unclean_start_until_repair_sets_it_aside() {
     runtime().block_on(async {
         let mut client = server.client().await;
         let missing = client
-            .get_article(article_archive::proto::GetArticleRequest { id: "a2".into() })
+            .get_article(proto::GetArticleRequest { id: "a2".into() })
             .await
             .unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
-        assert_eq!(list_all(&mut client, Default::default()).await.len(), 2);
+        let a1 = client
+            .get_article(proto::GetArticleRequest { id: "a1".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .article
+            .unwrap();
+        assert_eq!(a1.body, "Body of a1", "the first revision");
+        assert_eq!(list_all(&mut client, Default::default()).await.len(), 4);
     });
     server.signal("TERM");
-    server.wait(std::time::Duration::from_secs(30));
+    server.wait(Duration::from_secs(30));
 }
 
-/// After an unclean stop, a server repairs a damaged index by itself (the
-/// index is derived from the records, so that is always safe) and says so.
+/// After an unclean stop, a server repairs damaged indexes by itself (they
+/// are derived from the log, so that is always safe) and says so.
 #[test]
-fn a_server_repairs_the_index_after_an_unclean_stop() {
+fn a_server_repairs_the_indexes_after_an_unclean_stop() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 4);
     crash_a_server_on(dir.path());
     {
         let db = open_sled(dir.path());
-        let by_date = db.open_tree("by_date").unwrap();
-        by_date
-            .remove(key("a1", 86_400 - 1_000_000))
+        let dates = db.open_tree("dates").unwrap();
+        let a1 = dates
+            .remove(date_key("a1", seconds_of(1)))
             .unwrap()
             .unwrap();
-        by_date.insert(key("ghost", 5), &[][..]).unwrap();
+        assert!(DateEntry::sequence_of(&a1).is_ok());
+        dates.insert(date_key("ghost", 5), a1).unwrap();
         db.flush().unwrap();
     }
     let server = ServerProcess::start(dir.path(), &[]);
     let log = server.startup_log.join("\n");
     assert!(log.contains("not closed cleanly"), "{log}");
-    assert!(log.contains("rebuilt the date index"), "{log}");
+    assert!(
+        log.contains("rebuilt the indexes from the record log"),
+        "{log}"
+    );
     assert!(log.contains("added=1 removed=1"), "{log}");
     runtime().block_on(async {
         let mut client = server.client().await;
         assert_eq!(list_all(&mut client, Default::default()).await.len(), 4);
     });
     server.signal("TERM");
-    server.wait(std::time::Duration::from_secs(30));
+    server.wait(Duration::from_secs(30));
 
     // Closed cleanly this time: the next start does not check again.
     let server = ServerProcess::start(dir.path(), &[]);
     let log = server.startup_log.join("\n");
     assert!(!log.contains("not closed cleanly"), "{log}");
     server.signal("TERM");
-    server.wait(std::time::Duration::from_secs(30));
+    server.wait(Duration::from_secs(30));
 }
 
 /// check refuses a directory that holds no archive, and one a server holds.
@@ -232,9 +327,9 @@ fn check_needs_an_archive_no_server_is_using() {
 
     archive_with(dir.path(), 1);
     let server = ServerProcess::start(dir.path(), &[]);
-    let (code, text) = check(dir.path(), false);
+    let (code, text) = check_once(dir.path(), false);
     assert_eq!(code, Some(1));
     assert!(text.contains("locked by another process"), "{text}");
     server.signal("TERM");
-    server.wait(std::time::Duration::from_secs(30));
+    server.wait(Duration::from_secs(30));
 }

@@ -118,8 +118,9 @@ async fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let store = open_store(&data);
     let report = store.check().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert_eq!(report.records, report.index_entries);
-    assert_eq!(report.records as usize, listed.len());
+    assert_eq!(report.articles, report.date_entries);
+    assert_eq!(report.revision_entries, report.records);
+    assert_eq!(report.articles as usize, listed.len());
 }
 
 /// A second server on a directory in use exits non-zero and says why.

@@ -125,11 +125,18 @@ macro_rules! mounted_or_skip {
     };
 }
 
-/// A 60 KB article whose body is unique to `i`, so nothing deduplicates.
+/// A 60 KB article whose body is unique to `i`, so nothing deduplicates
+/// and little compresses.
 fn big_article(i: u64) -> proto::Article {
+    // Random letters after the fixture, so the archive's compression keeps
+    // the article near 60 KB and the disk fills as fast as the test needs.
     let mut body = fixture_body();
+    let mut state = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     while body.len() < 60_000 {
-        body.push_str(&format!(" {i}-{}", body.len()));
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        body.push(char::from(b'a' + (state % 26) as u8));
     }
     proto::Article {
         id: format!("big-{i}"),

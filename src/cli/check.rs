@@ -14,9 +14,9 @@ pub struct CheckArgs {
     #[arg(long, env = "ARCHIVE_DATA_DIR", default_value = "./archive-data")]
     pub data_dir: PathBuf,
 
-    /// Rebuild the date index from the records (never the other way round),
-    /// move damaged records to the `quarantine` tree (kept byte for byte,
-    /// no longer served), and report what changed.
+    /// Move damaged records to the `quarantined_records` tree (kept byte
+    /// for byte, no longer served), rebuild every index from the record log
+    /// (never the other way round), and report what changed.
     #[arg(long)]
     pub repair: bool,
 }
@@ -26,9 +26,11 @@ fn print_report(report: &CheckReport) {
         println!("problem: {problem}");
     }
     println!(
-        "records {}, index entries {}, problems {}",
+        "records {}, articles {}, date entries {}, revision entries {}, problems {}",
         report.records,
-        report.index_entries,
+        report.articles,
+        report.date_entries,
+        report.revision_entries,
         report.problems.len()
     );
 }
@@ -52,9 +54,12 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
     if args.repair && !report.problems.is_empty() {
         let repaired = store.repair()?;
         println!(
-            "repair: added {} and removed {} index entries, moved {} damaged record(s) to quarantine",
+            "repair: rewrote {} and removed {} index entries, moved {} damaged record(s) to quarantine",
             repaired.added, repaired.removed, repaired.quarantined
         );
+        for reverted in &repaired.reverted {
+            println!("repair: {reverted}");
+        }
         if repaired.quarantined > 0 {
             println!(
                 "quarantined records are no longer served; only a good copy (an export from \
@@ -73,4 +78,43 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Flags of `article-archive upgrade`.
+#[derive(Debug, Clone, Args)]
+pub struct UpgradeArgs {
+    /// The archive's data directory. No server may be running on it.
+    #[arg(long, env = "ARCHIVE_DATA_DIR", default_value = "./archive-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Runs `upgrade`: converts the directory to the current storage format in
+/// place and says what it converted.
+///
+/// # Errors
+/// A [`CliError`] when the directory cannot be opened or converted.
+pub fn upgrade(args: &UpgradeArgs) -> Result<ExitCode, CliError> {
+    let report = crate::store::upgrade(&StoreConfig::new(&args.data_dir))?;
+    if report.from_format == 2 {
+        println!(
+            "{} already holds storage format 2; nothing to do",
+            args.data_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "upgraded {} from storage format {} to 2: {} article(s) converted{}, {} damaged record(s) \
+         copied to the quarantine tree; {:.1} s",
+        args.data_dir.display(),
+        report.from_format,
+        report.converted,
+        if report.dictionary {
+            " (compressed with a dictionary trained from them)"
+        } else {
+            ""
+        },
+        report.quarantined,
+        report.seconds
+    );
+    Ok(ExitCode::SUCCESS)
 }

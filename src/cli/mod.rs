@@ -48,10 +48,15 @@ pub enum Command {
     /// Show articles by publication date, one per line.
     List(show::ListArgs),
     /// Verify a data directory offline (every record decodes and matches its
-    /// hash; the date index has exactly one entry per record, at its date);
-    /// --repair rebuilds the index from the records. Exit status 0 when
-    /// consistent, 1 when problems remain.
+    /// hash; every index agrees with the record log); --repair sets damaged
+    /// records aside and rebuilds the indexes from the log. Exit status 0
+    /// when consistent, 1 when problems remain.
     Check(check::CheckArgs),
+    /// Convert a data directory of an older storage format (1) to the
+    /// current one (2), in place; crash-safe (interrupted, it leaves the old
+    /// format intact, and running it again finishes the job). No server may
+    /// be running on the directory.
+    Upgrade(check::UpgradeArgs),
 }
 
 /// Runs one command to its end and gives the process's exit status.
@@ -80,6 +85,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Get(args) => runtime.block_on(show::get(args)),
         Command::List(args) => runtime.block_on(show::list(args)),
         Command::Check(args) => check::run(&args),
+        Command::Upgrade(args) => check::upgrade(&args),
     };
     // Do not wait for a reader thread still blocked on standard input.
     runtime.shutdown_background();

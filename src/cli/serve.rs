@@ -45,11 +45,6 @@ pub struct ServeArgs {
           value_parser = RangedU64ValueParser::<u64>::new().range(1..=1024 * 1024))]
     pub cache_mb: u64,
 
-    /// zstd-compress stored data (needs a build with `--features
-    /// compression`; fixed when the data directory is created).
-    #[arg(long, env = "ARCHIVE_COMPRESSION")]
-    pub compression: bool,
-
     /// Refuse writes (RESOURCE_EXHAUSTED, health NOT_SERVING) while the data
     /// directory's filesystem has less than this many MiB free; they resume
     /// by themselves at an eighth above it. sled does not survive running
@@ -147,7 +142,6 @@ impl ServeArgs {
     pub fn store_config(&self) -> StoreConfig {
         let mut config = StoreConfig::new(&self.data_dir);
         config.cache_capacity_bytes = self.cache_mb.saturating_mul(1024 * 1024);
-        config.compression = self.compression;
         config.min_free_bytes = self.min_free_mb.saturating_mul(1024 * 1024);
         config
     }

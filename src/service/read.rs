@@ -8,7 +8,7 @@ use crate::{
     article::ArticleId,
     error::Error,
     proto,
-    store::{DateRange, Order, Position, Store},
+    store::{DateRange, Order, PageRequest, Position, Store},
 };
 
 /// Largest ListArticles response, the default receive limit of gRPC clients.
@@ -64,7 +64,9 @@ pub(super) struct Page {
 
 /// Reads up to `max_articles` articles strictly after `after`, stopping
 /// before the encoded articles would pass `budget` bytes (but always taking
-/// at least one, so a reader makes progress). Blocking.
+/// at least one, so a reader makes progress). The store stops at its own
+/// estimate of the size; the exact encoded size is checked here, so a low
+/// estimate can only end the page earlier. Blocking.
 pub(super) fn read_page(
     store: &Store,
     range: DateRange,
@@ -74,31 +76,34 @@ pub(super) fn read_page(
     budget: usize,
     view: View,
 ) -> Result<Page, Error> {
-    let mut scan = store.scan(range, order, after);
-    let mut articles = Vec::new();
+    let stored = store.page(&PageRequest {
+        range,
+        order,
+        after: after.cloned(),
+        limit: max_articles,
+        with_body: view.with_body(),
+        byte_budget: budget,
+    })?;
+    let mut articles = Vec::with_capacity(stored.articles.len());
     let mut bytes = 0;
     let mut last = None;
-    let more = loop {
-        let Some(next) = scan.next() else { break false };
-        if articles.len() == max_articles {
-            next?;
-            break true;
-        }
-        let stored = next?;
+    let mut more = stored.more;
+    for article in stored.articles {
         let position = Position {
-            published_at: stored.content.published_at,
-            id: stored.id.clone(),
+            published_at: article.content.published_at,
+            id: article.id.clone(),
         };
-        let article = stored.into_proto(view.with_body());
+        let article = article.into_proto(view.with_body());
         let len = article.encoded_len();
         let framed = 1 + prost::length_delimiter_len(len) + len;
         if bytes + framed > budget && !articles.is_empty() {
-            break true;
+            more = true;
+            break;
         }
         bytes += framed;
         articles.push(article);
         last = Some(position);
-    };
+    }
     Ok(Page {
         articles,
         last,

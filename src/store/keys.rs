@@ -1,4 +1,5 @@
-//! Order-preserving key encoding for the date index.
+//! Order-preserving key encodings: the date index, sequence numbers and
+//! revisions.
 //!
 //! A date-index key is `seconds ‖ nanos ‖ id`:
 //! - seconds: the i64 Unix seconds with the sign bit flipped (so 1851 sorts
@@ -19,7 +20,64 @@
 //! 7-bit digits no key ever holds two 0xFF bytes in a row (nanos never
 //! exceeds 0x3B9AC9FF and ids are ASCII), and the order is unchanged.
 
+//!
+//! A sequence key (the record log) is the u64 in the same 7-bit digits (10
+//! bytes), and a revision key is `id ‖ 0x00 ‖ revision` in them too: no key
+//! of any tree ever holds a 0xFF byte, so the reverse-iteration bug cannot
+//! be reached whatever is iterated backwards.
+
 use crate::article::{ArticleId, Timestamp};
+
+/// Bytes of a u64 in 7-bit digits.
+pub const U64_LEN: usize = 10;
+
+/// A u64 as 10 big-endian 7-bit digits: byte order is numeric order, and no
+/// byte is above 0x7F.
+pub fn u64_key(value: u64) -> [u8; U64_LEN] {
+    let mut out = [0u8; U64_LEN];
+    for (i, digit) in out.iter_mut().enumerate() {
+        let shift = 7 * (U64_LEN - 1 - i);
+        *digit = ((value >> shift) & 0x7F) as u8;
+    }
+    out
+}
+
+/// The inverse of [`u64_key`]; `None` for bytes that are not one.
+pub fn parse_u64_key(key: &[u8]) -> Option<u64> {
+    if key.len() != U64_LEN || key[0] > 1 || key.iter().any(|digit| *digit > 0x7F) {
+        return None;
+    }
+    Some(
+        key.iter()
+            .fold(0u64, |acc, digit| (acc << 7) | u64::from(*digit)),
+    )
+}
+
+/// The key of revision `revision` of `id`: `id ‖ 0x00 ‖ revision`. Ids never
+/// hold 0x00, so one id's keys are exactly those with its prefix.
+pub fn revision_key(id: &ArticleId, revision: u64) -> Vec<u8> {
+    let mut key = revision_prefix(id);
+    key.extend_from_slice(&u64_key(revision));
+    key
+}
+
+/// What every revision key of `id` starts with.
+pub fn revision_prefix(id: &ArticleId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.as_str().len() + 1 + U64_LEN);
+    key.extend_from_slice(id.as_str().as_bytes());
+    key.push(0);
+    key
+}
+
+/// Splits a revision key back into its id and revision.
+pub fn parse_revision_key(key: &[u8]) -> Option<(ArticleId, u64)> {
+    let split = key.len().checked_sub(U64_LEN + 1)?;
+    if key[split] != 0 {
+        return None;
+    }
+    let id = ArticleId::parse("key", std::str::from_utf8(&key[..split]).ok()?).ok()?;
+    Some((id, parse_u64_key(&key[split + 1..])?))
+}
 
 /// Bytes of the seconds field: 64 bits in 7-bit digits.
 const SECONDS_LEN: usize = 10;
@@ -105,6 +163,26 @@ mod tests {
         #[test]
         fn keys_parse_back(ts in timestamp(), id in id()) {
             prop_assert_eq!(parse_date_key(&date_key(ts, &id)), Some((ts, id)));
+        }
+
+        #[test]
+        fn u64_key_order_is_numeric_order_and_parses_back(a in any::<u64>(), b in any::<u64>()) {
+            prop_assert_eq!(u64_key(a).cmp(&u64_key(b)), a.cmp(&b));
+            prop_assert_eq!(parse_u64_key(&u64_key(a)), Some(a));
+            prop_assert!(u64_key(a).iter().all(|byte| *byte <= 0x7F));
+        }
+
+        #[test]
+        fn revision_keys_sort_by_id_then_revision_and_parse_back(
+            a in (id(), any::<u64>()), b in (id(), any::<u64>()),
+        ) {
+            let (ka, kb) = (revision_key(&a.0, a.1), revision_key(&b.0, b.1));
+            prop_assert_eq!(parse_revision_key(&ka), Some(a.clone()));
+            if a.0 == b.0 {
+                prop_assert_eq!(ka.cmp(&kb), a.1.cmp(&b.1));
+            }
+            // One id's keys are exactly those with its prefix.
+            prop_assert_eq!(ka.starts_with(&revision_prefix(&b.0)), a.0 == b.0);
         }
     }
 

@@ -1,57 +1,31 @@
-//! The sled store: point reads, date-range scans, and writes through the
-//! single writer.
+//! The storage interface the service calls, and its engine.
 //!
-//! Layout on disk (one sled database in the data directory):
-//! - tree `articles`: id → record ([`record`]), the primary copy;
-//! - tree `by_date`: `seconds ‖ nanos ‖ id` ([`keys`]) → empty, the date index,
-//!   derived from `articles` and changed in the same transaction;
-//! - tree `meta`: the page-token signing key, the data format version, and
-//!   a marker that is set while a process has the store open (so the next
-//!   open knows whether the last one stopped cleanly);
-//! - tree `quarantine`: records that `check --repair` found damaged, moved out
-//!   of `articles` byte for byte so they are kept but not served.
+//! [`Store`] is what the gRPC layer sees: it takes validated [`Article`]s
+//! and hands back [`StoredArticle`]s and pages of them, and it knows nothing
+//! of gRPC; no sled type crosses it. Behind it is an engine: today the sled
+//! engine ([`sled`], storage format 2: a compressed, append-only record log
+//! with small indexes), chosen by [`StoreConfig`].
 //!
-//! The store refuses writes while the disk is short of space and takes them
-//! again when there is room; a write that sled itself fails (a disk turned
-//! read-only) makes it refuse writes until a restart. Reads go on (after a
-//! sled failure, as far as sled allows; see `writer`).
-//!
-//! The store knows nothing of gRPC: it takes validated [`Article`]s and hands
-//! back [`StoredArticle`]s.
+//! Writes go through a single writer (group commit, flush, filesystem sync,
+//! then acknowledge); hashing and compression happen in [`Store::submit`],
+//! on the caller's side, before an article reaches it. The store refuses
+//! writes while the disk is short of space and takes them again when there
+//! is room; a write that the disk itself fails makes it refuse writes until
+//! a restart. Reads go on throughout (after a disk failure, as far as the
+//! engine allows).
 
 pub mod keys;
-pub mod record;
-mod writer;
+pub mod sled;
 
-use std::{
-    convert::Infallible,
-    mem::ManuallyDrop,
-    ops::Bound,
-    path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
-    sync::Arc,
-    thread,
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use sled::Transactional;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
-pub use writer::{BatchLimits, WriteOutcome};
-
+pub use self::sled::{upgrade::UpgradeReport, BatchLimits};
 use crate::{
     article::{Article, ArticleId, StoredArticle, Timestamp},
     error::{Error, Result},
 };
-
-const ARTICLES_TREE: &str = "articles";
-const BY_DATE_TREE: &str = "by_date";
-const META_TREE: &str = "meta";
-const QUARANTINE_TREE: &str = "quarantine";
-const OPEN_MARKER_KEY: &str = "open";
-const PAGE_TOKEN_KEY: &str = "page_token_key";
-const FORMAT_KEY: &str = "format";
-const FORMAT_VERSION: &[u8] = b"1";
 
 /// How to open a store.
 #[derive(Debug, Clone)]
@@ -66,14 +40,10 @@ pub struct StoreConfig {
     /// Articles that may wait for the writer before submitters are made to
     /// wait too (back-pressure on ingest streams).
     pub queue_capacity: usize,
-    /// Article bytes (title and body) that may wait for the writer or be in
+    /// Article bytes (compressed text) that may wait for the writer or be in
     /// its current batch; past this, submitters wait. Bounds the memory that
     /// many concurrent ingest streams can pin, whatever the article size.
     pub queue_bytes: usize,
-    /// zstd-compress stored pages (sled's `compression` feature, which this
-    /// crate's `compression` feature turns on). Fixed when the directory is
-    /// created.
-    pub compression: bool,
     /// How often a store that refuses writes for lack of space looks at the
     /// free space again.
     pub recovery_interval: Duration,
@@ -81,6 +51,9 @@ pub struct StoreConfig {
     /// than this free, so sled never runs into a full disk (which it does not
     /// survive without a restart). 0 turns the check off.
     pub min_free_bytes: u64,
+    /// Records stored before a compression dictionary is trained from them
+    /// (0: never). Until then records are compressed without one.
+    pub dictionary_after: u64,
 }
 
 impl StoreConfig {
@@ -92,38 +65,22 @@ impl StoreConfig {
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
             queue_bytes: 64 * 1024 * 1024,
-            compression: false,
             recovery_interval: Duration::from_secs(2),
             min_free_bytes: 256 * 1024 * 1024,
+            dictionary_after: 4096,
         }
     }
-
-    fn open_sled(&self) -> Result<sled::Db> {
-        sled::Config::new()
-            .path(&self.path)
-            .cache_capacity(self.cache_capacity_bytes)
-            .use_compression(self.compression)
-            .open()
-            .map_err(|e| open_error(&self.path, e))
-    }
 }
 
-/// The sled handles shared by readers and the writer.
-#[derive(Clone)]
-pub(crate) struct Trees {
-    db: sled::Db,
-    articles: sled::Tree,
-    by_date: sled::Tree,
-}
-
-impl Trees {
-    fn open(db: sled::Db) -> Result<Self> {
-        Ok(Self {
-            articles: db.open_tree(ARTICLES_TREE)?,
-            by_date: db.open_tree(BY_DATE_TREE)?,
-            db,
-        })
-    }
+/// What the writer did with one article.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The id was new.
+    Created,
+    /// The id was known with other content; a new version was stored.
+    Updated,
+    /// The id was known with the same content; nothing was written.
+    Unchanged,
 }
 
 /// Whether the store can take writes.
@@ -139,60 +96,7 @@ pub enum WriteHealth {
     Failed(String),
 }
 
-/// What the readers and the writer share.
-pub(crate) struct Shared {
-    /// Dropped by hand: see `Drop for Shared`.
-    trees: ManuallyDrop<Trees>,
-    health: watch::Sender<WriteHealth>,
-    config: StoreConfig,
-    /// The data directory, opened to sync its filesystem after each commit.
-    dir: std::fs::File,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if matches!(*self.health.borrow(), WriteHealth::Failed(_)) {
-            // sled waits forever in the final flush of a handle whose write
-            // failed; what was acknowledged is on disk already, so the
-            // handles are left for the process exit to close.
-            return;
-        }
-        // SAFETY: dropped once, here, and never used again.
-        unsafe { ManuallyDrop::drop(&mut self.trees) }
-    }
-}
-
-/// A handle to the archive's storage. Cheap to clone; every clone shares one
-/// database and one writer. The writer thread stops once the last clone is
-/// dropped, after finishing what was queued.
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    shared: Arc<Shared>,
-    /// Bounded, so a burst of ingest waits here instead of growing the heap.
-    /// `None` only while dropping.
-    queue: Option<mpsc::Sender<writer::WriteRequest>>,
-    /// KiB of article text queued or being committed; see
-    /// [`StoreConfig::queue_bytes`].
-    queued_kib: Arc<tokio::sync::Semaphore>,
-    queued_kib_limit: u32,
-    /// Joined on drop, so that once the last handle is gone the writer has
-    /// finished and sled has released the directory lock.
-    writer: Option<thread::JoinHandle<()>>,
-    /// HMAC key for page tokens; kept in the database so tokens outlive a
-    /// restart.
-    page_token_key: [u8; 32],
-    /// Whether the process that had the store open before stopped cleanly.
-    closed_cleanly: bool,
-    /// Cleared to keep the open marker at close, so the next server start
-    /// checks the store again.
-    clear_open_marker: AtomicBool,
-}
-
-/// Which end of the date order a scan starts from.
+/// Which end of the date order a read starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Order {
     /// Ascending (published_at, id).
@@ -217,7 +121,7 @@ impl DateRange {
     }
 }
 
-/// A place in the date order: a scan can resume strictly after it.
+/// A place in the date order: a read can resume strictly after it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// Publication time of the article at this place.
@@ -226,233 +130,124 @@ pub struct Position {
     pub id: ArticleId,
 }
 
+/// One page of a date range, as the store reads it.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// Publication times to read.
+    pub range: DateRange,
+    /// Direction.
+    pub order: Order,
+    /// Start strictly after this place; `None`: at the start of the range.
+    pub after: Option<Position>,
+    /// Most articles.
+    pub limit: usize,
+    /// Whether articles carry their body (FULL) or not (BASIC).
+    pub with_body: bool,
+    /// Stop before the articles' estimated encoded size passes this (one
+    /// article is always taken, so a reader makes progress).
+    pub byte_budget: usize,
+}
+
+/// What [`Store::page`] read.
+#[derive(Debug, Clone)]
+pub struct StoredPage {
+    /// The articles, in the requested order.
+    pub articles: Vec<StoredArticle>,
+    /// Whether another article follows in the range.
+    pub more: bool,
+}
+
 /// A waiting acknowledgement for one submitted article.
 pub struct PendingWrite(oneshot::Receiver<Result<WriteOutcome>>);
 
 impl PendingWrite {
-    /// Waits until the article is flushed (or the write failed).
+    /// Waits until the article is durable (or the write failed).
     ///
     /// # Errors
-    /// The storage error that failed the group commit, or [`Error::Closed`]
+    /// The storage error that failed its group commit, or [`Error::Closed`]
     /// when the writer stopped first.
     pub async fn outcome(self) -> Result<WriteOutcome> {
         self.0.await.unwrap_or(Err(Error::Closed))
     }
 }
 
-/// What [`Store::repair_index`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Store::repair`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
-    /// Index entries added for records that had none at their date.
+    /// Index entries added or rewritten.
     pub added: u64,
     /// Index entries removed: orphans, wrong dates, undecodable keys.
     pub removed: u64,
-    /// Damaged records moved from `articles` to the `quarantine` tree.
+    /// Damaged records moved out of the log to `quarantined_records`.
     pub quarantined: u64,
+    /// Articles that now serve an older revision because their newest one
+    /// was damaged, one line each.
+    pub reverted: Vec<String>,
 }
 
 /// What [`Store::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
-    /// Records in the primary tree.
+    /// Records (stored versions) in the log.
     pub records: u64,
     /// Records that are damaged: an invalid key, undecodable, or content
     /// that does not match its hash. Only a good copy can restore them.
     pub damaged_records: u64,
-    /// Entries in the date index.
-    pub index_entries: u64,
+    /// Articles (entries of the id index).
+    pub articles: u64,
+    /// Entries of the date index: one per article when sound.
+    pub date_entries: u64,
+    /// Entries of the revision index: one per record when sound.
+    pub revision_entries: u64,
     /// One line per inconsistency; empty when the store is sound.
     pub problems: Vec<String>,
 }
 
+/// What [`Store::check_after_unclean_stop`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartupCheck {
+    /// The check before any repair.
+    pub report: CheckReport,
+    /// The index rebuild, when the check found index problems.
+    pub repaired: Option<RepairReport>,
+}
+
+/// Articles whose text is at least this large are hashed and compressed on
+/// the blocking pool rather than on an async worker, which they would hold
+/// for a millisecond or more. Smaller ones cost tens of microseconds, less
+/// than the hop.
+const PREPARE_INLINE_BYTES: usize = 256 * 1024;
+
+/// A handle to the archive's storage. Cheap to clone; every clone shares one
+/// engine and one writer. The writer stops once the last clone is dropped,
+/// after finishing what was queued.
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<Engine>,
+}
+
+/// The engines a store can run on.
+enum Engine {
+    /// The embedded sled database, format 2.
+    Sled(sled::SledStore),
+}
+
 impl Store {
-    /// Opens (or creates) the store and starts its writer thread.
+    /// Opens (or creates) the store and starts its writer. Blocking.
     ///
     /// # Errors
     /// [`Error::DataDirLocked`] when another process has the directory open,
-    /// [`Error::Storage`] for anything else sled refuses.
+    /// [`Error::UpgradeNeeded`] for a format 1 directory, [`Error::DataDir`]
+    /// for a directory that cannot be used, [`Error::Storage`] for anything
+    /// else the engine refuses.
     pub fn open(config: &StoreConfig) -> Result<Self> {
-        if config.compression && !cfg!(feature = "compression") {
-            return Err(Error::Config(
-                "--compression needs a binary built with `--features compression`".into(),
-            ));
-        }
-        let trees = Trees::open(config.open_sled()?)?;
-        let page_token_key = init_meta(&trees.db)?;
-        let closed_cleanly = set_open_marker(&trees.db)?;
-        let dir = std::fs::File::open(&config.path).map_err(|e| Error::DataDir {
-            path: config.path.clone(),
-            doing: "opening it to sync its filesystem",
-            source: Arc::new(e),
-        })?;
-
-        let (health, _) = watch::channel(WriteHealth::Writable);
-        let shared = Arc::new(Shared {
-            trees: ManuallyDrop::new(trees),
-            health,
-            config: config.clone(),
-            dir,
-        });
-        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
-        let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let writer_shared = Arc::clone(&shared);
-        let limits = config.batch_limits;
-        let writer = thread::Builder::new()
-            .name("archive-writer".into())
-            .spawn(move || writer::run(&writer_shared, receiver, limits))
-            .map_err(|e| Error::io("starting the writer thread", e))?;
-
         Ok(Self {
-            inner: Arc::new(Inner {
-                shared,
-                queue: Some(queue),
-                queued_kib: Arc::new(tokio::sync::Semaphore::new(queued_kib_limit as usize)),
-                queued_kib_limit,
-                writer: Some(writer),
-                page_token_key,
-                closed_cleanly,
-                clear_open_marker: AtomicBool::new(true),
-            }),
+            engine: Arc::new(Engine::Sled(sled::SledStore::open(config)?)),
         })
-    }
-
-    /// Whether the last process that had this store open closed it cleanly.
-    /// `false` after a crash or a kill: then [`Store::check`] (or
-    /// [`Store::check_after_unclean_stop`]) is worth running.
-    pub fn closed_cleanly(&self) -> bool {
-        self.inner.closed_cleanly
-    }
-
-    /// Keeps the "open" marker when this store is closed, so the next server
-    /// start checks the store again (used when a check found problems that
-    /// were left alone).
-    pub fn check_again_at_next_open(&self) {
-        self.inner.clear_open_marker.store(false, Ordering::Relaxed);
-    }
-
-    /// Whether the store takes writes now, and every change after this.
-    /// Health follows it.
-    pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
-        self.inner.shared.health.subscribe()
-    }
-
-    /// The stored article with this id, if any.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] or [`Error::Corrupt`].
-    pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
-        match self.inner.shared.trees.articles.get(id.as_str())? {
-            Some(bytes) => decode_record(id, &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Queues an article for the writer. Waits while the queue is full, so
-    /// callers feel back-pressure; the returned [`PendingWrite`] resolves once
-    /// the article is durable.
-    ///
-    /// # Errors
-    /// [`Error::Closed`] when the writer has stopped.
-    pub async fn submit(&self, article: Article) -> Result<PendingWrite> {
-        let (reply, outcome) = oneshot::channel();
-        let queue = self.inner.queue.as_ref().ok_or(Error::Closed)?;
-        // An article larger than the whole budget takes all of it.
-        let kib = u32::try_from(writer::approximate_size(&article) / 1024 + 1)
-            .unwrap_or(u32::MAX)
-            .min(self.inner.queued_kib_limit);
-        let queued = Arc::clone(&self.inner.queued_kib)
-            .acquire_many_owned(kib)
-            .await
-            .map_err(|_| Error::Closed)?;
-        queue
-            .send(writer::WriteRequest {
-                article,
-                reply,
-                _queued: queued,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        Ok(PendingWrite(outcome))
-    }
-
-    /// Articles in `range`, in `order`, starting strictly after `after` when
-    /// given. Blocking: call it off the async runtime.
-    ///
-    /// An index entry whose record has moved (an update raced with the scan)
-    /// is skipped: the article is found at its new place instead.
-    pub fn scan(&self, range: DateRange, order: Order, after: Option<&Position>) -> DateScan {
-        let trees = &self.inner.shared.trees;
-        let key_of = |p: &Position| keys::date_key(p.published_at, &p.id);
-        let lower = match (order, after) {
-            (Order::OldestFirst, Some(p)) => Bound::Excluded(key_of(p)),
-            _ => range.start.map_or(Bound::Unbounded, |t| {
-                Bound::Included(keys::timestamp_prefix(t).to_vec())
-            }),
-        };
-        let upper = match (order, after) {
-            (Order::NewestFirst, Some(p)) => Bound::Excluded(key_of(p)),
-            _ => range.end.map_or(Bound::Unbounded, |t| {
-                Bound::Excluded(keys::timestamp_prefix(t).to_vec())
-            }),
-        };
-        let empty = match (&lower, &upper) {
-            (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
-            _ => false,
-        };
-        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
-            if empty {
-                Box::new(std::iter::empty())
-            } else {
-                let iter = trees.by_date.range::<Vec<u8>, _>((lower, upper));
-                match order {
-                    Order::OldestFirst => Box::new(iter),
-                    Order::NewestFirst => Box::new(iter.rev()),
-                }
-            };
-        DateScan {
-            entries,
-            articles: trees.articles.clone(),
-        }
-    }
-
-    /// The key that signs page tokens for this archive.
-    pub fn page_token_key(&self) -> &[u8; 32] {
-        &self.inner.page_token_key
-    }
-
-    /// Flushes everything written so far to disk. Blocking.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] when the flush fails.
-    pub fn flush(&self) -> Result<()> {
-        self.inner.shared.trees.db.flush()?;
-        Ok(())
-    }
-
-    /// Flushes and gives up this handle, off the async workers: when it is
-    /// the last handle, dropping it waits for the writer to finish its queue
-    /// and for sled's final flush, which block. A store whose writes had
-    /// failed is not flushed (there is nothing acknowledged left unsynced,
-    /// and sled cannot flush a failed handle).
-    ///
-    /// # Errors
-    /// [`Error::Storage`] when the flush fails.
-    pub async fn close(self) -> Result<()> {
-        tokio::task::spawn_blocking(move || {
-            if !matches!(*self.inner.shared.health.borrow(), WriteHealth::Failed(_)) {
-                self.flush()?;
-            }
-            drop(self);
-            Ok(())
-        })
-        .await
-        .map_err(|e| Error::TaskFailed(e.to_string()))?
     }
 
     /// Opens a store off the async workers (opening reads and may recover
-    /// sled's log, which blocks).
+    /// the engine's log, which blocks).
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -462,356 +257,135 @@ impl Store {
             .map_err(|e| Error::TaskFailed(e.to_string()))?
     }
 
-    /// Verifies that every record decodes and matches its hash, that each has
-    /// exactly one index entry at its date, and that every index entry points
-    /// at a record with that date. Blocking, and reads everything.
+    fn sled(&self) -> &sled::SledStore {
+        match &*self.engine {
+            Engine::Sled(store) => store,
+        }
+    }
+
+    /// Whether the last process that had this store open closed it cleanly.
+    /// `false` after a crash or a kill: then [`Store::check`] (or
+    /// [`Store::check_after_unclean_stop`]) is worth running.
+    pub fn closed_cleanly(&self) -> bool {
+        self.sled().closed_cleanly()
+    }
+
+    /// Makes the next server start check the store again (used when a check
+    /// found problems that were left alone).
+    pub fn check_again_at_next_open(&self) {
+        self.sled().check_again_at_next_open();
+    }
+
+    /// Whether the store takes writes now, and every change after this.
+    /// Health follows it.
+    pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        self.sled().write_health()
+    }
+
+    /// The key that signs page tokens for this archive.
+    pub fn page_token_key(&self) -> &[u8; 32] {
+        self.sled().page_token_key()
+    }
+
+    /// The current version of `id`, if any. Blocking, but a point read or
+    /// two: callers may run it inline.
     ///
     /// # Errors
-    /// [`Error::Storage`] when sled cannot be read at all.
+    /// [`Error::Storage`] or [`Error::Corrupt`].
+    pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
+        self.sled().get(id)
+    }
+
+    /// One page of a date range. Blocking: call it off the async runtime.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`].
+    pub fn page(&self, request: &PageRequest) -> Result<StoredPage> {
+        self.sled().page(request)
+    }
+
+    /// Hashes and compresses an article, then queues it for the writer.
+    /// Waits while the queue is full, so callers feel back-pressure; the
+    /// returned [`PendingWrite`] resolves once the article is durable.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the writer has stopped.
+    pub async fn submit(&self, article: Article) -> Result<PendingWrite> {
+        let large = article.content().body.len() >= PREPARE_INLINE_BYTES;
+        let prepared = if large {
+            let store = self.clone();
+            tokio::task::spawn_blocking(move || store.sled().prepare(&article))
+                .await
+                .map_err(|e| Error::TaskFailed(e.to_string()))?
+        } else {
+            self.sled().prepare(&article)
+        };
+        self.sled().submit(prepared).await.map(PendingWrite)
+    }
+
+    /// Flushes everything written so far to disk. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the flush fails.
+    pub fn flush(&self) -> Result<()> {
+        self.sled().flush()
+    }
+
+    /// Flushes and gives up this handle, off the async workers: when it is
+    /// the last handle, dropping it waits for the writer to finish its queue
+    /// and for the engine's final flush, which block. A store whose writes
+    /// had failed is not flushed (nothing acknowledged is left unsynced, and
+    /// a failed sled handle cannot flush).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the flush fails.
+    pub async fn close(self) -> Result<()> {
+        tokio::task::spawn_blocking(move || {
+            if !matches!(*self.write_health().borrow(), WriteHealth::Failed(_)) {
+                self.flush()?;
+            }
+            drop(self);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::TaskFailed(e.to_string()))?
+    }
+
+    /// Verifies every record and every index against the log. Blocking,
+    /// and reads everything.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the engine cannot be read at all.
     pub fn check(&self) -> Result<CheckReport> {
-        let trees = &self.inner.shared.trees;
-        let mut report = CheckReport::default();
-        for entry in &trees.articles {
-            let (key, value) = entry?;
-            report.records += 1;
-            let shown = String::from_utf8_lossy(&key).into_owned();
-            let Ok(id) = std::str::from_utf8(&key)
-                .map_err(drop)
-                .and_then(|s| ArticleId::parse("id", s).map_err(drop))
-            else {
-                report
-                    .problems
-                    .push(format!("record key {shown:?} is not a valid id"));
-                report.damaged_records += 1;
-                continue;
-            };
-            match record::decode(&id, &value) {
-                Err(reason) => {
-                    report.problems.push(format!("record {id}: {reason}"));
-                    report.damaged_records += 1;
-                }
-                Ok(stored) => {
-                    if stored.content.sha256() != stored.content_sha256 {
-                        report.problems.push(format!(
-                            "record {id}: content does not match content_sha256"
-                        ));
-                        report.damaged_records += 1;
-                    }
-                    let key = keys::date_key(stored.content.published_at, &id);
-                    if !trees.by_date.contains_key(key)? {
-                        report
-                            .problems
-                            .push(format!("record {id}: no index entry at its date"));
-                    }
-                }
-            }
-        }
-        for entry in &trees.by_date {
-            let (key, _) = entry?;
-            report.index_entries += 1;
-            let Some((published_at, id)) = keys::parse_date_key(&key) else {
-                report
-                    .problems
-                    .push(format!("index key {key:?} cannot be decoded"));
-                continue;
-            };
-            match trees.articles.get(id.as_str())? {
-                None => report
-                    .problems
-                    .push(format!("index entry for {id}: no such record")),
-                Some(bytes) => match record::decode_header(&bytes) {
-                    Ok(header) if header.published_at != published_at => report
-                        .problems
-                        .push(format!("index entry for {id}: record has another date")),
-                    // Undecodable records were reported above.
-                    _ => {}
-                },
-            }
-        }
-        Ok(report)
+        self.sled().check()
     }
-}
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Closing the queue lets the writer finish its last batch and exit.
-        drop(self.queue.take());
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                tracing::error!("the writer thread panicked");
-            }
-        }
-        let clear = self.clear_open_marker.load(Ordering::Relaxed);
-        // No write on a disk short of space or after a failure: the marker
-        // stays, and the next start checks the store.
-        if clear && *self.shared.health.borrow() == WriteHealth::Writable {
-            if let Err(e) = clear_open_marker(&self.shared.trees.db) {
-                tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
-                if let Error::Storage(cause) = e {
-                    // The handle has failed now: `Drop for Shared` must not
-                    // close it.
-                    self.shared
-                        .health
-                        .send_replace(WriteHealth::Failed(cause.to_string()));
-                }
-            }
-        }
-    }
-}
-
-impl Store {
-    /// Rebuilds the date index from the records, never the other way round:
-    /// removes every entry that is not exactly one record's (id, date) and
-    /// adds the missing ones, in one atomic batch, then flushes. Records that
-    /// cannot be decoded get no entry and stay for [`Store::check`] to
-    /// report. Blocking; meant for an archive no server is using.
+    /// Moves damaged records aside and rebuilds every index from the log.
+    /// Blocking; meant for an archive no server is using.
     ///
     /// # Errors
-    /// [`Error::Storage`] when sled cannot be read or written.
-    pub fn repair_index(&self) -> Result<RepairReport> {
-        let trees = &self.inner.shared.trees;
-        let mut expected = std::collections::BTreeSet::new();
-        for entry in &trees.articles {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|s| ArticleId::parse("id", s).ok());
-            if let (Some(id), Ok(header)) = (id, record::decode_header(&value)) {
-                expected.insert(keys::date_key(header.published_at, &id));
-            }
-        }
-        let mut batch = sled::Batch::default();
-        let mut report = RepairReport::default();
-        for entry in &trees.by_date {
-            let (key, _) = entry?;
-            if !expected.remove(key.as_ref()) {
-                batch.remove(key);
-                report.removed += 1;
-            }
-        }
-        // What is left in `expected` had no entry.
-        for key in expected {
-            batch.insert(key, &[][..]);
-            report.added += 1;
-        }
-        trees.by_date.apply_batch(batch)?;
-        trees.db.flush()?;
-        Ok(report)
-    }
-
-    /// Moves every damaged record (invalid key, undecodable, or content that
-    /// does not match its hash) from `articles` to the `quarantine` tree,
-    /// byte for byte and in one transaction per record, then rebuilds the
-    /// index with [`Store::repair_index`]. Nothing is deleted: the bytes stay
-    /// in the data directory for inspection. Blocking; meant for an archive
-    /// no server is using.
-    ///
-    /// # Errors
-    /// [`Error::Storage`] when sled cannot be read or written.
+    /// [`Error::Storage`] when the engine cannot be read or written.
     pub fn repair(&self) -> Result<RepairReport> {
-        let trees = &self.inner.shared.trees;
-        let quarantine = trees.db.open_tree(QUARANTINE_TREE)?;
-        let mut damaged = Vec::new();
-        for entry in &trees.articles {
-            let (key, value) = entry?;
-            let sound = std::str::from_utf8(&key)
-                .ok()
-                .and_then(|s| ArticleId::parse("id", s).ok())
-                .and_then(|id| record::decode(&id, &value).ok())
-                .is_some_and(|stored| stored.content.sha256() == stored.content_sha256);
-            if !sound {
-                damaged.push((key, value));
-            }
-        }
-        for (key, value) in &damaged {
-            (&trees.articles, &quarantine)
-                .transaction(|(articles, quarantine)| {
-                    articles.remove(key)?;
-                    quarantine.insert(key, value)?;
-                    Ok::<(), sled::transaction::ConflictableTransactionError<Infallible>>(())
-                })
-                .map_err(|e| match e {
-                    sled::transaction::TransactionError::Storage(e) => Error::from(e),
-                    sled::transaction::TransactionError::Abort(never) => match never {},
-                })?;
-        }
-        let mut report = self.repair_index()?;
-        report.quarantined = damaged.len() as u64;
-        Ok(report)
+        self.sled().repair()
     }
 
-    /// The check a server runs when it opens a store that was not closed
-    /// cleanly: a full [`Store::check`]; index problems are repaired (the
-    /// index is derived, so rebuilding it is always safe); damaged records
-    /// are not, because only an operator can decide to set them aside.
+    /// The check a server runs on a store that was not closed cleanly; see
+    /// [`sled::SledStore::check_after_unclean_stop`].
     ///
     /// # Errors
     /// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when
-    /// sled fails.
+    /// the engine fails.
     pub fn check_after_unclean_stop(&self) -> Result<StartupCheck> {
-        let report = self.check()?;
-        if report.damaged_records > 0 {
-            self.check_again_at_next_open();
-            return Err(Error::Damaged {
-                records: report.damaged_records,
-                first: report.problems.first().cloned().unwrap_or_default(),
-            });
-        }
-        let repaired = if report.problems.is_empty() {
-            None
-        } else {
-            Some(self.repair_index()?)
-        };
-        Ok(StartupCheck { report, repaired })
+        self.sled().check_after_unclean_stop()
     }
 }
 
-/// What [`Store::check_after_unclean_stop`] found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StartupCheck {
-    /// The check before any repair.
-    pub report: CheckReport,
-    /// The index repair, when the check found index problems.
-    pub repaired: Option<RepairReport>,
-}
-
-/// The iterator returned by [`Store::scan`].
-pub struct DateScan {
-    entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send>,
-    articles: sled::Tree,
-}
-
-impl Iterator for DateScan {
-    type Item = Result<StoredArticle>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let key = match self.entries.next()? {
-                Ok((key, _)) => key,
-                Err(e) => return Some(Err(e.into())),
-            };
-            let Some((published_at, id)) = keys::parse_date_key(&key) else {
-                return Some(Err(Error::Corrupt {
-                    key: format!("{BY_DATE_TREE}/{key:?}"),
-                    reason: "not a date-index key".into(),
-                }));
-            };
-            let bytes = match self.articles.get(id.as_str()) {
-                Ok(Some(bytes)) => bytes,
-                // Removed or moved since the index was read: not here any more.
-                Ok(None) => continue,
-                Err(e) => return Some(Err(e.into())),
-            };
-            match decode_record(&id, &bytes) {
-                Ok(stored) if stored.content.published_at == published_at => {
-                    return Some(Ok(stored))
-                }
-                Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
-            }
-        }
-    }
-}
-
-fn decode_record(id: &ArticleId, bytes: &[u8]) -> Result<StoredArticle> {
-    // The error's key is formatted only on failure: this runs for every
-    // record read.
-    record::decode(id, bytes).map_err(|reason| Error::Corrupt {
-        key: format!("{ARTICLES_TREE}/{id}"),
-        reason,
-    })
-}
-
-fn open_error(path: &Path, e: sled::Error) -> Error {
-    // sled reports a held lock as a generic I/O error; its message is the only
-    // way to tell it apart.
-    match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            Error::DataDirLocked {
-                path: path.to_path_buf(),
-            }
-        }
-        sled::Error::Io(io) => Error::DataDir {
-            path: path.to_path_buf(),
-            doing: "opening the database in it",
-            source: Arc::new(io),
-        },
-        other => other.into(),
-    }
-}
-
-/// Sets the "open" marker and reports whether it was clear before, that is,
-/// whether the last process closed the store cleanly. Its flush also makes
-/// what `init_meta` wrote durable.
-fn set_open_marker(db: &sled::Db) -> Result<bool> {
-    let meta = db.open_tree(META_TREE)?;
-    let was_open = meta.insert(OPEN_MARKER_KEY, &b"1"[..])?.is_some();
-    db.flush()?;
-    Ok(!was_open)
-}
-
-fn clear_open_marker(db: &sled::Db) -> Result<()> {
-    db.open_tree(META_TREE)?.remove(OPEN_MARKER_KEY)?;
-    db.flush()?;
-    Ok(())
-}
-
-/// Reads or creates the metadata: the format version and the page-token key.
-fn init_meta(db: &sled::Db) -> Result<[u8; 32]> {
-    let meta = db.open_tree(META_TREE)?;
-    match meta.get(FORMAT_KEY)? {
-        Some(v) if v.as_ref() != FORMAT_VERSION => {
-            return Err(Error::Corrupt {
-                key: format!("{META_TREE}/{FORMAT_KEY}"),
-                reason: format!(
-                    "data format {:?} is not the supported {:?}",
-                    String::from_utf8_lossy(&v),
-                    String::from_utf8_lossy(FORMAT_VERSION)
-                ),
-            })
-        }
-        Some(_) => {}
-        None => {
-            meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
-        }
-    }
-    let key = match meta.get(PAGE_TOKEN_KEY)? {
-        Some(existing) => existing.as_ref().try_into().map_err(|_| Error::Corrupt {
-            key: format!("{META_TREE}/{PAGE_TOKEN_KEY}"),
-            reason: "not 32 bytes".into(),
-        })?,
-        None => {
-            let mut fresh = [0u8; 32];
-            getrandom::fill(&mut fresh).map_err(|e| {
-                Error::io(
-                    "generating the page-token key",
-                    std::io::Error::other(e.to_string()),
-                )
-            })?;
-            meta.insert(PAGE_TOKEN_KEY, &fresh[..])?;
-            fresh
-        }
-    };
-    // Made durable by the flush in `set_open_marker`, which comes next.
-    Ok(key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[cfg(not(feature = "compression"))]
-    #[test]
-    fn compression_without_the_feature_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = StoreConfig::new(dir.path());
-        config.compression = true;
-        let error = Store::open(&config).err().unwrap();
-        assert!(
-            error
-                .to_string()
-                .contains("needs a binary built with `--features compression`"),
-            "{error}"
-        );
-    }
+/// Converts the data directory of `config` to the current storage format,
+/// in place and crash-safely (a no-op when it is current). Blocking; no
+/// server may be running on it.
+///
+/// # Errors
+/// [`Error::DataDirLocked`], [`Error::DataDir`] or [`Error::Storage`].
+pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
+    sled::upgrade::upgrade(config)
 }

@@ -242,6 +242,29 @@ impl ServerProcess {
     /// Starts `article-archive serve` on a free port and waits for the log
     /// line that names the bound address.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        // A store closed a moment ago in this process may still hold the
+        // directory's lock (sled releases it from a background thread):
+        // start again while that is what stopped the server.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Self::try_start(data_dir, extra) {
+                Ok(server) => return server,
+                Err(log)
+                    if log
+                        .iter()
+                        .any(|l| l.contains("is locked by another process"))
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(log) => panic!("the server logs its address; it logged {log:#?}"),
+            }
+        }
+    }
+
+    /// Starts the server and waits for its address; the log so far when it
+    /// exits first.
+    fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Self, Vec<String>> {
         let mut child = spawn(data_dir, extra);
         let (tx, log) = std_mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -254,11 +277,11 @@ impl ServerProcess {
         });
         let mut startup_log = Vec::new();
         let addr = loop {
-            let line = log
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| {
-                    panic!("the server logs its address; it logged {startup_log:#?}")
-                });
+            let Ok(line) = log.recv_timeout(Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(startup_log);
+            };
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 startup_log.push(line);
@@ -266,12 +289,12 @@ impl ServerProcess {
             }
             startup_log.push(line);
         };
-        Self {
+        Ok(Self {
             child,
             addr,
             startup_log,
             log,
-        }
+        })
     }
 
     pub async fn client(&self) -> Client {

@@ -2,12 +2,15 @@
 //!
 //! Every write goes through one thread that owns the write side of the store.
 //! It takes whatever articles are queued (up to a batch limit), decides each
-//! outcome against the stored record (or an earlier article of the same
-//! batch), applies the record and index changes of the whole batch in one
-//! sled transaction over both trees, flushes, and only then answers. One
+//! outcome from the `ids` entry (or an earlier article of the same batch),
+//! gives every new version the next sequence number, and applies the whole
+//! batch (records, every index entry, the sequence high-water mark) in one
+//! sled transaction; then it flushes, syncs, and only then answers. One
 //! writer means no write conflicts, a total order of updates to an id, and
 //! one fsync for many articles. It is a plain thread because every step
-//! blocks on sled.
+//! blocks on sled. Hashing and compression are done before an article gets
+//! here ([`super::Prepared`]), so the writer only orders, applies and
+//! flushes.
 //!
 //! "Flushed" means more than sled's `flush`: sled 0.34 makes its log durable
 //! with `sync_file_range`, which does not persist the file's size or block
@@ -33,42 +36,32 @@
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     sync::Arc,
     thread,
     time::{Duration, Instant},
 };
 
-use sled::{
-    transaction::{ConflictableTransactionError, TransactionError},
-    Transactional,
-};
+use sled::Transactional;
 use tokio::sync::{
     mpsc::{self, error::TryRecvError},
     oneshot,
 };
 use tracing::{debug, error, info, warn};
 
-use super::{keys, record, Shared, Trees, WriteHealth};
-use crate::{
-    article::{Article, ArticleId, Timestamp},
-    error::{Error, Result},
+use super::{
+    index::{self, IdEntry, VersionFacts},
+    record::{self, RecordHeader, RecordKind},
+    Prepared, Shared, Trees, SEQUENCE_HIGH_KEY,
 };
-
-/// What the writer did with one article.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// The id was new.
-    Created,
-    /// The id was known with other content; the record was replaced.
-    Updated,
-    /// The id was known with the same content; nothing was written.
-    Unchanged,
-}
+use crate::{
+    article::{ArticleId, Timestamp},
+    error::{Error, Result},
+    store::{keys, WriteHealth, WriteOutcome},
+};
 
 /// One article waiting for the writer, and where to send its outcome.
 pub(super) struct WriteRequest {
-    pub article: Article,
+    pub article: Prepared,
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
     /// Its share of the queue's byte budget, given back once it is answered.
     pub _queued: tokio::sync::OwnedSemaphorePermit,
@@ -79,7 +72,7 @@ pub(super) struct WriteRequest {
 pub struct BatchLimits {
     /// Most articles in one commit.
     pub max_articles: usize,
-    /// Most article bytes (title and body) in one commit; a batch stops
+    /// Most article bytes (compressed text) in one commit; a batch stops
     /// growing once it passes this.
     pub max_bytes: usize,
 }
@@ -93,11 +86,25 @@ impl Default for BatchLimits {
     }
 }
 
+/// The writer's own state, carried from batch to batch.
+pub(super) struct WriterState {
+    /// The sequence number the next new version gets. Never reused: it
+    /// starts above every sequence number ever committed (the high-water
+    /// mark in `meta` is committed with each batch), and a failed batch's
+    /// numbers are skipped.
+    pub next_sequence: u64,
+}
+
 /// Runs until every sender is dropped, then returns after the last batch.
-pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limits: BatchLimits) {
+pub(super) fn run(
+    shared: &Arc<Shared>,
+    mut state: WriterState,
+    mut queue: mpsc::Receiver<WriteRequest>,
+    limits: BatchLimits,
+) {
     let mut batch = Vec::with_capacity(limits.max_articles);
     while let Some(first) = queue.blocking_recv() {
-        let mut bytes = approximate_size(&first.article);
+        let mut bytes = first.article.size();
         // Near a full disk, batches shrink so that one never takes the last
         // of the room the store keeps free.
         let budget = match room_for_writes(&shared.config, bytes) {
@@ -114,17 +121,18 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limi
         while batch.len() < limits.max_articles && bytes < budget {
             match queue.try_recv() {
                 Ok(next) => {
-                    bytes += approximate_size(&next.article);
+                    bytes += next.article.size();
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let articles: Vec<&Article> = batch.iter().map(|w| &w.article).collect();
-        let result = commit(&shared.trees, &articles).and_then(|outcomes| {
-            sync_filesystem(&shared.dir)?;
-            Ok(outcomes)
-        });
+        let articles: Vec<&Prepared> = batch.iter().map(|w| &w.article).collect();
+        let result =
+            commit(&shared.trees, &mut state, &articles, Timestamp::now()).and_then(|outcomes| {
+                sync_filesystem(&shared.dir)?;
+                Ok(outcomes)
+            });
         if let Err(e) = &result {
             error!(error = %e, articles = batch.len(), "group commit failed; nothing in it was acknowledged");
         } else {
@@ -138,7 +146,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limi
         };
         for (i, request) in batch.drain(..).enumerate() {
             let answer = match &result {
-                Ok(outcomes) => Ok(outcomes[i]),
+                Ok(outcomes) => outcomes[i].clone(),
                 Err(e) => Err(e.clone()),
             };
             // A closed receiver means the client went away; the write stands.
@@ -148,6 +156,7 @@ pub(super) fn run(shared: &Shared, mut queue: mpsc::Receiver<WriteRequest>, limi
             refuse_until_restart(shared, &mut queue, &cause);
             return;
         }
+        shared.after_commit(state.next_sequence);
     }
 }
 
@@ -161,7 +170,7 @@ const WRITE_AMPLIFICATION: u64 = 3;
 /// How many article bytes the next batch may hold without taking the free
 /// space below `min_free_bytes`; [`Error::DiskLow`] when not even the first
 /// article (`first_bytes`) fits.
-fn room_for_writes(config: &super::StoreConfig, first_bytes: usize) -> Result<usize> {
+fn room_for_writes(config: &crate::store::StoreConfig, first_bytes: usize) -> Result<usize> {
     if config.min_free_bytes == 0 {
         return Ok(usize::MAX);
     }
@@ -263,7 +272,7 @@ fn refuse_until_restart(
 /// Makes everything written on the data directory's filesystem durable:
 /// sled's log (whose own sync leaves its size and allocation unsynced) and
 /// its `blobs/` files (which sled never syncs).
-fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
+pub(super) fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -277,76 +286,131 @@ fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn approximate_size(article: &Article) -> usize {
-    article.content().body.len() + article.content().title.len()
-}
+/// The state of one id as the batch goes: what `ids` holds, or what an
+/// earlier article of the same batch made it.
+type Latest = HashMap<ArticleId, Option<IdEntry>>;
 
 /// Applies one batch atomically and flushes it. Returns the outcome of each
-/// article in order.
-pub(super) fn commit(trees: &Trees, batch: &[&Article]) -> Result<Vec<WriteOutcome>> {
-    let ingested_at = Timestamp::now();
-    // The state of each id touched so far in this batch, so a second article
-    // with the same id is compared with the first, not with the disk.
-    let mut latest: HashMap<&ArticleId, record::RecordHeader> = HashMap::new();
+/// article in order: an article whose `ids` entry cannot be decoded gets
+/// that error and is left alone, the others are written.
+///
+/// # Errors
+/// A storage error, which fails the whole batch.
+pub(super) fn commit(
+    trees: &Trees,
+    state: &mut WriterState,
+    batch: &[&Prepared],
+    ingested_at: Timestamp,
+) -> Result<Vec<Result<WriteOutcome>>> {
+    let mut latest = Latest::new();
     let mut records = sled::Batch::default();
-    let mut index = sled::Batch::default();
+    let mut ids = sled::Batch::default();
+    let mut dates = sled::Batch::default();
+    let mut revisions = sled::Batch::default();
     let mut outcomes = Vec::with_capacity(batch.len());
-    let mut changed = false;
+    let first_sequence = state.next_sequence;
 
     for article in batch {
-        let id = article.id();
-        let content = article.content();
-        let sha = content.sha256();
-        let previous = match latest.get(id) {
-            Some(header) => Some(*header),
-            None => match trees.articles.get(id.as_str())? {
-                Some(bytes) => {
-                    Some(
-                        record::decode_header(&bytes).map_err(|reason| Error::Corrupt {
-                            key: format!("articles/{id}"),
-                            reason,
-                        })?,
-                    )
-                }
+        let previous = match latest.get(&article.id) {
+            Some(known) => *known,
+            None => match trees.ids.get(article.id.as_str())? {
                 None => None,
+                Some(bytes) => match IdEntry::decode(&bytes) {
+                    Ok(entry) => Some(entry),
+                    Err(reason) => {
+                        // Only this article fails: the others of the batch
+                        // do not depend on its entry.
+                        outcomes.push(Err(Error::Corrupt {
+                            key: format!("ids/{}", article.id),
+                            reason,
+                        }));
+                        continue;
+                    }
+                },
             },
         };
-        let outcome = match previous {
-            Some(old) if old.content_sha256 == sha => WriteOutcome::Unchanged,
-            Some(old) => {
-                index.remove(keys::date_key(old.published_at, id));
-                WriteOutcome::Updated
-            }
-            None => WriteOutcome::Created,
-        };
-        if outcome != WriteOutcome::Unchanged {
-            records.insert(id.as_str(), record::encode(content, sha, ingested_at));
-            // Inserted after any removal above, so moving an article to the
-            // same date keeps its entry (a batch keeps the last write per key).
-            index.insert(keys::date_key(content.published_at, id), &[][..]);
-            latest.insert(
-                id,
-                record::RecordHeader {
-                    published_at: content.published_at,
-                    content_sha256: sha,
-                },
-            );
-            changed = true;
+        if previous.is_some_and(|old| old.content_sha256 == article.content_sha256) {
+            outcomes.push(Ok(WriteOutcome::Unchanged));
+            continue;
         }
-        outcomes.push(outcome);
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        let revision = previous.map_or(1, |old| old.revision + 1);
+        let header = RecordHeader {
+            id: article.id.clone(),
+            kind: RecordKind::Version,
+            revision,
+            ingested_at: article.ingested_at.unwrap_or(ingested_at),
+            content_sha256: article.content_sha256,
+            published_at: article.published_at,
+            compression: article.payload.compression,
+        };
+        records.insert(
+            &keys::u64_key(sequence),
+            record::encode_version(&header, &article.payload),
+        );
+        if let Some(old) = previous {
+            if old.published_at != article.published_at {
+                dates.remove(keys::date_key(old.published_at, &article.id));
+            }
+        }
+        let facts = VersionFacts {
+            sequence,
+            revision,
+            ingested_at: header.ingested_at,
+            content_sha256: article.content_sha256,
+            body_bytes: article.body_bytes,
+        };
+        dates.insert(
+            keys::date_key(article.published_at, &article.id),
+            index::encode_date_entry(&facts, &article.basic),
+        );
+        let entry = IdEntry {
+            sequence,
+            revision,
+            published_at: article.published_at,
+            content_sha256: article.content_sha256,
+        };
+        ids.insert(article.id.as_str(), entry.encode());
+        revisions.insert(
+            keys::revision_key(&article.id, revision),
+            &index::encode_sequence(sequence)[..],
+        );
+        latest.insert(article.id.clone(), Some(entry));
+        outcomes.push(Ok(if previous.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        }));
     }
 
-    if changed {
+    if state.next_sequence > first_sequence {
+        let mut meta = sled::Batch::default();
+        meta.insert(
+            SEQUENCE_HIGH_KEY,
+            &(state.next_sequence - 1).to_be_bytes()[..],
+        );
+        let batches = [records, ids, dates, revisions, meta];
+        let views = [
+            &trees.records,
+            &trees.ids,
+            &trees.dates,
+            &trees.revisions,
+            &trees.meta,
+        ];
         // The closure only applies prepared batches, so sled may retry it.
-        (&trees.articles, &trees.by_date)
-            .transaction(|(articles, by_date)| {
-                articles.apply_batch(&records)?;
-                by_date.apply_batch(&index)?;
-                Ok::<(), ConflictableTransactionError<Infallible>>(())
+        views[..]
+            .transaction(|trees| {
+                for (tree, batch) in trees.iter().zip(&batches) {
+                    tree.apply_batch(batch)?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
+                    (),
+                )
             })
             .map_err(|e| match e {
-                TransactionError::Storage(e) => Error::from(e),
-                TransactionError::Abort(never) => match never {},
+                sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                sled::transaction::TransactionError::Abort(never) => match never {},
             })?;
     }
     // Flush even when nothing changed: an UNCHANGED answer promises that the

@@ -1,10 +1,9 @@
-//! The on-disk encoding of a stored article.
+//! Format 1 records, read by the upgrade to format 2 (and by tests that
+//! make a format 1 directory to upgrade).
 //!
-//! A record is one format byte ([`FORMAT_V1`]) followed by a protobuf message
-//! defined here, not in the public API, so the API can evolve without
-//! rewriting data. The id is the record's key and is not repeated inside.
-//! Fields the writer needs on every ingest (date and hash) can be decoded on
-//! their own with [`RecordHeader`], skipping the body.
+//! A record was one format byte (1) followed by a protobuf message, stored
+//! under the article's id in the `articles` tree; `by_date` held
+//! `date_key → empty`.
 
 use prost::Message;
 
@@ -43,27 +42,6 @@ struct RecordV1 {
     language: String,
     #[prost(string, tag = "14")]
     description: String,
-}
-
-/// The leading fields of a record: enough to place it in the index and to
-/// tell whether new content differs, without decoding the text.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RecordHeaderV1 {
-    #[prost(int64, tag = "1")]
-    published_seconds: i64,
-    #[prost(uint32, tag = "2")]
-    published_nanos: u32,
-    #[prost(bytes = "vec", tag = "3")]
-    content_sha256: Vec<u8>,
-}
-
-/// Where a stored article sits in the index, and what its content hashes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordHeader {
-    /// The stored publication time.
-    pub published_at: Timestamp,
-    /// The stored content hash.
-    pub content_sha256: [u8; 32],
 }
 
 /// Why a record could not be decoded.
@@ -123,18 +101,6 @@ fn sha(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
         .map_err(|_| format!("content_sha256 has {} bytes, not 32", bytes.len()))
 }
 
-/// Decodes only the header of a record.
-///
-/// # Errors
-/// A description of the damage when the bytes are not a record.
-pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
-    let raw = RecordHeaderV1::decode(payload(bytes)?).map_err(|e| e.to_string())?;
-    Ok(RecordHeader {
-        published_at: timestamp(raw.published_seconds, raw.published_nanos, "published_at")?,
-        content_sha256: sha(&raw.content_sha256)?,
-    })
-}
-
 /// Decodes a whole record stored under `id`.
 ///
 /// # Errors
@@ -157,6 +123,8 @@ pub fn decode(id: &ArticleId, bytes: &[u8]) -> Result<StoredArticle, DecodeError
         },
         ingested_at: timestamp(raw.ingested_seconds, raw.ingested_nanos, "ingested_at")?,
         content_sha256: sha(&raw.content_sha256)?,
+        // Format 1 kept no history: every article was at its first revision.
+        revision: 1,
     })
 }
 
@@ -165,7 +133,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_and_headers_agree() {
+    fn format_1_records_round_trip() {
         let content = ArticleContent {
             url: "https://example.com/a".into(),
             title: "Agn├Ęs says “hello”".into(),
@@ -192,10 +160,8 @@ mod tests {
         assert_eq!(stored.content, content);
         assert_eq!(stored.ingested_at, ingested);
         assert_eq!(stored.content_sha256, sha);
-        let header = decode_header(&bytes).unwrap();
-        assert_eq!(header.published_at, content.published_at);
-        assert_eq!(header.content_sha256, sha);
+        assert_eq!(stored.revision, 1);
         assert!(decode(&id, &bytes[..bytes.len() - 3]).is_err());
-        assert!(decode_header(&[9, 1, 2]).is_err());
+        assert!(decode(&id, &[9, 1, 2]).is_err());
     }
 }

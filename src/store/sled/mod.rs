@@ -1,0 +1,746 @@
+//! The sled engine: storage format 2, a compressed, append-only record log
+//! with small indexes.
+//!
+//! # Layout (one sled database in the data directory)
+//! - `records`: sequence number ([`keys::u64_key`]) → one stored version of
+//!   an article ([`record`]: an uncompressed header, the content compressed
+//!   with zstd). Every version gets the next sequence number, so new
+//!   versions are appended at the right edge of the tree: ingest touches
+//!   the same few pages however large the archive is. Old versions stay: they
+//!   are the article's history.
+//! - `ids`: id → the current version's sequence number, revision, date and
+//!   hash ([`index::IdEntry`]). The writer decides CREATED, UPDATED or
+//!   UNCHANGED from it alone.
+//! - `dates`: `published_at ‖ id` ([`keys::date_key`]) → the current
+//!   version's sequence number and every field but the body
+//!   ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
+//!   reads its records in sequence order.
+//! - `revisions`: `id ‖ 0 ‖ revision` → sequence number: an article's
+//!   history.
+//! - `dicts`: dictionary id → a zstd dictionary ([`codec`]).
+//! - `meta`: the format (`2`), the page-token key, the sequence high-water
+//!   mark, and the marker set while a process has the store open.
+//! - `quarantined_records`: records `check --repair` found damaged, moved
+//!   out of `records` byte for byte. (`quarantine`, keyed by id, holds what
+//!   format 1 set aside.)
+//!
+//! Every index is derived from `records` and changes in the same
+//! transaction as the records it points at; [`check`] verifies each against
+//! the log and repair rebuilds them from it. [`upgrade`] converts a format 1
+//! directory in place.
+
+pub mod check;
+pub mod codec;
+pub mod format1;
+pub mod index;
+pub mod record;
+pub mod upgrade;
+mod writer;
+
+use std::{
+    fs::File,
+    mem::ManuallyDrop,
+    ops::Bound,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    thread,
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{info, warn};
+
+pub use writer::BatchLimits;
+
+use self::{
+    codec::Codec,
+    index::{BasicFields, DateEntry, IdEntry},
+    record::Payload,
+};
+use super::{
+    keys, CheckReport, DateRange, Order, PageRequest, Position, RepairReport, StartupCheck,
+    StoreConfig, StoredPage, WriteHealth, WriteOutcome,
+};
+use crate::{
+    article::{Article, ArticleId, StoredArticle, Timestamp},
+    error::{Error, Result},
+};
+
+pub(crate) const RECORDS_TREE: &str = "records";
+pub(crate) const IDS_TREE: &str = "ids";
+pub(crate) const DATES_TREE: &str = "dates";
+pub(crate) const REVISIONS_TREE: &str = "revisions";
+pub(crate) const DICTS_TREE: &str = "dicts";
+pub(crate) const META_TREE: &str = "meta";
+pub(crate) const QUARANTINED_RECORDS_TREE: &str = "quarantined_records";
+pub(crate) const OPEN_MARKER_KEY: &str = "open";
+pub(crate) const PAGE_TOKEN_KEY: &str = "page_token_key";
+pub(crate) const FORMAT_KEY: &str = "format";
+pub(crate) const SEQUENCE_HIGH_KEY: &str = "sequence_high";
+/// The format this engine reads and writes.
+pub(crate) const FORMAT_VERSION: &[u8] = b"2";
+
+/// The sled handles shared by readers and the writer.
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    pub records: sled::Tree,
+    pub ids: sled::Tree,
+    pub dates: sled::Tree,
+    pub revisions: sled::Tree,
+    pub dicts: sled::Tree,
+    pub meta: sled::Tree,
+}
+
+impl Trees {
+    pub(crate) fn open(db: sled::Db) -> Result<Self> {
+        Ok(Self {
+            records: db.open_tree(RECORDS_TREE)?,
+            ids: db.open_tree(IDS_TREE)?,
+            dates: db.open_tree(DATES_TREE)?,
+            revisions: db.open_tree(REVISIONS_TREE)?,
+            dicts: db.open_tree(DICTS_TREE)?,
+            meta: db.open_tree(META_TREE)?,
+            db,
+        })
+    }
+}
+
+/// An article made ready for the writer, off the writer thread: its content
+/// hash, its compressed payload and its encoded BASIC fields. The writer
+/// only adds what depends on order: sequence number, revision, time.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub(crate) id: ArticleId,
+    pub(crate) published_at: Timestamp,
+    pub(crate) content_sha256: [u8; 32],
+    pub(crate) payload: Payload,
+    pub(crate) basic: BasicFields,
+    pub(crate) body_bytes: u64,
+    /// The time to record as `ingested_at`; `None`: when it is committed.
+    /// Set when a stored version is copied (the format upgrade).
+    pub(crate) ingested_at: Option<Timestamp>,
+}
+
+impl Prepared {
+    /// Hashes and compresses `article`.
+    pub(crate) fn new(codec: &Codec, article: &Article) -> Self {
+        let content = article.content();
+        Self {
+            id: article.id().clone(),
+            published_at: content.published_at,
+            content_sha256: content.sha256(),
+            payload: record::payload(codec, content),
+            basic: BasicFields::of(content),
+            body_bytes: content.body.len() as u64,
+            ingested_at: None,
+        }
+    }
+
+    /// Bytes this article adds to a batch (and holds in the queue).
+    pub(crate) fn size(&self) -> usize {
+        self.payload.bytes.len() + self.basic.encoded_len()
+    }
+}
+
+/// What the readers, the writer and the dictionary trainer share.
+pub(crate) struct Shared {
+    /// Dropped by hand: see `Drop for Shared`.
+    pub trees: ManuallyDrop<Trees>,
+    pub health: watch::Sender<WriteHealth>,
+    pub config: StoreConfig,
+    /// The data directory, opened to sync its filesystem after each commit.
+    pub dir: File,
+    pub codec: Codec,
+    /// Records in the log when the current dictionary was trained (0: none
+    /// yet); the next training is due at [`DICTIONARY_GROWTH`] times that.
+    trained_at: AtomicU64,
+    /// Set while a dictionary is being trained, so only one runs.
+    training: AtomicBool,
+}
+
+/// A new dictionary is trained each time the archive has grown this many
+/// times since the last one, so it follows what the archive holds.
+const DICTIONARY_GROWTH: u64 = 64;
+/// Most records a dictionary is trained on.
+const DICTIONARY_SAMPLES: u64 = 4000;
+
+impl Shared {
+    /// Called by the writer after each commit, with the next sequence
+    /// number: starts training a dictionary in the background when one is
+    /// due.
+    fn after_commit(self: &Arc<Self>, next_sequence: u64) {
+        let records = next_sequence.saturating_sub(1);
+        let trained_at = self.trained_at.load(Ordering::Relaxed);
+        let due = if trained_at == 0 {
+            records >= self.config.dictionary_after
+        } else {
+            records >= trained_at.saturating_mul(DICTIONARY_GROWTH)
+        };
+        if !due || self.config.dictionary_after == 0 || self.training.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("archive-dictionary".into())
+            .spawn(move || {
+                match shared.train_dictionary(records) {
+                    Ok(Some(id)) => info!(dictionary = id, records, "trained a compression dictionary; new records use it"),
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "training a compression dictionary failed; records stay compressed without it"),
+                }
+                // Retried at the next threshold, not after every batch.
+                shared.trained_at.store(records.max(1), Ordering::Relaxed);
+                shared.training.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.training.store(false, Ordering::Release);
+        }
+    }
+
+    /// Samples up to [`DICTIONARY_SAMPLES`] records spread over the log,
+    /// trains a dictionary, makes it durable, and only then lets new
+    /// records use it. Returns its id.
+    fn train_dictionary(&self, records: u64) -> Result<Option<u32>> {
+        if *self.health.borrow() != WriteHealth::Writable {
+            return Ok(None);
+        }
+        let trees = &self.trees;
+        let step = (records / DICTIONARY_SAMPLES).max(1);
+        let mut samples = Vec::new();
+        let mut at = 1;
+        while at <= records && (samples.len() as u64) < DICTIONARY_SAMPLES {
+            let next = trees
+                .records
+                .range(keys::u64_key(at).to_vec()..)
+                .next()
+                .transpose()?;
+            let Some((key, value)) = next else { break };
+            if let Ok(plain) = record::plain_payload(&self.codec, &value) {
+                samples.push(plain);
+            }
+            let here = keys::parse_u64_key(&key).unwrap_or(at);
+            at = here.max(at) + step;
+        }
+        let dictionary = codec::train(&samples).map_err(Error::Config)?;
+        let id = trees
+            .dicts
+            .last()?
+            .and_then(|(key, _)| key.as_ref().try_into().ok().map(u32::from_be_bytes))
+            .unwrap_or(0)
+            + 1;
+        trees
+            .dicts
+            .insert(id.to_be_bytes(), dictionary.as_slice())?;
+        trees.db.flush()?;
+        writer::sync_filesystem(&self.dir)?;
+        self.codec.add_dictionary(id, &dictionary);
+        Ok(Some(id))
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if matches!(*self.health.borrow(), WriteHealth::Failed(_)) {
+            // sled waits forever in the final flush of a handle whose write
+            // failed; what was acknowledged is on disk already, so the
+            // handles are left for the process exit to close.
+            return;
+        }
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { ManuallyDrop::drop(&mut self.trees) }
+    }
+}
+
+/// The sled engine behind a [`super::Store`].
+pub struct SledStore {
+    shared: Arc<Shared>,
+    /// Bounded, so a burst of ingest waits here instead of growing the heap.
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<writer::WriteRequest>>,
+    /// KiB of article text queued or being committed; see
+    /// [`StoreConfig::queue_bytes`].
+    queued_kib: Arc<tokio::sync::Semaphore>,
+    queued_kib_limit: u32,
+    /// Joined on drop, so that once the last handle is gone the writer has
+    /// finished and sled has released the directory lock.
+    writer: Option<thread::JoinHandle<()>>,
+    /// HMAC key for page tokens; kept in the database so tokens outlive a
+    /// restart.
+    page_token_key: [u8; 32],
+    /// Whether the process that had the store open before stopped cleanly.
+    closed_cleanly: bool,
+    /// Cleared to keep the open marker at close, so the next server start
+    /// checks the store again.
+    clear_open_marker: AtomicBool,
+}
+
+/// Opens sled on the data directory.
+///
+/// Format 1 could be built with sled's own page compression
+/// (`--features compression`, `serve --compression`). Format 2 compresses
+/// its records itself with a current zstd, which cannot be linked next to
+/// the older zstd that sled's compression uses, so such a directory cannot
+/// be opened here; it is refused with the way out.
+pub(crate) fn open_sled(config: &StoreConfig) -> Result<sled::Db> {
+    let compressed = std::fs::read_to_string(config.path.join("conf"))
+        .is_ok_and(|conf| conf.contains("use_compression: true"));
+    if compressed {
+        return Err(Error::Config(format!(
+            "data directory {} is a format 1 archive made with --compression, which this \
+             binary cannot open; with the binary that made it, `article-archive export -o FILE`, \
+             then `article-archive ingest FILE` into a server of this one (ids, content and \
+             hashes are kept)",
+            config.path.display()
+        )));
+    }
+    sled::Config::new()
+        .path(&config.path)
+        .cache_capacity(config.cache_capacity_bytes)
+        .open()
+        .map_err(|e| open_error(&config.path, e))
+}
+
+impl SledStore {
+    /// Opens (or creates) a format 2 store and starts its writer thread.
+    ///
+    /// # Errors
+    /// [`Error::DataDirLocked`] when another process has the directory open,
+    /// [`Error::UpgradeNeeded`] for a format 1 directory, [`Error::DataDir`]
+    /// for a directory that cannot be used, [`Error::Storage`] for anything
+    /// else sled refuses.
+    pub fn open(config: &StoreConfig) -> Result<Self> {
+        let db = open_sled(config)?;
+        upgrade::refuse_older_formats(&db, &config.path)?;
+        let trees = Trees::open(db)?;
+        let page_token_key = init_meta(&trees)?;
+        upgrade::drop_leftovers(&trees.db)?;
+        let codec = Codec::default();
+        let mut trained_at = 0;
+        for entry in &trees.dicts {
+            let (key, value) = entry?;
+            let id = key
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| Error::Corrupt {
+                    key: format!("{DICTS_TREE}/{key:?}"),
+                    reason: "not a dictionary id".into(),
+                })?;
+            codec.add_dictionary(id, &value);
+            trained_at = trained_at.max(1);
+        }
+        let next_sequence = next_sequence(&trees)?;
+        if trained_at > 0 {
+            // Counted from the present size: the next training is due when
+            // the archive has grown [`DICTIONARY_GROWTH`] times from here.
+            trained_at = next_sequence.saturating_sub(1).max(1);
+        }
+        let closed_cleanly = set_open_marker(&trees)?;
+        let dir = File::open(&config.path).map_err(|e| Error::DataDir {
+            path: config.path.clone(),
+            doing: "opening it to sync its filesystem",
+            source: Arc::new(e),
+        })?;
+
+        let (health, _) = watch::channel(WriteHealth::Writable);
+        let shared = Arc::new(Shared {
+            trees: ManuallyDrop::new(trees),
+            health,
+            config: config.clone(),
+            dir,
+            codec,
+            trained_at: AtomicU64::new(trained_at),
+            training: AtomicBool::new(false),
+        });
+        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let writer_shared = Arc::clone(&shared);
+        let limits = config.batch_limits;
+        let state = writer::WriterState { next_sequence };
+        let writer = thread::Builder::new()
+            .name("archive-writer".into())
+            .spawn(move || writer::run(&writer_shared, state, receiver, limits))
+            .map_err(|e| Error::io("starting the writer thread", e))?;
+
+        Ok(Self {
+            shared,
+            queue: Some(queue),
+            queued_kib: Arc::new(tokio::sync::Semaphore::new(queued_kib_limit as usize)),
+            queued_kib_limit,
+            writer: Some(writer),
+            page_token_key,
+            closed_cleanly,
+            clear_open_marker: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the last process that had this store open closed it cleanly.
+    pub fn closed_cleanly(&self) -> bool {
+        self.closed_cleanly
+    }
+
+    /// Keeps the "open" marker when this store is closed, so the next server
+    /// start checks the store again.
+    pub fn check_again_at_next_open(&self) {
+        self.clear_open_marker.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the store takes writes now, and every change after this.
+    pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
+        self.shared.health.subscribe()
+    }
+
+    /// The key that signs page tokens for this archive.
+    pub fn page_token_key(&self) -> &[u8; 32] {
+        &self.page_token_key
+    }
+
+    /// The current version of `id`, if any. Blocking (one or two point
+    /// reads).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`].
+    pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
+        let trees = &self.shared.trees;
+        let Some(entry) = trees.ids.get(id.as_str())? else {
+            return Ok(None);
+        };
+        let entry = IdEntry::decode(&entry).map_err(|reason| Error::Corrupt {
+            key: format!("{IDS_TREE}/{id}"),
+            reason,
+        })?;
+        self.read_version(entry.sequence).map(Some)
+    }
+
+    /// The version stored under `sequence`.
+    fn read_version(&self, sequence: u64) -> Result<StoredArticle> {
+        let corrupt = |reason: String| Error::Corrupt {
+            key: format!("{RECORDS_TREE}/{sequence}"),
+            reason,
+        };
+        let bytes = self
+            .shared
+            .trees
+            .records
+            .get(keys::u64_key(sequence))?
+            .ok_or_else(|| corrupt("an index points at this record, which is missing".into()))?;
+        record::decode_version(&self.shared.codec, &bytes).map_err(corrupt)
+    }
+
+    /// Hashes and compresses an article for the writer. CPU work: the
+    /// caller decides where it runs.
+    pub fn prepare(&self, article: &Article) -> Prepared {
+        Prepared::new(&self.shared.codec, article)
+    }
+
+    /// Queues a prepared article for the writer. Waits while the queue is
+    /// full, so callers feel back-pressure; the returned receiver gets the
+    /// outcome once the article is durable.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the writer has stopped.
+    pub async fn submit(
+        &self,
+        article: Prepared,
+    ) -> Result<oneshot::Receiver<Result<WriteOutcome>>> {
+        let (reply, outcome) = oneshot::channel();
+        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        // An article larger than the whole budget takes all of it.
+        let kib = u32::try_from(article.size() / 1024 + 1)
+            .unwrap_or(u32::MAX)
+            .min(self.queued_kib_limit);
+        let queued = Arc::clone(&self.queued_kib)
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| Error::Closed)?;
+        queue
+            .send(writer::WriteRequest {
+                article,
+                reply,
+                _queued: queued,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(outcome)
+    }
+
+    /// One page of a date range: entries come from the date index in order;
+    /// for a FULL page their records are then read in sequence order (so
+    /// reads go along the log) and put back in date order. The page stops
+    /// before its estimated size passes `byte_budget` (always taking one
+    /// article). Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or [`Error::Corrupt`].
+    pub fn page(&self, request: &PageRequest) -> Result<StoredPage> {
+        let trees = &self.shared.trees;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for next in date_range(
+            &trees.dates,
+            request.range,
+            request.order,
+            request.after.as_ref(),
+        ) {
+            let (key, value) = next?;
+            if entries.len() == request.limit {
+                more = true;
+                break;
+            }
+            let (published_at, id) = keys::parse_date_key(&key).ok_or_else(|| Error::Corrupt {
+                key: format!("{DATES_TREE}/{key:?}"),
+                reason: "not a date-index key".into(),
+            })?;
+            let entry =
+                DateEntry::decode(published_at, id, &value).map_err(|reason| Error::Corrupt {
+                    key: format!("{DATES_TREE}/{key:?}"),
+                    reason,
+                })?;
+            let size = estimated_size(&entry, request.with_body);
+            if bytes + size > request.byte_budget && !entries.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += size;
+            entries.push(entry);
+        }
+        let articles = if request.with_body {
+            let mut order: Vec<usize> = (0..entries.len()).collect();
+            order.sort_by_key(|&i| entries[i].sequence);
+            let mut full: Vec<Option<StoredArticle>> = vec![None; entries.len()];
+            for i in order {
+                full[i] = Some(self.read_version(entries[i].sequence)?);
+            }
+            full.into_iter().flatten().collect()
+        } else {
+            entries.into_iter().map(|entry| entry.article).collect()
+        };
+        Ok(StoredPage { articles, more })
+    }
+
+    /// Flushes everything written so far to disk. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the flush fails.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.trees.db.flush()?;
+        Ok(())
+    }
+
+    /// Verifies every record and every index against the log. Blocking,
+    /// and reads everything.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read at all.
+    pub fn check(&self) -> Result<CheckReport> {
+        check::check(&self.shared)
+    }
+
+    /// Moves damaged records to `quarantined_records` and rebuilds every
+    /// index from the log. Blocking; meant for an archive no server is
+    /// using.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when sled cannot be read or written.
+    pub fn repair(&self) -> Result<RepairReport> {
+        check::repair(&self.shared)
+    }
+
+    /// The check a server runs when it opens a store that was not closed
+    /// cleanly: index problems are repaired (indexes are derived, so
+    /// rebuilding them is always safe); damaged records are not, because
+    /// only an operator can decide to set them aside.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when
+    /// sled fails.
+    pub fn check_after_unclean_stop(&self) -> Result<StartupCheck> {
+        let report = self.check()?;
+        if report.damaged_records > 0 {
+            self.check_again_at_next_open();
+            return Err(Error::Damaged {
+                records: report.damaged_records,
+                first: report.problems.first().cloned().unwrap_or_default(),
+            });
+        }
+        let repaired = if report.problems.is_empty() {
+            None
+        } else {
+            Some(check::rebuild_indexes(&self.shared)?)
+        };
+        Ok(StartupCheck { report, repaired })
+    }
+}
+
+/// What a page entry adds to a response, about: its fields, the body when
+/// it is sent, and protobuf framing.
+fn estimated_size(entry: &DateEntry, with_body: bool) -> usize {
+    let content = &entry.article.content;
+    let lists: usize = content
+        .authors
+        .iter()
+        .chain(&content.tags)
+        .map(|s| s.len() + 3)
+        .sum();
+    let text = content.url.len()
+        + content.title.len()
+        + content.source.len()
+        + content.section.len()
+        + content.language.len()
+        + content.description.len()
+        + entry.article.id.as_str().len();
+    let body = if with_body {
+        entry.body_bytes as usize
+    } else {
+        0
+    };
+    // Field tags and lengths (at most 5 bytes each for the large ones),
+    // the two timestamps and the hex hash.
+    text + lists + body + 160
+}
+
+/// Entries of the date index in `range` and `order`, strictly after
+/// `after` when given.
+fn date_range(
+    dates: &sled::Tree,
+    range: DateRange,
+    order: Order,
+    after: Option<&Position>,
+) -> Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> {
+    let key_of = |p: &Position| keys::date_key(p.published_at, &p.id);
+    let lower = match (order, after) {
+        (Order::OldestFirst, Some(p)) => Bound::Excluded(key_of(p)),
+        _ => range.start.map_or(Bound::Unbounded, |t| {
+            Bound::Included(keys::timestamp_prefix(t).to_vec())
+        }),
+    };
+    let upper = match (order, after) {
+        (Order::NewestFirst, Some(p)) => Bound::Excluded(key_of(p)),
+        _ => range.end.map_or(Bound::Unbounded, |t| {
+            Bound::Excluded(keys::timestamp_prefix(t).to_vec())
+        }),
+    };
+    let empty = match (&lower, &upper) {
+        (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
+        _ => false,
+    };
+    if empty {
+        return Box::new(std::iter::empty());
+    }
+    let iter = dates.range::<Vec<u8>, _>((lower, upper));
+    match order {
+        Order::OldestFirst => Box::new(iter),
+        Order::NewestFirst => Box::new(iter.rev()),
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish its last batch and exit.
+        drop(self.queue.take());
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+        let clear = self.clear_open_marker.load(Ordering::Relaxed);
+        // No write on a disk short of space or after a failure: the marker
+        // stays, and the next start checks the store.
+        if clear && *self.shared.health.borrow() == WriteHealth::Writable {
+            if let Err(e) = clear_open_marker(&self.shared.trees) {
+                tracing::warn!(error = %e, "could not record the clean close; the next start checks the store");
+                if let Error::Storage(cause) = e {
+                    // The handle has failed now: `Drop for Shared` must not
+                    // close it.
+                    self.shared
+                        .health
+                        .send_replace(WriteHealth::Failed(cause.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn open_error(path: &Path, e: sled::Error) -> Error {
+    // sled reports a held lock as a generic I/O error; its message is the only
+    // way to tell it apart.
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            Error::DataDirLocked {
+                path: path.to_path_buf(),
+            }
+        }
+        sled::Error::Io(io) => Error::DataDir {
+            path: path.to_path_buf(),
+            doing: "opening the database in it",
+            source: Arc::new(io),
+        },
+        other => other.into(),
+    }
+}
+
+/// The sequence number the next version gets: above the high-water mark and
+/// above every record key (either alone would do; both guard against a
+/// damaged one).
+fn next_sequence(trees: &Trees) -> Result<u64> {
+    let high = match trees.meta.get(SEQUENCE_HIGH_KEY)? {
+        Some(bytes) => index::decode_sequence(&bytes).map_err(|reason| Error::Corrupt {
+            key: format!("{META_TREE}/{SEQUENCE_HIGH_KEY}"),
+            reason,
+        })?,
+        None => 0,
+    };
+    let last = trees
+        .records
+        .last()?
+        .and_then(|(key, _)| keys::parse_u64_key(&key))
+        .unwrap_or(0);
+    Ok(high.max(last) + 1)
+}
+
+/// Sets the "open" marker and reports whether it was clear before, that is,
+/// whether the last process closed the store cleanly. Its flush also makes
+/// what `init_meta` wrote durable.
+fn set_open_marker(trees: &Trees) -> Result<bool> {
+    let was_open = trees.meta.insert(OPEN_MARKER_KEY, &b"1"[..])?.is_some();
+    trees.db.flush()?;
+    Ok(!was_open)
+}
+
+fn clear_open_marker(trees: &Trees) -> Result<()> {
+    trees.meta.remove(OPEN_MARKER_KEY)?;
+    trees.db.flush()?;
+    Ok(())
+}
+
+/// Reads or creates the metadata: the format and the page-token key.
+fn init_meta(trees: &Trees) -> Result<[u8; 32]> {
+    let meta = &trees.meta;
+    if meta.get(FORMAT_KEY)?.is_none() {
+        meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
+    }
+    let key = match meta.get(PAGE_TOKEN_KEY)? {
+        Some(existing) => existing.as_ref().try_into().map_err(|_| Error::Corrupt {
+            key: format!("{META_TREE}/{PAGE_TOKEN_KEY}"),
+            reason: "not 32 bytes".into(),
+        })?,
+        None => {
+            let mut fresh = [0u8; 32];
+            getrandom::fill(&mut fresh).map_err(|e| {
+                Error::io(
+                    "generating the page-token key",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?;
+            meta.insert(PAGE_TOKEN_KEY, &fresh[..])?;
+            fresh
+        }
+    };
+    // Made durable by the flush in `set_open_marker`, which comes next.
+    Ok(key)
+}
