@@ -23,6 +23,8 @@
 //! up to 1,000,000), `--growth N,N,...`, `--seconds S` (each latency run,
 //! default 3), `--no-postgres`.
 
+mod calibration;
+mod corpus;
 mod postgres;
 mod workload;
 
@@ -38,6 +40,7 @@ use article_archive::{
     store::{keys, record, BatchLimits},
     StoreConfig,
 };
+use corpus::article;
 use sled::Transactional;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -50,34 +53,65 @@ struct Options {
     growth: Vec<usize>,
     seconds: f64,
     postgres: bool,
+    corpus_only: bool,
 }
 
-fn parse_options() -> Options {
+const USAGE: &str = "accepted options:
+  --articles N      articles for sections 1-3 and 5 (default 20000)
+  --growth N,N,...  sizes of the growth section (default 10000,100000)
+  --large           growth to 10000,100000,1000000
+  --seconds S       length of each latency run (default 3)
+  --no-postgres     skip PostgreSQL
+  --corpus-only     print the corpus calibration and stop
+  --help            this list";
+
+/// The command line; an option we do not know is an error, so a typo never
+/// silently runs the defaults.
+fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         articles: 20_000,
         growth: vec![10_000, 100_000],
         seconds: 3.0,
         postgres: true,
+        corpus_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} takes a value"));
+        let mut value = || args.next().ok_or_else(|| format!("{arg} takes a value"));
+        let number = |text: String| {
+            text.parse::<usize>()
+                .map_err(|_| format!("{arg}: {text:?} is not a whole number"))
+        };
         match arg.as_str() {
-            "--articles" => options.articles = value().parse().expect("--articles N"),
+            "--articles" => options.articles = number(value()?)?,
             "--large" => options.growth = vec![10_000, 100_000, 1_000_000],
             "--growth" => {
-                options.growth = value()
+                options.growth = value()?
                     .split(',')
-                    .map(|n| n.parse().expect("--growth N,N"))
-                    .collect()
+                    .map(|n| number(n.to_string()))
+                    .collect::<Result<_, _>>()?
             }
-            "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            "--seconds" => {
+                let text = value()?;
+                options.seconds = text
+                    .parse()
+                    .map_err(|_| format!("--seconds: {text:?} is not a number"))?
+            }
             "--no-postgres" => options.postgres = false,
-            // cargo bench passes --bench; ignore what is not ours.
-            _ => {}
+            "--corpus-only" => options.corpus_only = true,
+            "--help" => return Err(String::new()),
+            // cargo bench passes --bench to every harness = false target.
+            "--bench" => {}
+            _ => return Err(format!("unknown option {arg:?}")),
         }
     }
-    options
+    if options.articles == 0 || options.growth.is_empty() || options.growth.contains(&0) {
+        return Err("--articles and --growth sizes must be at least 1".into());
+    }
+    if !options.growth.is_sorted() {
+        return Err("--growth sizes must be in increasing order".into());
+    }
+    Ok(options)
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Channel {
@@ -368,13 +402,23 @@ fn machine() -> String {
 }
 
 fn main() {
-    let options = parse_options();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(problem) => {
+            if problem.is_empty() {
+                println!("{USAGE}");
+                return;
+            }
+            eprintln!("{problem}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     println!("article-archive benchmark on {}", machine());
-    println!(
-        "articles: ~{} bytes each (seed article body), dated 1851-2030",
-        text_bytes(&article(0))
-    );
+    let on_target = calibration::run();
+    if options.corpus_only {
+        std::process::exit(if on_target { 0 } else { 1 });
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n = options.articles;
     let input: Vec<proto::Article> = (0..n).map(article).collect();
