@@ -11,11 +11,28 @@ use std::{
 
 use article_archive::{article::Article, proto};
 
-use crate::corpus::article;
+use crate::corpus::{self, article};
 
 /// The id the server gives article `i`.
 pub fn id_of(i: usize) -> String {
-    Article::from_proto(article(i)).unwrap().id().to_string()
+    id_for(&article(i))
+}
+
+/// The id the server gives `article` (derived from its url).
+pub fn id_for(article: &proto::Article) -> String {
+    Article::from_proto(article.clone())
+        .unwrap()
+        .id()
+        .to_string()
+}
+
+/// Start of the day that range query number `q` asks for. Days are drawn
+/// the way articles are dated, so queries land where articles are (mostly
+/// since 2000), as readers' queries would; the archive and PostgreSQL are
+/// asked for the same days.
+pub fn query_day(q: usize) -> i64 {
+    // Article numbers far beyond any run: dates like articles', not theirs.
+    corpus::published_at(1 << 40 | q).div_euclid(86_400) * 86_400
 }
 
 /// The bytes of text an article carries (title and body), for MB/s.
