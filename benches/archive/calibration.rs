@@ -96,7 +96,7 @@ pub fn run() -> bool {
     );
     println!(
         "        dated 1851 to mid-2026: {:.1}% since 2000, {:.1}% before 1970; generated at {per_second:.0} articles/s on one core",
-        share(&|d| d >= 946_684_800),
+        share(&|d| d >= corpus::Y2000),
         share(&|d| d < 0),
     );
     let zlib_ok = (ZLIB_BAND.0..=ZLIB_BAND.1).contains(&zlib_median);

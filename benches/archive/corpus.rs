@@ -73,12 +73,12 @@ const fn midnight(year: i64, month: i64, day: i64) -> i64 {
 
 /// The archive's date spread: a thin tail back to 1851 so pre-1970 dates
 /// (negative timestamps) still occur, most articles since 2000.
-pub const FIRST_DATE: i64 = midnight(1851, 1, 1);
+const FIRST_DATE: i64 = midnight(1851, 1, 1);
 const Y1970: i64 = 0;
-const Y2000: i64 = midnight(2000, 1, 1);
-pub const LAST_DATE: i64 = midnight(2026, 7, 1);
+pub const Y2000: i64 = midnight(2000, 1, 1);
+const LAST_DATE: i64 = midnight(2026, 7, 1);
 
-/// Year, month and day of a day number since 1970 (the inverse of
+/// Year, month and day of a time in seconds since 1970 (the inverse of
 /// `midnight`), for the dates in urls.
 fn civil(seconds: i64) -> (i64, i64, i64) {
     let z = seconds.div_euclid(86_400) + 719_468;
@@ -94,7 +94,7 @@ fn civil(seconds: i64) -> (i64, i64, i64) {
 }
 
 /// splitmix64: spreads article numbers and seeds over all 64 bits.
-pub fn mix(mut x: u64) -> u64 {
+fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -126,6 +126,7 @@ impl Rng {
         range.start() + self.below(range.end() - range.start() + 1)
     }
 
+    /// True `percent` times in a hundred.
     fn percent(&mut self, percent: usize) -> bool {
         self.below(100) < percent
     }
@@ -135,6 +136,7 @@ impl Rng {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// One of `items`, uniformly.
     fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
         items[self.below(items.len())]
     }
@@ -280,52 +282,13 @@ const DETERMINERS: &[&str] = &[
     "most", "such", "any", "few", "two", "three", "much", "whose", "which", "either",
 ];
 
+#[rustfmt::skip]
 const PREPOSITIONS: &[&str] = &[
-    "of",
-    "in",
-    "to",
-    "for",
-    "on",
-    "with",
-    "at",
-    "by",
-    "from",
-    "about",
-    "after",
-    "over",
-    "into",
-    "against",
-    "during",
-    "under",
-    "before",
-    "between",
-    "without",
-    "through",
-    "across",
-    "since",
-    "near",
-    "despite",
-    "among",
-    "around",
-    "behind",
-    "towards",
-    "within",
-    "beyond",
-    "along",
-    "until",
-    "amid",
-    "via",
-    "like",
-    "upon",
-    "above",
-    "below",
-    "outside",
-    "inside",
-    "off",
-    "throughout",
-    "alongside",
-    "beneath",
-    "except",
+    "of", "in", "to", "for", "on", "with", "at", "by", "from", "about", "after", "over", "into",
+    "against", "during", "under", "before", "between", "without", "through", "across", "since",
+    "near", "despite", "among", "around", "behind", "towards", "within", "beyond", "along",
+    "until", "amid", "via", "like", "upon", "above", "below", "outside", "inside", "off",
+    "throughout", "alongside", "beneath", "except",
 ];
 
 const PRONOUNS: &[&str] = &[
@@ -333,877 +296,179 @@ const PRONOUNS: &[&str] = &[
     "everyone", "someone",
 ];
 
+#[rustfmt::skip]
 const AUXILIARIES: &[&str] = &[
-    "has",
-    "had",
-    "will",
-    "would",
-    "was",
-    "is",
-    "could",
-    "have",
-    "were",
-    "may",
-    "can",
-    "should",
-    "might",
-    "must",
-    "did",
-    "has been",
-    "had been",
-    "will be",
-    "would be",
-    "is being",
-    "could have",
-    "might have",
-    "did not",
-    "does not",
-    "has not",
-    "would not",
-    "will not",
-    "could not",
-    "cannot",
-    "doesn’t",
-    "didn’t",
-    "won’t",
-    "wouldn’t",
-    "isn’t",
-    "wasn’t",
-    "hasn’t",
-    "can’t",
-    "couldn’t",
-    "shouldn’t",
-    "is expected to",
-    "was due to",
-    "is set to",
-    "was about to",
-    "appears to",
-    "is likely to",
+    "has", "had", "will", "would", "was", "is", "could", "have", "were", "may", "can", "should",
+    "might", "must", "did", "has been", "had been", "will be", "would be", "is being",
+    "could have", "might have", "did not", "does not", "has not", "would not", "will not",
+    "could not", "cannot", "doesn’t", "didn’t", "won’t", "wouldn’t", "isn’t", "wasn’t", "hasn’t",
+    "can’t", "couldn’t", "shouldn’t", "is expected to", "was due to", "is set to", "was about to",
+    "appears to", "is likely to",
 ];
 
+#[rustfmt::skip]
 const CONJUNCTIONS: &[&str] = &[
-    "and",
-    "but",
-    "while",
-    "as",
-    "because",
-    "although",
-    "so",
-    "after",
-    "before",
-    "when",
-    "if",
-    "though",
-    "or",
-    "since",
-    "until",
-    "whereas",
-    "yet",
-    "and then",
-    "even as",
-    "even though",
-    "unless",
-    "once",
-    "so that",
+    "and", "but", "while", "as", "because", "although", "so", "after", "before", "when", "if",
+    "though", "or", "since", "until", "whereas", "yet", "and then", "even as", "even though",
+    "unless", "once", "so that",
 ];
 
+#[rustfmt::skip]
 const NOUNS: &[&str] = &[
-    "government",
-    "year",
-    "people",
-    "time",
-    "minister",
-    "police",
-    "city",
-    "country",
-    "week",
-    "day",
-    "state",
-    "company",
-    "plan",
-    "world",
-    "report",
-    "case",
-    "party",
-    "council",
-    "group",
-    "public",
-    "market",
-    "money",
-    "family",
-    "water",
-    "school",
-    "home",
-    "law",
-    "court",
-    "health",
-    "service",
-    "president",
-    "election",
-    "vote",
-    "change",
-    "team",
-    "season",
-    "game",
-    "match",
-    "player",
-    "club",
-    "month",
-    "price",
-    "cost",
-    "business",
-    "office",
-    "official",
-    "region",
-    "area",
-    "town",
-    "village",
-    "street",
-    "road",
-    "border",
-    "war",
-    "peace",
-    "deal",
-    "talks",
-    "budget",
-    "tax",
-    "rate",
-    "bank",
-    "economy",
-    "energy",
-    "oil",
-    "gas",
-    "power",
-    "climate",
-    "weather",
-    "storm",
-    "fire",
-    "flood",
-    "hospital",
-    "doctor",
-    "patient",
-    "child",
-    "children",
-    "woman",
-    "man",
-    "women",
-    "men",
-    "student",
-    "teacher",
-    "university",
-    "study",
-    "research",
-    "data",
-    "system",
-    "project",
-    "policy",
-    "decision",
-    "statement",
-    "question",
-    "issue",
-    "problem",
-    "crisis",
-    "attack",
-    "investigation",
-    "trial",
-    "judge",
-    "jury",
-    "prison",
-    "officer",
-    "army",
-    "troops",
-    "force",
-    "security",
-    "community",
-    "support",
-    "workers",
-    "union",
-    "strike",
-    "job",
-    "jobs",
-    "industry",
-    "trade",
-    "shares",
-    "profit",
-    "loss",
-    "growth",
-    "inflation",
-    "housing",
-    "house",
-    "parliament",
-    "committee",
-    "board",
-    "chief",
-    "leader",
-    "members",
-    "campaign",
-    "reform",
-    "agreement",
-    "sector",
-    "land",
-    "farm",
-    "food",
-    "air",
-    "site",
-    "network",
-    "phone",
-    "internet",
-    "technology",
-    "software",
-    "film",
-    "music",
-    "book",
-    "show",
-    "art",
-    "museum",
-    "festival",
-    "victory",
-    "defeat",
-    "goal",
-    "record",
-    "history",
-    "future",
-    "evidence",
-    "information",
-    "number",
-    "figures",
-    "life",
-    "death",
-    "night",
-    "morning",
-    "evening",
-    "weekend",
-    "side",
-    "part",
-    "end",
-    "point",
-    "way",
-    "place",
-    "hand",
-    "head",
-    "word",
-    "story",
-    "news",
-    "media",
-    "voters",
-    "residents",
-    "visitors",
-    "fans",
-    "authorities",
-    "officials",
-    "experts",
-    "critics",
-    "lawmakers",
-    "investors",
-    "analysts",
-    "scientists",
-    "researchers",
-    "spokesperson",
-    "chairman",
-    "director",
-    "lawyer",
-    "neighbours",
-    "rules",
-    "funding",
-    "contract",
-    "vaccine",
-    "virus",
-    "drought",
-    "harvest",
-    "coast",
-    "river",
-    "bridge",
-    "railway",
-    "airport",
-    "port",
-    "factory",
-    "mine",
-    "shop",
-    "church",
-    "stadium",
-    "station",
-    "hearing",
-    "inquiry",
-    "scandal",
-    "protest",
-    "crowd",
-    "ceremony",
-    "anniversary",
-    "schedule",
-    "warning",
-    "threat",
-    "risk",
-    "benefit",
-    "pension",
-    "debt",
-    "loan",
-    "fund",
-    "bill",
-    "motion",
-    "treaty",
+    "government", "year", "people", "time", "minister", "police", "city", "country", "week", "day",
+    "state", "company", "plan", "world", "report", "case", "party", "council", "group", "public",
+    "market", "money", "family", "water", "school", "home", "law", "court", "health", "service",
+    "president", "election", "vote", "change", "team", "season", "game", "match", "player", "club",
+    "month", "price", "cost", "business", "office", "official", "region", "area", "town",
+    "village", "street", "road", "border", "war", "peace", "deal", "talks", "budget", "tax",
+    "rate", "bank", "economy", "energy", "oil", "gas", "power", "climate", "weather", "storm",
+    "fire", "flood", "hospital", "doctor", "patient", "child", "children", "woman", "man", "women",
+    "men", "student", "teacher", "university", "study", "research", "data", "system", "project",
+    "policy", "decision", "statement", "question", "issue", "problem", "crisis", "attack",
+    "investigation", "trial", "judge", "jury", "prison", "officer", "army", "troops", "force",
+    "security", "community", "support", "workers", "union", "strike", "job", "jobs", "industry",
+    "trade", "shares", "profit", "loss", "growth", "inflation", "housing", "house", "parliament",
+    "committee", "board", "chief", "leader", "members", "campaign", "reform", "agreement",
+    "sector", "land", "farm", "food", "air", "site", "network", "phone", "internet", "technology",
+    "software", "film", "music", "book", "show", "art", "museum", "festival", "victory", "defeat",
+    "goal", "record", "history", "future", "evidence", "information", "number", "figures", "life",
+    "death", "night", "morning", "evening", "weekend", "side", "part", "end", "point", "way",
+    "place", "hand", "head", "word", "story", "news", "media", "voters", "residents", "visitors",
+    "fans", "authorities", "officials", "experts", "critics", "lawmakers", "investors", "analysts",
+    "scientists", "researchers", "spokesperson", "chairman", "director", "lawyer", "neighbours",
+    "rules", "funding", "contract", "vaccine", "virus", "drought", "harvest", "coast", "river",
+    "bridge", "railway", "airport", "port", "factory", "mine", "shop", "church", "stadium",
+    "station", "hearing", "inquiry", "scandal", "protest", "crowd", "ceremony", "anniversary",
+    "schedule", "warning", "threat", "risk", "benefit", "pension", "debt", "loan", "fund", "bill",
+    "motion", "treaty",
 ];
 
+#[rustfmt::skip]
 const VERBS: &[&str] = &[
-    "said",
-    "told",
-    "says",
-    "announced",
-    "added",
-    "made",
-    "took",
-    "found",
-    "called",
-    "became",
-    "came",
-    "went",
-    "gave",
-    "showed",
-    "expected",
-    "began",
-    "reported",
-    "wrote",
-    "claimed",
-    "warned",
-    "agreed",
-    "decided",
-    "confirmed",
-    "denied",
-    "described",
-    "raised",
-    "cut",
-    "left",
-    "won",
-    "lost",
-    "held",
-    "met",
-    "paid",
-    "built",
-    "bought",
-    "sold",
-    "launched",
-    "opened",
-    "closed",
-    "signed",
-    "rejected",
-    "approved",
-    "increased",
-    "fell",
-    "rose",
-    "dropped",
-    "hit",
-    "killed",
-    "arrested",
-    "charged",
-    "accused",
-    "faced",
-    "passed",
-    "moved",
-    "sent",
-    "received",
-    "asked",
-    "tried",
-    "used",
-    "helped",
-    "needed",
-    "wanted",
-    "planned",
-    "argued",
-    "suggested",
-    "believed",
-    "remained",
-    "continued",
-    "returned",
-    "ended",
-    "started",
-    "joined",
-    "led",
-    "brought",
-    "set",
-    "put",
-    "kept",
-    "ran",
-    "saw",
-    "knew",
-    "thought",
-    "looked",
-    "turned",
-    "worked",
-    "played",
-    "lived",
-    "died",
-    "spent",
-    "allowed",
-    "offered",
-    "included",
-    "produced",
-    "reached",
-    "released",
-    "published",
-    "urged",
-    "pledged",
-    "vowed",
-    "criticised",
-    "welcomed",
-    "praised",
-    "blamed",
-    "insisted",
-    "revealed",
-    "estimated",
-    "predicted",
-    "admitted",
-    "suspended",
-    "resigned",
-    "elected",
-    "appointed",
-    "cancelled",
-    "delayed",
-    "invested",
-    "reduced",
-    "doubled",
-    "threatened",
-    "make",
-    "take",
-    "give",
-    "say",
-    "go",
-    "see",
-    "know",
-    "get",
-    "find",
-    "help",
-    "keep",
-    "become",
-    "show",
-    "hold",
-    "bring",
-    "meet",
-    "pay",
-    "include",
-    "continue",
-    "allow",
-    "lead",
-    "consider",
-    "expect",
-    "build",
-    "remain",
-    "face",
-    "spend",
-    "win",
-    "offer",
-    "reach",
-    "raise",
-    "support",
-    "provide",
-    "need",
-    "want",
-    "try",
-    "ask",
-    "work",
-    "call",
-    "plan",
-    "use",
-    "add",
-    "review",
-    "investigate",
-    "restore",
-    "protect",
-    "replace",
+    "said", "told", "says", "announced", "added", "made", "took", "found", "called", "became",
+    "came", "went", "gave", "showed", "expected", "began", "reported", "wrote", "claimed",
+    "warned", "agreed", "decided", "confirmed", "denied", "described", "raised", "cut", "left",
+    "won", "lost", "held", "met", "paid", "built", "bought", "sold", "launched", "opened",
+    "closed", "signed", "rejected", "approved", "increased", "fell", "rose", "dropped", "hit",
+    "killed", "arrested", "charged", "accused", "faced", "passed", "moved", "sent", "received",
+    "asked", "tried", "used", "helped", "needed", "wanted", "planned", "argued", "suggested",
+    "believed", "remained", "continued", "returned", "ended", "started", "joined", "led",
+    "brought", "set", "put", "kept", "ran", "saw", "knew", "thought", "looked", "turned", "worked",
+    "played", "lived", "died", "spent", "allowed", "offered", "included", "produced", "reached",
+    "released", "published", "urged", "pledged", "vowed", "criticised", "welcomed", "praised",
+    "blamed", "insisted", "revealed", "estimated", "predicted", "admitted", "suspended",
+    "resigned", "elected", "appointed", "cancelled", "delayed", "invested", "reduced", "doubled",
+    "threatened", "make", "take", "give", "say", "go", "see", "know", "get", "find", "help",
+    "keep", "become", "show", "hold", "bring", "meet", "pay", "include", "continue", "allow",
+    "lead", "consider", "expect", "build", "remain", "face", "spend", "win", "offer", "reach",
+    "raise", "support", "provide", "need", "want", "try", "ask", "work", "call", "plan", "use",
+    "add", "review", "investigate", "restore", "protect", "replace",
 ];
 
+#[rustfmt::skip]
 const ADJECTIVES: &[&str] = &[
-    "new",
-    "last",
-    "first",
-    "other",
-    "local",
-    "national",
-    "public",
-    "former",
-    "political",
-    "British",
-    "American",
-    "European",
-    "international",
-    "federal",
-    "major",
-    "big",
-    "small",
-    "large",
-    "high",
-    "low",
-    "long",
-    "young",
-    "old",
-    "good",
-    "bad",
-    "best",
-    "little",
-    "great",
-    "important",
-    "early",
-    "late",
-    "next",
-    "previous",
-    "recent",
-    "final",
-    "key",
-    "main",
-    "senior",
-    "general",
-    "economic",
-    "social",
-    "financial",
-    "military",
-    "foreign",
-    "domestic",
-    "private",
-    "free",
-    "full",
-    "hard",
-    "clear",
-    "likely",
-    "possible",
-    "strong",
-    "real",
-    "serious",
-    "significant",
-    "current",
-    "annual",
-    "global",
-    "regional",
-    "rural",
-    "urban",
-    "legal",
-    "official",
-    "medical",
-    "environmental",
-    "digital",
-    "historic",
-    "top",
-    "only",
-    "same",
-    "second",
-    "third",
-    "whole",
-    "open",
-    "human",
-    "critical",
-    "difficult",
-    "huge",
-    "short",
-    "special",
-    "single",
-    "common",
-    "independent",
-    "northern",
-    "southern",
-    "eastern",
-    "western",
-    "central",
-    "popular",
-    "controversial",
-    "unprecedented",
-    "fresh",
-    "further",
-    "wider",
-    "higher",
-    "lower",
-    "emergency",
-    "temporary",
-    "permanent",
-    "elderly",
-    "vulnerable",
+    "new", "last", "first", "other", "local", "national", "public", "former", "political",
+    "British", "American", "European", "international", "federal", "major", "big", "small",
+    "large", "high", "low", "long", "young", "old", "good", "bad", "best", "little", "great",
+    "important", "early", "late", "next", "previous", "recent", "final", "key", "main", "senior",
+    "general", "economic", "social", "financial", "military", "foreign", "domestic", "private",
+    "free", "full", "hard", "clear", "likely", "possible", "strong", "real", "serious",
+    "significant", "current", "annual", "global", "regional", "rural", "urban", "legal",
+    "official", "medical", "environmental", "digital", "historic", "top", "only", "same", "second",
+    "third", "whole", "open", "human", "critical", "difficult", "huge", "short", "special",
+    "single", "common", "independent", "northern", "southern", "eastern", "western", "central",
+    "popular", "controversial", "unprecedented", "fresh", "further", "wider", "higher", "lower",
+    "emergency", "temporary", "permanent", "elderly", "vulnerable",
 ];
 
+#[rustfmt::skip]
 const ADVERBS: &[&str] = &[
-    "also",
-    "not",
-    "now",
-    "still",
-    "only",
-    "just",
-    "already",
-    "even",
-    "again",
-    "then",
-    "later",
-    "never",
-    "almost",
-    "recently",
-    "currently",
-    "previously",
-    "finally",
-    "quickly",
-    "largely",
-    "nearly",
-    "particularly",
-    "really",
-    "clearly",
-    "often",
-    "probably",
-    "perhaps",
-    "widely",
-    "sharply",
-    "publicly",
-    "formally",
-    "immediately",
-    "eventually",
-    "initially",
-    "reportedly",
-    "allegedly",
-    "officially",
-    "significantly",
-    "slightly",
-    "simply",
-    "directly",
-    "strongly",
+    "also", "not", "now", "still", "only", "just", "already", "even", "again", "then", "later",
+    "never", "almost", "recently", "currently", "previously", "finally", "quickly", "largely",
+    "nearly", "particularly", "really", "clearly", "often", "probably", "perhaps", "widely",
+    "sharply", "publicly", "formally", "immediately", "eventually", "initially", "reportedly",
+    "allegedly", "officially", "significantly", "slightly", "simply", "directly", "strongly",
 ];
 
+#[rustfmt::skip]
 const OPENERS: &[&str] = &[
-    "However",
-    "Meanwhile",
-    "At the time",
-    "In a statement",
-    "For now",
-    "Instead",
-    "Even so",
-    "In the meantime",
-    "As a result",
-    "By then",
-    "Until now",
-    "In recent years",
-    "At first",
-    "For years",
-    "Since then",
-    "In response",
-    "On the other hand",
-    "In the end",
-    "Last year",
-    "Earlier this month",
-    "Later that day",
-    "This week",
-    "Overnight",
+    "However", "Meanwhile", "At the time", "In a statement", "For now", "Instead", "Even so",
+    "In the meantime", "As a result", "By then", "Until now", "In recent years", "At first",
+    "For years", "Since then", "In response", "On the other hand", "In the end", "Last year",
+    "Earlier this month", "Later that day", "This week", "Overnight",
 ];
 
+#[rustfmt::skip]
 const ROLES: &[&str] = &[
-    "a spokesperson for",
-    "the chief executive of",
-    "the director of",
-    "a senior official at",
-    "the head of",
-    "a professor at",
-    "a member of",
-    "the chair of",
-    "a lawyer for",
-    "an analyst at",
-    "the founder of",
-    "a researcher at",
-    "the leader of",
-    "a former adviser to",
-    "the president of",
-    "a manager at",
-    "a campaigner with",
-    "the treasurer of",
-    "a board member of",
-    "the press officer for",
+    "a spokesperson for", "the chief executive of", "the director of", "a senior official at",
+    "the head of", "a professor at", "a member of", "the chair of", "a lawyer for",
+    "an analyst at", "the founder of", "a researcher at", "the leader of", "a former adviser to",
+    "the president of", "a manager at", "a campaigner with", "the treasurer of",
+    "a board member of", "the press officer for",
 ];
 
+#[rustfmt::skip]
 const SAYING: &[&str] = &[
-    "said",
-    "said",
-    "said",
-    "told reporters",
-    "added",
-    "says",
-    "explained",
-    "noted",
-    "warned",
-    "insisted",
-    "wrote",
-    "argued",
-    "recalled",
-    "admitted",
-    "told the paper",
+    "said", "said", "said", "told reporters", "added", "says", "explained", "noted", "warned",
+    "insisted", "wrote", "argued", "recalled", "admitted", "told the paper",
 ];
 
+#[rustfmt::skip]
 const STOCK: &[&str] = &[
-    "declined to comment",
-    "did not respond to a request for comment",
-    "could not be reached for comment",
-    "said an investigation was under way",
-    "said it would review the decision",
-    "did not give further details",
+    "declined to comment", "did not respond to a request for comment",
+    "could not be reached for comment", "said an investigation was under way",
+    "said it would review the decision", "did not give further details",
 ];
 
+#[rustfmt::skip]
 const WEEKDAYS: &[&str] = &[
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
+    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
 ];
 
+#[rustfmt::skip]
 const MONTHS: &[&str] = &[
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
 ];
 
 const PERIODS: &[&str] = &[
     "week", "month", "year", "decade", "day", "quarter", "season",
 ];
 
+#[rustfmt::skip]
 const UNITS: &[&str] = &[
-    "people",
-    "homes",
-    "jobs",
-    "votes",
-    "cases",
-    "miles",
-    "kilometres",
-    "tonnes",
-    "hectares",
-    "pupils",
-    "patients",
-    "passengers",
-    "visitors",
-    "members",
-    "flights",
-    "vehicles",
-    "barrels",
-    "acres",
-    "seats",
-    "signatures",
+    "people", "homes", "jobs", "votes", "cases", "miles", "kilometres", "tonnes", "hectares",
+    "pupils", "patients", "passengers", "visitors", "members", "flights", "vehicles", "barrels",
+    "acres", "seats", "signatures",
 ];
 
 const CURRENCIES: &[&str] = &["$", "£", "€", "$", "£"];
 const MAGNITUDES: &[&str] = &["m", "bn", "", "m", "k", " million", " billion"];
 
+#[rustfmt::skip]
 const SECTIONS: &[&str] = &[
-    "World",
-    "Politics",
-    "Business",
-    "Sport",
-    "Opinion",
-    "Science",
-    "Technology",
-    "Culture",
-    "Health",
-    "Local",
-    "Environment",
-    "Education",
-    "Money",
-    "Law",
-    "Travel",
-    "Lifestyle",
-    "Media",
-    "Obituaries",
-    "Books",
-    "Music",
-    "Film",
-    "Food",
-    "Weather",
-    "Motoring",
+    "World", "Politics", "Business", "Sport", "Opinion", "Science", "Technology", "Culture",
+    "Health", "Local", "Environment", "Education", "Money", "Law", "Travel", "Lifestyle", "Media",
+    "Obituaries", "Books", "Music", "Film", "Food", "Weather", "Motoring",
 ];
 
+#[rustfmt::skip]
 const TOPICS: &[&str] = &[
-    "politics",
-    "economy",
-    "elections",
-    "climate change",
-    "football",
-    "crime",
-    "health",
-    "education",
-    "housing",
-    "technology",
-    "immigration",
-    "energy",
-    "transport",
-    "tax",
-    "inflation",
-    "courts",
-    "police",
-    "war",
-    "diplomacy",
-    "trade",
-    "jobs",
-    "markets",
-    "banking",
-    "science",
-    "space",
-    "art",
-    "music",
-    "film",
-    "books",
-    "weather",
-    "floods",
-    "wildfires",
-    "agriculture",
-    "religion",
-    "media",
-    "monarchy",
-    "tennis",
-    "cricket",
-    "rugby",
-    "olympics",
-    "universities",
-    "schools",
-    "hospitals",
-    "pensions",
-    "local government",
-    "human rights",
-    "terrorism",
-    "cybersecurity",
-    "artificial intelligence",
-    "social media",
-    "obituaries",
-    "property",
-    "retail",
-    "aviation",
-    "shipping",
-    "fishing",
-    "mining",
-    "wildlife",
-    "theatre",
+    "politics", "economy", "elections", "climate change", "football", "crime", "health",
+    "education", "housing", "technology", "immigration", "energy", "transport", "tax", "inflation",
+    "courts", "police", "war", "diplomacy", "trade", "jobs", "markets", "banking", "science",
+    "space", "art", "music", "film", "books", "weather", "floods", "wildfires", "agriculture",
+    "religion", "media", "monarchy", "tennis", "cricket", "rugby", "olympics", "universities",
+    "schools", "hospitals", "pensions", "local government", "human rights", "terrorism",
+    "cybersecurity", "artificial intelligence", "social media", "obituaries", "property", "retail",
+    "aviation", "shipping", "fishing", "mining", "wildlife", "theatre",
 ];
 
+#[rustfmt::skip]
 const ORGANISATION_KINDS: &[&str] = &[
-    "Council",
-    "Group",
-    "Holdings",
-    "Party",
-    "University",
-    "Bank",
-    "Institute",
-    "Foundation",
-    "Agency",
-    "Association",
-    "Corporation",
-    "Trust",
-    "Commission",
-    "Authority",
-    "Union",
-    "Society",
-    "Partners",
-    "Energy",
-    "Airlines",
-    "Motors",
-    "Press",
-    "Hospital",
-    "College",
-    "Federation",
+    "Council", "Group", "Holdings", "Party", "University", "Bank", "Institute", "Foundation",
+    "Agency", "Association", "Corporation", "Trust", "Commission", "Authority", "Union", "Society",
+    "Partners", "Energy", "Airlines", "Motors", "Press", "Hospital", "College", "Federation",
     "Alliance",
 ];
 
@@ -1212,31 +477,11 @@ const PLACE_ENDINGS: &[&str] = &[
     "ham", "wick", "dale", "abad", "grad", "polis", "town",
 ];
 
+#[rustfmt::skip]
 const HOST_WORDS: &[&str] = &[
-    "",
-    "news",
-    "times",
-    "post",
-    "herald",
-    "daily",
-    "tribune",
-    "gazette",
-    "chronicle",
-    "observer",
-    "journal",
-    "express",
-    "record",
-    "star",
-    "wire",
-    "courier",
-    "echo",
-    "mail",
-    "sentinel",
-    "standard",
-    "today",
-    "weekly",
-    "review",
-    "press",
+    "", "news", "times", "post", "herald", "daily", "tribune", "gazette", "chronicle", "observer",
+    "journal", "express", "record", "star", "wire", "courier", "echo", "mail", "sentinel",
+    "standard", "today", "weekly", "review", "press",
 ];
 
 const TOP_LEVEL_DOMAINS: &[&str] = &[
@@ -1343,12 +588,16 @@ fn capitalise(word: &str) -> String {
     }
 }
 
-/// A capitalised name of 1-3 syllables, sometimes with accented letters.
+/// A capitalised name of up to `max_syllables` syllables and at least three
+/// letters, sometimes with accented letters.
 fn name(rng: &mut Rng, max_syllables: usize) -> String {
     let accents = rng.percent(10);
     let mut lower = String::with_capacity(16);
-    for _ in 0..rng.between(1..=max_syllables) {
-        syllable(rng, &mut lower, accents);
+    while lower.chars().count() < 3 {
+        lower.clear();
+        for _ in 0..rng.between(1..=max_syllables) {
+            syllable(rng, &mut lower, accents);
+        }
     }
     capitalise(&lower)
 }
@@ -1380,12 +629,9 @@ fn place_name(rng: &mut Rng) -> String {
 fn organisation_name(rng: &mut Rng, place: &str) -> String {
     let kind = rng.pick(ORGANISATION_KINDS);
     match rng.below(8) {
-        0 => {
-            let letters: String = (0..rng.between(3..=4))
-                .map(|_| (b'A' + rng.below(26) as u8) as char)
-                .collect();
-            letters
-        }
+        0 => (0..rng.between(3..=4))
+            .map(|_| (b'A' + rng.below(26) as u8) as char)
+            .collect(),
         1 => format!("the {place} {kind}"),
         2 => format!(
             "the Ministry of {}",
@@ -1633,7 +879,7 @@ impl Writer {
         self.put(item);
     }
 
-    fn from_list(&mut self, list: fn(&Lexicon) -> &WordList) -> bool {
+    fn put_drawn(&mut self, list: fn(&Lexicon) -> &WordList) -> bool {
         let (word, synthetic) = list(self.lexicon).draw(&mut self.rng);
         self.put_slot(word);
         synthetic
@@ -1648,7 +894,7 @@ impl Writer {
         if self.rng.percent(TOPIC_PERCENT) {
             let word = self.cast.topic_nouns[self.rng.below(self.cast.topic_nouns.len())];
             self.put_slot(word);
-        } else if self.from_list(|l| &l.nouns) && self.rng.percent(25) {
+        } else if self.put_drawn(|l| &l.nouns) && self.rng.percent(25) {
             self.mark("s");
         }
     }
@@ -1658,15 +904,15 @@ impl Writer {
             let word = self.cast.topic_adjectives[self.rng.below(self.cast.topic_adjectives.len())];
             self.put_slot(word);
         } else {
-            self.from_list(|l| &l.adjectives);
+            self.put_drawn(|l| &l.adjectives);
         }
     }
 
     fn verb(&mut self) {
         if self.rng.percent(20) {
-            self.from_list(|l| &l.auxiliaries);
+            self.put_drawn(|l| &l.auxiliaries);
         }
-        if self.from_list(|l| &l.verbs) {
+        if self.put_drawn(|l| &l.verbs) {
             let ending = ["ed", "ed", "ed", "s", "ing", "", ""][self.rng.below(7)];
             self.mark(ending);
         }
@@ -1714,7 +960,7 @@ impl Writer {
             9..=13 => self.place(),
             14..=18 => self.organisation(),
             19..=26 if subject => {
-                self.from_list(|l| &l.pronouns);
+                self.put_drawn(|l| &l.pronouns);
             }
             27..=30 => {
                 self.organisation();
@@ -1726,7 +972,7 @@ impl Writer {
             }
             _ => {
                 if self.rng.percent(75) {
-                    self.from_list(|l| &l.determiners);
+                    self.put_drawn(|l| &l.determiners);
                 }
                 if self.rng.percent(30) {
                     self.adjective();
@@ -1736,7 +982,7 @@ impl Writer {
                 }
                 self.noun();
                 if self.rng.percent(15) {
-                    self.from_list(|l| &l.prepositions);
+                    self.put_drawn(|l| &l.prepositions);
                     self.noun_phrase(false);
                 }
             }
@@ -1744,13 +990,13 @@ impl Writer {
     }
 
     fn prepositional_phrase(&mut self) {
-        self.from_list(|l| &l.prepositions);
+        self.put_drawn(|l| &l.prepositions);
         self.noun_phrase(false);
     }
 
     fn verb_phrase(&mut self) {
         if self.rng.percent(8) {
-            self.from_list(|l| &l.adverbs);
+            self.put_drawn(|l| &l.adverbs);
         }
         self.verb();
         if self.rng.percent(65) {
@@ -1763,7 +1009,7 @@ impl Writer {
             }
         }
         if self.rng.percent(6) {
-            self.from_list(|l| &l.adverbs);
+            self.put_drawn(|l| &l.adverbs);
         }
     }
 
@@ -1934,7 +1180,7 @@ impl Writer {
                 self.clause();
                 if self.rng.percent(30) {
                     self.mark(",");
-                    self.from_list(|l| &l.conjunctions);
+                    self.put_drawn(|l| &l.conjunctions);
                     self.clause();
                 }
                 let close = if self.rng.percent(10) { "?”" } else { ",”" };
@@ -1961,7 +1207,7 @@ impl Writer {
             28..=39 => {
                 self.clause();
                 self.mark(",");
-                self.from_list(|l| &l.conjunctions);
+                self.put_drawn(|l| &l.conjunctions);
                 self.clause();
                 self.end_sentence();
             }
