@@ -103,16 +103,26 @@ fn mix(mut x: u64) -> u64 {
 
 /// wyrand: one multiply per draw, so a million articles of a thousand words
 /// each stay cheap to generate.
-struct Rng(u64);
+struct Rng {
+    state: u64,
+    /// Bits of one draw, seven per `percent` choice: the grammar makes
+    /// several such choices per word.
+    coins: u64,
+    coins_left: u32,
+}
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(mix(seed))
+        Self {
+            state: mix(seed),
+            coins: 0,
+            coins_left: 0,
+        }
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xA076_1D64_78BD_642F);
-        let t = u128::from(self.0) * u128::from(self.0 ^ 0xE703_7ED1_A0B4_28DB);
+        self.state = self.state.wrapping_add(0xA076_1D64_78BD_642F);
+        let t = u128::from(self.state) * u128::from(self.state ^ 0xE703_7ED1_A0B4_28DB);
         (t >> 64) as u64 ^ t as u64
     }
 
@@ -126,9 +136,16 @@ impl Rng {
         range.start() + self.below(range.end() - range.start() + 1)
     }
 
-    /// True `percent` times in a hundred.
+    /// True `percent` times in a hundred (to within 1/128).
     fn percent(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
+        if self.coins_left < 7 {
+            self.coins = self.next();
+            self.coins_left = 63;
+        }
+        let coin = (self.coins & 127) as usize;
+        self.coins >>= 7;
+        self.coins_left -= 7;
+        coin * 100 < percent * 128
     }
 
     /// Uniform in [0, 1).
