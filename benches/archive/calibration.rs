@@ -6,6 +6,10 @@
 //!   sees): a real scraped news article gives 2.27;
 //! - many bodies concatenated under `zstd -19 --long` (window log 27): a
 //!   corpus that repeated itself across articles would score far higher.
+//!
+//! Both were checked against the tools themselves: Python's `zlib.compress`
+//! at level 6 and the `zstd` command on the same bytes give the same figures
+//! to two decimals.
 
 use std::{io::Write, time::Instant};
 
@@ -20,8 +24,9 @@ const ZSTD_MAX: f64 = 4.5;
 /// million article numbers (the largest growth run).
 const ZLIB_SAMPLE: usize = 2_000;
 const ZLIB_STRIDE: usize = 499;
-/// Bytes of concatenated bodies for the whole-corpus ratio: well past what
-/// one article's window sees, short enough to compress in seconds.
+/// Bytes of concatenated bodies (the first articles, about 4,000) for the
+/// whole-corpus ratio: thousands of articles in one window, and about ten
+/// seconds at level 19.
 const ZSTD_SAMPLE_BYTES: usize = 20 << 20;
 /// Articles generated to time the generator: long enough to smooth out a
 /// shared machine, short enough not to matter (about a third of a second).

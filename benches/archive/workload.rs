@@ -32,7 +32,7 @@ pub fn id_for(article: &proto::Article) -> String {
 /// asked for the same days.
 pub fn query_day(q: usize) -> i64 {
     // Article numbers far beyond any run: dates like articles', not theirs.
-    corpus::published_at(1 << 40 | q).div_euclid(86_400) * 86_400
+    corpus::published_at((1 << 40) + q).div_euclid(86_400) * 86_400
 }
 
 /// The bytes of text an article carries (title and body), for MB/s.
