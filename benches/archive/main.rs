@@ -693,7 +693,7 @@ fn main() {
     let postgres = if options.postgres {
         postgres::Postgres::start(&runtime, &dir.path().join("pg"))
     } else {
-        Err("--no-postgres".into())
+        Err("--no-postgres was given".into())
     };
     let pg = postgres.as_ref().ok();
     if let Some(pg) = pg {
