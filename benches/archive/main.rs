@@ -4,7 +4,8 @@
 //! `cargo bench --bench archive [-- OPTIONS]` runs the real server binary on
 //! temporary data directories, drives it through the generated client over
 //! TCP, and prints tables in which every figure stands next to a baseline
-//! measured in the same run on the same machine:
+//! measured in the same run on the same machine. First it prints what the
+//! articles are and how they compress (`calibration.rs`), then:
 //!
 //! 1. ingest through one stream, 4 streams and the CLI, against the same
 //!    records written straight into sled with the store's key layout and
@@ -13,16 +14,28 @@
 //!    `grpc.health.v1.Health/Check` on the same server (one tonic RPC's floor);
 //! 3. a full ListArticles walk (BASIC, 1000 a page; FULL, 100 a page) against
 //!    a raw sled iteration of the same index, and one-day range latency;
-//! 4. growth: ingest rate, Get p99, one-day List latency, peak resident
-//!    memory of the server process and bytes on disk per article at each
-//!    size (10k and 100k; 1M with --large);
-//! 5. PostgreSQL, on a temporary cluster on loopback, given the same
-//!    articles, batches, lookups and keyset range queries.
+//! 4. growth: ingest rate, Get rate and p99, one-day and 20-article List
+//!    latency, peak resident memory of the server process and bytes on disk
+//!    per article at each size (10k and 100k; 1M with --large), each row
+//!    followed by PostgreSQL's figures on the same articles and the ratios;
+//! 5. PostgreSQL on the articles of sections 1-3: the same batches, lookups,
+//!    keyset range queries and full walks without and with bodies.
 //!
-//! Options: `--articles N` (workloads 1-3, default 20000), `--large` (growth
-//! up to 1,000,000), `--growth N,N,...`, `--seconds S` (each latency run,
-//! default 3), `--no-postgres`.
+//! Articles are generated on the fly from their number (`corpus.rs`): no
+//! file outside the repository is read, and a million articles are never
+//! held in memory. Range queries ask for days drawn like publication dates.
+//!
+//! Layout: `main.rs` the options and sections, `corpus.rs` the text model,
+//! `calibration.rs` its compression figures, `workload.rs` ids, sizes,
+//! latencies and the server process, `postgres.rs` the PostgreSQL twin.
+//!
+//! Options (anything else is refused, with the list): `--articles N`
+//! (sections 1-3 and 5, default 20000), `--large` (growth up to 1,000,000),
+//! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
+//! `--no-postgres`, `--corpus-only` (print the calibration and stop).
 
+mod calibration;
+mod corpus;
 mod postgres;
 mod workload;
 
@@ -38,6 +51,7 @@ use article_archive::{
     store::{keys, record, BatchLimits},
     StoreConfig,
 };
+use corpus::article;
 use sled::Transactional;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
@@ -50,34 +64,65 @@ struct Options {
     growth: Vec<usize>,
     seconds: f64,
     postgres: bool,
+    corpus_only: bool,
 }
 
-fn parse_options() -> Options {
+const USAGE: &str = "accepted options:
+  --articles N      articles for sections 1-3 and 5 (default 20000)
+  --growth N,N,...  sizes of the growth section (default 10000,100000)
+  --large           growth to 10000,100000,1000000
+  --seconds S       length of each latency run (default 3)
+  --no-postgres     skip PostgreSQL
+  --corpus-only     print the corpus calibration and stop
+  --help            this list";
+
+/// The command line; an option we do not know is an error, so a typo never
+/// silently runs the defaults.
+fn parse_options() -> Result<Options, String> {
     let mut options = Options {
         articles: 20_000,
         growth: vec![10_000, 100_000],
         seconds: 3.0,
         postgres: true,
+        corpus_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} takes a value"));
+        let mut value = || args.next().ok_or_else(|| format!("{arg} takes a value"));
+        let number = |text: String| {
+            text.parse::<usize>()
+                .map_err(|_| format!("{arg}: {text:?} is not a whole number"))
+        };
         match arg.as_str() {
-            "--articles" => options.articles = value().parse().expect("--articles N"),
+            "--articles" => options.articles = number(value()?)?,
             "--large" => options.growth = vec![10_000, 100_000, 1_000_000],
             "--growth" => {
-                options.growth = value()
+                options.growth = value()?
                     .split(',')
-                    .map(|n| n.parse().expect("--growth N,N"))
-                    .collect()
+                    .map(|n| number(n.to_string()))
+                    .collect::<Result<_, _>>()?
             }
-            "--seconds" => options.seconds = value().parse().expect("--seconds S"),
+            "--seconds" => {
+                let text = value()?;
+                options.seconds = text
+                    .parse()
+                    .map_err(|_| format!("--seconds: {text:?} is not a number"))?
+            }
             "--no-postgres" => options.postgres = false,
-            // cargo bench passes --bench; ignore what is not ours.
-            _ => {}
+            "--corpus-only" => options.corpus_only = true,
+            "--help" => return Err(String::new()),
+            // cargo bench passes --bench to every harness = false target.
+            "--bench" => {}
+            _ => return Err(format!("unknown option {arg:?}")),
         }
     }
-    options
+    if options.articles == 0 || options.growth.is_empty() || options.growth.contains(&0) {
+        return Err("--articles and --growth sizes must be at least 1".into());
+    }
+    if !options.growth.is_sorted() {
+        return Err("--growth sizes must be in increasing order".into());
+    }
+    Ok(options)
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Channel {
@@ -145,8 +190,13 @@ fn raw_sled_walk(db: &sled::Db) -> (usize, Duration) {
 
 /// Streams articles `range` through `streams` concurrent IngestArticles calls;
 /// the articles are generated as they are sent. Returns the time to the last
-/// acknowledgement.
-async fn ingest(channel: &Channel, range: std::ops::Range<usize>, streams: usize) -> Duration {
+/// acknowledgement and the raw bytes sent (see `raw_bytes`), counted as the
+/// articles are generated so a million need not be generated twice.
+async fn ingest(
+    channel: &Channel,
+    range: std::ops::Range<usize>,
+    streams: usize,
+) -> (Duration, usize) {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -155,15 +205,19 @@ async fn ingest(channel: &Channel, range: std::ops::Range<usize>, streams: usize
         tasks.push(tokio::spawn(async move {
             let expected = mine.len();
             let (tx, rx) = mpsc::channel(1024);
-            tokio::spawn(async move {
+            let sender = tokio::spawn(async move {
+                let mut raw = 0;
                 for i in mine {
+                    let article = article(i);
+                    raw += raw_bytes(&article);
                     let request = proto::IngestArticlesRequest {
-                        article: Some(article(i)),
+                        article: Some(article),
                     };
                     if tx.send(request).await.is_err() {
                         break;
                     }
                 }
+                raw
             });
             let mut responses = client
                 .ingest_articles(ReceiverStream::new(rx))
@@ -181,12 +235,14 @@ async fn ingest(channel: &Channel, range: std::ops::Range<usize>, streams: usize
                 acknowledged += 1;
             }
             assert_eq!(acknowledged, expected);
+            sender.await.unwrap()
         }));
     }
+    let mut raw = 0;
     for task in tasks {
-        task.await.unwrap();
+        raw += task.await.unwrap();
     }
-    started.elapsed()
+    (started.elapsed(), raw)
 }
 
 /// `concurrency` workers call `call` back to back for `seconds`.
@@ -280,25 +336,27 @@ async fn list_walk(channel: &Channel, view: ArticleView, page_size: i32) -> (usi
     }
 }
 
-/// Latency of one-day range queries (BASIC, up to 1000 a page) at random
-/// days of 1851-2030.
-async fn one_day_lists(channel: &Channel, queries: usize) -> Latencies {
+/// One-day range queries (BASIC, up to 1000 a page): latency and mean
+/// articles per day asked.
+async fn one_day_lists(channel: &Channel, queries: usize) -> (Latencies, f64) {
     range_lists(channel, queries, Some(86_400), 1000).await
 }
 
-/// Latency of `page_size`-article pages starting at random days of
-/// 1851-2030, `span` seconds long (unbounded when `None`).
+/// Pages of at most `page_size` articles (BASIC) starting at the days of
+/// `query_day`, `span` seconds long (unbounded when `None`): latency and
+/// mean articles per page.
 async fn range_lists(
     channel: &Channel,
     queries: usize,
     span: Option<i64>,
     page_size: i32,
-) -> Latencies {
+) -> (Latencies, f64) {
     let mut client = ArchiveServiceClient::new(channel.clone());
     let mut samples = Vec::with_capacity(queries);
+    let mut articles = 0;
     let started = Instant::now();
     for q in 0..queries {
-        let day = -3_755_289_600 + (q as i64 * 7_919 % 65_000) * 86_400;
+        let day = query_day(q);
         let at = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
         let request = proto::ListArticlesRequest {
             start_time: Some(at(day)),
@@ -307,10 +365,122 @@ async fn range_lists(
             ..Default::default()
         };
         let t = Instant::now();
-        client.list_articles(request).await.unwrap();
+        let page = client.list_articles(request).await.unwrap().into_inner();
         samples.push(t.elapsed());
+        articles += page.articles.len();
     }
-    Latencies::new(samples, started.elapsed())
+    (
+        Latencies::new(samples, started.elapsed()),
+        articles as f64 / queries as f64,
+    )
+}
+
+/// Loads articles `range` into PostgreSQL in the writer's batch size. Each
+/// batch and its ids are generated before its clock starts; returns the
+/// time spent in COPY.
+fn postgres_load(
+    runtime: &tokio::runtime::Runtime,
+    pg: &postgres::Postgres,
+    range: std::ops::Range<usize>,
+) -> Duration {
+    let batch = BatchLimits::default().max_articles;
+    let mut elapsed = Duration::ZERO;
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + batch).min(range.end);
+        let articles: Vec<proto::Article> = (start..end).map(article).collect();
+        let ids: Vec<String> = articles.iter().map(id_for).collect();
+        elapsed += runtime.block_on(pg.load_batch(&ids, &articles));
+        start = end;
+    }
+    elapsed
+}
+
+/// What one system measured at one growth size.
+struct Growth {
+    /// Articles a second over the articles added for this size.
+    ingest_rate: f64,
+    /// Whole articles by id at concurrency 16.
+    get: Latencies,
+    /// Mean articles found by a one-day query.
+    per_day: f64,
+    /// One-day ranges, up to 1000 a page.
+    day: Latencies,
+    /// 20-article pages from a day on: the same work at every size.
+    page: Latencies,
+    /// Peak and current resident bytes, where the system is one process.
+    memory: Option<(u64, u64)>,
+    /// Bytes on disk for everything stored.
+    disk: u64,
+}
+
+impl Growth {
+    fn row(&self, size: usize, system: &str, raw_total: usize) -> String {
+        let mib = |bytes: u64| format!("{:.0}", bytes as f64 / 1048576.0);
+        let (peak, current) = self
+            .memory
+            .map_or(("-".into(), "-".into()), |(p, c)| (mib(p), mib(c)));
+        format!(
+            "{size:>9} {system:<11} {:>10.0} {:>9.0} {:>10} {:>7.1} {:>10} {:>10} {:>11} {:>8} {:>7} {:>10.0} {:>8.2}",
+            self.ingest_rate,
+            self.get.rate(),
+            ms(self.get.p99),
+            self.per_day,
+            ms(self.day.p50),
+            ms(self.day.p99),
+            ms(self.page.p50),
+            peak,
+            current,
+            self.disk as f64 / size as f64,
+            self.disk as f64 / raw_total as f64,
+        )
+    }
+
+    /// archive / PostgreSQL for each figure both have.
+    fn ratio_row(size: usize, ours: &Self, theirs: &Self) -> String {
+        let latency = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        format!(
+            "{size:>9} {:<11} {:>10.2} {:>9.2} {:>10.2} {:>7} {:>10.2} {:>10.2} {:>11.2} {:>8} {:>7} {:>10.2} {:>8}",
+            "archive/PG",
+            ours.ingest_rate / theirs.ingest_rate,
+            ours.get.rate() / theirs.get.rate(),
+            latency(ours.get.p99, theirs.get.p99),
+            "",
+            latency(ours.day.p50, theirs.day.p50),
+            latency(ours.day.p99, theirs.day.p99),
+            latency(ours.page.p50, theirs.page.p50),
+            "",
+            "",
+            ours.disk as f64 / theirs.disk as f64,
+            "",
+        )
+    }
+}
+
+const GROWTH_HEADER: &str = " articles system      ingest a/s get req/s get p99 ms   a/day day p50 ms day p99 ms 20-page p50 peak MiB RSS MiB disk B/art disk/raw";
+
+/// A section-5 row: PostgreSQL's figure, the archive's, archive/PostgreSQL.
+fn twin_row(name: &str, theirs: f64, ours: f64, better: &str) -> String {
+    format!(
+        "{name:<54} {theirs:>12.1} {ours:>12.1} {:>10.2}   {better}",
+        ours / theirs
+    )
+}
+
+fn twin_latency_row(name: &str, theirs: Duration, ours: Duration) -> String {
+    format!(
+        "{name:<54} {:>12} {:>12} {:>10.2}   lower is better",
+        ms(theirs),
+        ms(ours),
+        ours.as_secs_f64() / theirs.as_secs_f64()
+    )
+}
+
+fn twin_header() -> String {
+    format!(
+        "{:<54} {:>12} {:>12} {:>10}",
+        "workload", "PostgreSQL", "archive", "archive/PG"
+    )
 }
 
 fn print_rows(title: &str, header: &str, rows: &[String]) {
@@ -368,13 +538,23 @@ fn machine() -> String {
 }
 
 fn main() {
-    let options = parse_options();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(problem) => {
+            if problem.is_empty() {
+                println!("{USAGE}");
+                return;
+            }
+            eprintln!("{problem}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     println!("article-archive benchmark on {}", machine());
-    println!(
-        "articles: ~{} bytes each (seed article body), dated 1851-2030",
-        text_bytes(&article(0))
-    );
+    let on_target = calibration::run();
+    if options.corpus_only {
+        std::process::exit(if on_target { 0 } else { 1 });
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n = options.articles;
     let input: Vec<proto::Article> = (0..n).map(article).collect();
@@ -393,7 +573,7 @@ fn main() {
     ));
     let server = ServerProcess::start(&dir.path().join("svc1"), &[]);
     let channel = runtime.block_on(connect(server.addr));
-    let one_stream = runtime.block_on(ingest(&channel, 0..n, 1));
+    let (one_stream, _) = runtime.block_on(ingest(&channel, 0..n, 1));
     let one_stream_rate = n as f64 / one_stream.as_secs_f64();
     rows.push(rate_row(
         "ingest: gRPC, 1 stream (vs raw sled)",
@@ -405,7 +585,7 @@ fn main() {
     {
         let four = ServerProcess::start(&dir.path().join("svc4"), &[]);
         let four_channel = runtime.block_on(connect(four.addr));
-        let elapsed = runtime.block_on(ingest(&four_channel, 0..n, 4));
+        let (elapsed, _) = runtime.block_on(ingest(&four_channel, 0..n, 4));
         rows.push(rate_row(
             "ingest: gRPC, 4 streams (vs raw sled)",
             n,
@@ -499,79 +679,183 @@ fn main() {
         RATE_HEADER,
         &rows,
     );
-    let day = runtime.block_on(one_day_lists(&channel, 200));
+    let (day, per_day) = runtime.block_on(one_day_lists(&channel, 200));
     println!(
-        "one-day ranges at {n} articles: p50 {} ms, p99 {} ms",
+        "one-day ranges at {n} articles ({per_day:.1} articles a day asked): p50 {} ms, p99 {} ms",
         ms(day.p50),
         ms(day.p99)
     );
-    let ours = postgres::Ours {
-        ingest_rate: one_stream_rate,
-        get: our_gets,
-        day,
-        walk_rate: walk_rates[0],
-        disk_per_article: disk_usage(&dir.path().join("svc1")) as f64 / n as f64,
-    };
+    let disk_per_article = disk_usage(&dir.path().join("svc1")) as f64 / n as f64;
     drop(raw_db);
     server.stop();
 
-    // 4. Growth and cost, in a server process of its own. One-day ranges hold
+    // PostgreSQL serves sections 4 and 5 from one temporary cluster.
+    let postgres = if options.postgres {
+        postgres::Postgres::start(&runtime, &dir.path().join("pg"))
+    } else {
+        Err("--no-postgres was given".into())
+    };
+    let pg = postgres.as_ref().ok();
+    if let Some(pg) = pg {
+        println!(
+            "\nPostgreSQL {} on loopback: COPY (binary) in batches of {}, one transaction each, fsync on",
+            runtime.block_on(pg.version()),
+            BatchLimits::default().max_articles
+        );
+    }
+
+    // 4. Growth and cost, the archive in a server process of its own and
+    // PostgreSQL given the same articles at each size. One-day ranges hold
     // more articles as the archive grows (a/day); the 20-article page at a
     // random date is the same amount of work at every size.
     let mut rows = Vec::new();
     let growth_dir = dir.path().join("growth");
     let server = ServerProcess::start(&growth_dir, &[]);
     let channel = runtime.block_on(connect(server.addr));
+    let growth_seconds = options.seconds.min(2.0);
+    let pg_connections = pg.map(|pg| {
+        runtime.block_on(pg.create_table());
+        runtime.block_on(pg.connections(16))
+    });
     let mut loaded = 0;
     let mut raw_total = 0usize;
     for &size in &options.growth {
-        let elapsed = runtime.block_on(ingest(&channel, loaded..size, 1));
-        raw_total += (loaded..size)
-            .map(|i| raw_bytes(&article(i)))
-            .sum::<usize>();
+        let (elapsed, raw) = runtime.block_on(ingest(&channel, loaded..size, 1));
+        raw_total += raw;
         let step = size - loaded;
-        loaded = size;
-        let ids: Arc<Vec<String>> = Arc::new(
+        let sample: Arc<Vec<String>> = Arc::new(
             (0..size)
                 .step_by((size / 50_000).max(1))
                 .map(id_of)
                 .collect(),
         );
-        let get = runtime.block_on(get_load(&channel, &ids, 16, options.seconds.min(2.0)));
-        let day = runtime.block_on(one_day_lists(&channel, 200));
-        let page = runtime.block_on(range_lists(&channel, 200, None, 20));
-        let (peak, current) = server.memory();
-        let disk = disk_usage(&growth_dir);
-        rows.push(format!(
-            "{size:>9} {:>11.0} {:>11} {:>7.1} {:>10} {:>10} {:>10} {:>12.0} {:>8.0} {:>13.0} {:>8.2}",
-            step as f64 / elapsed.as_secs_f64(),
-            ms(get.p99),
-            size as f64 / 65_744.0,
-            ms(day.p50),
-            ms(day.p99),
-            ms(page.p50),
-            peak as f64 / 1048576.0,
-            current as f64 / 1048576.0,
-            disk as f64 / size as f64,
-            disk as f64 / raw_total as f64,
-        ));
+        let get = runtime.block_on(get_load(&channel, &sample, 16, growth_seconds));
+        let (day, per_day) = runtime.block_on(one_day_lists(&channel, 200));
+        let (page, _) = runtime.block_on(range_lists(&channel, 200, None, 20));
+        let ours = Growth {
+            ingest_rate: step as f64 / elapsed.as_secs_f64(),
+            get,
+            per_day,
+            day,
+            page,
+            memory: Some(server.memory()),
+            disk: disk_usage(&growth_dir),
+        };
+        rows.push(ours.row(size, "archive", raw_total));
+        if let (Some(pg), Some(connections)) = (pg, &pg_connections) {
+            let elapsed = postgres_load(&runtime, pg, loaded..size);
+            runtime.block_on(pg.analyze());
+            let get = runtime.block_on(postgres::Postgres::gets(
+                connections,
+                &sample,
+                growth_seconds,
+            ));
+            let (day, per_day) = runtime.block_on(pg.ranges(200, Some(86_400), 1000));
+            let (page, _) = runtime.block_on(pg.ranges(200, None, 20));
+            let theirs = Growth {
+                ingest_rate: step as f64 / elapsed.as_secs_f64(),
+                get,
+                per_day,
+                day,
+                page,
+                memory: None,
+                disk: runtime.block_on(pg.disk_bytes()),
+            };
+            rows.push(theirs.row(size, "PostgreSQL", raw_total));
+            rows.push(Growth::ratio_row(size, &ours, &theirs));
+        }
+        loaded = size;
     }
     print_rows(
-        "4. Growth and cost (server process; disk = allocated bytes of the data dir; raw = bytes of the article fields)",
-        " articles  ingest a/s  get p99 ms  a/day  day p50 ms day p99 ms 20-page p50 peak RSS MiB  RSS MiB  disk B/article disk/raw",
+        "4. Growth and cost: the archive (a server process; disk = allocated bytes of its data dir) and\n   \
+         PostgreSQL (disk = pg_total_relation_size: table, TOAST and indexes) on the same articles.\n   \
+         raw = bytes of the article fields; get at concurrency 16; a/day = articles in the days asked.\n   \
+         archive/PG above 1 is better for the archive in ingest and req/s, below 1 in latency and disk.",
+        GROWTH_HEADER,
         &rows,
     );
+    if let Err(reason) = &postgres {
+        println!("PostgreSQL twins skipped: {reason}");
+    }
     server.stop();
 
-    // 5. PostgreSQL.
-    if options.postgres {
-        match postgres::run(&runtime, dir.path(), &input, &ids, options.seconds, &ours) {
-            Ok(rows) => print_rows(
-                "5. PostgreSQL on the same articles",
-                postgres::HEADER,
-                &rows,
-            ),
-            Err(reason) => println!("\n5. PostgreSQL: skipped: {reason}"),
+    // 5. PostgreSQL on the articles of sections 1-3.
+    let Some(pg) = pg else {
+        if let Err(reason) = &postgres {
+            println!("\n5. PostgreSQL: skipped: {reason}");
         }
+        return;
+    };
+    runtime.block_on(pg.create_table());
+    let batch = BatchLimits::default().max_articles;
+    let mut loading = Duration::ZERO;
+    for (articles, ids) in input.chunks(batch).zip(ids.chunks(batch)) {
+        loading += runtime.block_on(pg.load_batch(ids, articles));
     }
+    runtime.block_on(pg.analyze());
+    let mut rows = vec![twin_row(
+        &format!("ingest, batches of {batch} (articles/s)"),
+        n as f64 / loading.as_secs_f64(),
+        one_stream_rate,
+        "higher is better",
+    )];
+    for (concurrency, our_rate, our_p99) in our_gets {
+        let connections = runtime.block_on(pg.connections(concurrency));
+        let theirs = runtime.block_on(postgres::Postgres::gets(
+            &connections,
+            &ids,
+            options.seconds,
+        ));
+        rows.push(twin_row(
+            &format!("get by id, concurrency {concurrency} (req/s)"),
+            theirs.rate(),
+            our_rate,
+            "higher is better",
+        ));
+        rows.push(twin_latency_row(
+            &format!("get by id, concurrency {concurrency} (p99 ms)"),
+            theirs.p99,
+            our_p99,
+        ));
+    }
+    let (their_day, _) = runtime.block_on(pg.ranges(200, Some(86_400), 1000));
+    rows.push(twin_latency_row(
+        "one-day range, keyset (p50 ms)",
+        their_day.p50,
+        day.p50,
+    ));
+    for (name, with_bodies, page, ours) in [
+        (
+            "walk without bodies, 1000/page: keyset vs BASIC",
+            false,
+            1000,
+            walk_rates[0],
+        ),
+        (
+            "walk with bodies, 100/page: keyset vs FULL",
+            true,
+            100,
+            walk_rates[1],
+        ),
+    ] {
+        let (count, elapsed) = runtime.block_on(pg.walk(with_bodies, page));
+        assert_eq!(count, n);
+        rows.push(twin_row(
+            &format!("{name} (a/s)"),
+            count as f64 / elapsed.as_secs_f64(),
+            ours,
+            "higher is better",
+        ));
+    }
+    rows.push(twin_row(
+        "disk per article (bytes)",
+        runtime.block_on(pg.disk_bytes()) as f64 / n as f64,
+        disk_per_article,
+        "lower is better",
+    ));
+    print_rows(
+        &format!("5. PostgreSQL on the {n} articles of sections 1-3"),
+        &twin_header(),
+        &rows,
+    );
 }

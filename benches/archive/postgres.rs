@@ -1,37 +1,31 @@
 //! The peer a user would pick instead: PostgreSQL (Debian's `postgresql`
-//! package) on a temporary cluster on loopback, given the same articles in
-//! batches of the same size, the same lookups by primary key and the same
-//! keyset-paginated date ranges.
+//! package) on a temporary cluster on loopback, given the same articles, the
+//! same lookups by id and the same keyset-paginated date ranges as the
+//! archive, so each of its figures has a PostgreSQL twin.
 //!
-//! The table has a primary key on id and an index on (published_at, id);
-//! authors and tags are stored as text. fsync and synchronous_commit stay on,
-//! as the archive flushes before every acknowledgement.
+//! The table has every field of an article, `authors` and `tags` as `text[]`,
+//! a primary key on id and an index on (published_at, id). Articles are
+//! loaded with `COPY ... FROM STDIN (FORMAT binary)`, one COPY per batch of
+//! 1024 (the archive writer's batch), each COPY its own transaction, with
+//! fsync and synchronous_commit on as the archive flushes before every
+//! acknowledgement. Generating a batch and deriving its ids happen before
+//! the batch's clock starts. Every row read is decoded into owned values, as
+//! the archive's client decodes every message.
 
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
+    pin::pin,
     process::Command,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use article_archive::{proto, store::BatchLimits};
+use article_archive::proto;
 use tokio::runtime::Runtime;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type, Client, NoTls, Row};
 
-use crate::workload::{ms, Latencies};
-
-/// What the archive measured on the same articles, to print beside.
-pub struct Ours {
-    pub ingest_rate: f64,
-    pub get: Vec<(usize, f64, Duration)>,
-    pub day: Latencies,
-    pub walk_rate: f64,
-    pub disk_per_article: f64,
-}
-
-pub const HEADER: &str =
-    "workload                                   PostgreSQL      archive   archive/PostgreSQL";
+use crate::workload::{query_day, Latencies};
 
 fn find_bin_dir() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
@@ -49,13 +43,16 @@ fn postgres_bin_dir() -> Result<PathBuf, String> {
     if let Some(dir) = find_bin_dir() {
         return Ok(dir);
     }
-    println!("\n5. PostgreSQL: not installed; trying apt-get install postgresql");
+    println!("PostgreSQL: not installed; trying apt-get install postgresql");
     let installed = Command::new("sh")
         .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql"])
         .status()
-        .map_err(|e| format!("cannot run apt-get: {e}"))?;
+        .map_err(|e| format!("PostgreSQL is not installed and apt-get cannot run: {e}"))?;
     if !installed.success() {
-        return Err("apt-get install postgresql failed".into());
+        return Err(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb) and apt-get install postgresql failed (not root, or no package index)"
+                .into(),
+        );
     }
     find_bin_dir().ok_or_else(|| "initdb not found after installing postgresql".into())
 }
@@ -156,192 +153,284 @@ impl Drop for Cluster {
     }
 }
 
-const INSERT: &str = "INSERT INTO articles (id, url, title, body, published_at, authors, source, section, tags, language)
-    SELECT id, url, title, body, published_at::timestamptz, authors, source, section, tags, language
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])
-      AS t(id, url, title, body, published_at, authors, source, section, tags, language)";
+const CREATE_TABLE: &str = "DROP TABLE IF EXISTS articles;
+    CREATE TABLE articles (id text PRIMARY KEY, url text NOT NULL, title text NOT NULL,
+      body text NOT NULL, published_at timestamptz NOT NULL, authors text[] NOT NULL,
+      source text NOT NULL, section text NOT NULL, tags text[] NOT NULL, language text NOT NULL,
+      description text NOT NULL);
+    CREATE INDEX articles_by_date ON articles (published_at, id);";
 
-async fn load(client: &Client, input: &[proto::Article], ids: &[String]) -> Duration {
-    let statement = client.prepare(INSERT).await.unwrap();
-    let started = Instant::now();
-    let batch = BatchLimits::default().max_articles;
-    for (chunk, chunk_ids) in input.chunks(batch).zip(ids.chunks(batch)) {
-        let column =
-            |f: &dyn Fn(&proto::Article) -> String| chunk.iter().map(f).collect::<Vec<String>>();
-        let id: Vec<String> = chunk_ids.to_vec();
-        let url = column(&|a| a.url.clone());
-        let title = column(&|a| a.title.clone());
-        let body = column(&|a| a.body.clone());
-        let published = column(&|a| a.published_at.unwrap().to_string());
-        let authors = column(&|a| a.authors.join(", "));
-        let source = column(&|a| a.source.clone());
-        let section = column(&|a| a.section.clone());
-        let tags = column(&|a| a.tags.join(", "));
-        let language = column(&|a| a.language.clone());
-        client
-            .execute(
-                &statement,
-                &[
-                    &id, &url, &title, &body, &published, &authors, &source, &section, &tags,
-                    &language,
-                ],
-            )
-            .await
-            .unwrap();
+const COPY: &str = "COPY articles (id, url, title, body, published_at, authors, source, section, tags, language, description)
+    FROM STDIN (FORMAT binary)";
+
+const COPY_TYPES: &[Type] = &[
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+/// The columns of the archive's BASIC view (every field but the body) and
+/// of its FULL view. `published_at` comes fourth in both, for keyset pages.
+const BASIC_COLUMNS: &str =
+    "id, url, title, published_at, authors, source, section, tags, language, description";
+const FULL_COLUMNS: &str =
+    "id, url, title, published_at, authors, source, section, tags, language, description, body";
+
+/// Decodes a row of BASIC or FULL columns into owned values; returns the
+/// bytes decoded so the work cannot be optimised away.
+fn decode(row: &Row) -> usize {
+    let text = |i: usize| row.get::<_, String>(i).len();
+    let list = |i: usize| row.get::<_, Vec<String>>(i).len();
+    let at: SystemTime = row.get(3);
+    std::hint::black_box(at);
+    let basic =
+        text(0) + text(1) + text(2) + list(4) + text(5) + text(6) + list(7) + text(8) + text(9);
+    if row.len() > 10 {
+        basic + text(10)
+    } else {
+        basic
     }
-    started.elapsed()
 }
 
-async fn gets(clients: &[Arc<Client>], ids: &Arc<Vec<String>>, seconds: f64) -> Latencies {
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds);
-    let mut workers = Vec::new();
-    for (w, client) in clients.iter().enumerate() {
-        let (client, ids) = (Arc::clone(client), Arc::clone(ids));
-        workers.push(tokio::spawn(async move {
-            let statement = client
-                .prepare("SELECT id, url, title, body, published_at::text, authors, source, section, tags, language FROM articles WHERE id = $1")
+fn system_time(seconds: i64) -> SystemTime {
+    if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+    }
+}
+
+/// A running cluster with the articles table.
+pub struct Postgres {
+    // Declared before the cluster so the connection closes before the
+    // cluster stops.
+    client: Client,
+    cluster: Cluster,
+}
+
+impl Postgres {
+    /// Finds or installs PostgreSQL and starts a temporary cluster under
+    /// `parent`.
+    ///
+    /// # Errors
+    /// Why PostgreSQL cannot run here (not installed and not installable,
+    /// the cluster would not start).
+    pub fn start(runtime: &Runtime, parent: &Path) -> Result<Self, String> {
+        let bin = postgres_bin_dir()?;
+        let cluster = Cluster::start(bin, parent)?;
+        let client = runtime.block_on(cluster.connect());
+        Ok(Self { client, cluster })
+    }
+
+    /// The server's version, for the table titles.
+    pub async fn version(&self) -> String {
+        self.client
+            .query_one("SHOW server_version", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// An empty articles table (dropping the one a previous section filled).
+    pub async fn create_table(&self) {
+        self.client.batch_execute(CREATE_TABLE).await.unwrap();
+    }
+
+    /// Loads one batch with one COPY (one transaction); returns its time.
+    pub async fn load_batch(&self, ids: &[String], articles: &[proto::Article]) -> Duration {
+        let started = Instant::now();
+        let sink = self.client.copy_in(COPY).await.unwrap();
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, COPY_TYPES));
+        for (id, a) in ids.iter().zip(articles) {
+            let published = a.published_at.expect("generated articles are dated");
+            let published = system_time(published.seconds);
+            writer
+                .as_mut()
+                .write(&[
+                    id,
+                    &a.url,
+                    &a.title,
+                    &a.body,
+                    &published,
+                    &a.authors,
+                    &a.source,
+                    &a.section,
+                    &a.tags,
+                    &a.language,
+                    &a.description,
+                ])
                 .await
                 .unwrap();
-            let mut samples = Vec::new();
-            let mut n = w as u64 * 7_919;
-            while Instant::now() < deadline {
-                n = n.wrapping_add(0x9E37_79B9);
-                let id = &ids[(n as usize) % ids.len()];
-                let t = Instant::now();
-                let row = client.query_one(&statement, &[id]).await.unwrap();
-                std::hint::black_box(row);
-                samples.push(t.elapsed());
-            }
-            samples
-        }));
-    }
-    let mut samples = Vec::new();
-    for w in workers {
-        samples.extend(w.await.unwrap());
-    }
-    Latencies::new(samples, started.elapsed())
-}
-
-const BASIC_COLUMNS: &str =
-    "id, url, title, published_at::text AS published_text, authors, source, section, tags, language";
-
-async fn one_day(client: &Client, queries: usize) -> Latencies {
-    let statement = client
-        .prepare(&format!(
-            "SELECT {BASIC_COLUMNS} FROM articles WHERE published_at >= to_timestamp($1::float8) AND published_at < to_timestamp($2::float8) ORDER BY published_at, id LIMIT 1000"
-        ))
-        .await
-        .unwrap();
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    for q in 0..queries {
-        let day = -3_755_289_600 + (q as i64 * 7_919 % 65_000) * 86_400;
-        let t = Instant::now();
-        client
-            .query(&statement, &[&(day as f64), &((day + 86_400) as f64)])
-            .await
-            .unwrap();
-        samples.push(t.elapsed());
-    }
-    Latencies::new(samples, started.elapsed())
-}
-
-async fn walk(client: &Client) -> (usize, Duration) {
-    let first = client
-        .prepare(&format!("SELECT {BASIC_COLUMNS}, published_at FROM articles ORDER BY published_at, id LIMIT 1000"))
-        .await
-        .unwrap();
-    let next = client
-        .prepare(&format!(
-            "SELECT {BASIC_COLUMNS}, published_at FROM articles WHERE (published_at, id) > ($1, $2) ORDER BY published_at, id LIMIT 1000"
-        ))
-        .await
-        .unwrap();
-    let started = Instant::now();
-    let mut count = 0;
-    let mut rows = client.query(&first, &[]).await.unwrap();
-    while let Some(last) = rows.last() {
-        count += rows.len();
-        let id: String = last.get(0);
-        let at: std::time::SystemTime = last.get(9);
-        rows = client.query(&next, &[&at, &id]).await.unwrap();
-    }
-    (count, started.elapsed())
-}
-
-fn row(name: &str, theirs: f64, ours: f64, unit: &str) -> String {
-    format!(
-        "{name:<40} {theirs:>12.1} {ours:>12.1} {:>10.2}   {unit}",
-        ours / theirs
-    )
-}
-
-/// Runs the PostgreSQL side and returns table rows next to `ours`.
-///
-/// # Errors
-/// Why PostgreSQL could not be run (not installable, cluster would not start).
-pub fn run(
-    runtime: &Runtime,
-    parent: &Path,
-    input: &[proto::Article],
-    ids: &Arc<Vec<String>>,
-    seconds: f64,
-    ours: &Ours,
-) -> Result<Vec<String>, String> {
-    let bin = postgres_bin_dir()?;
-    let cluster = Cluster::start(bin, &parent.join("pg"))?;
-    runtime.block_on(async {
-        let client = cluster.connect().await;
-        client
-            .batch_execute(
-                "CREATE TABLE articles (id text PRIMARY KEY, url text, title text NOT NULL, body text NOT NULL,
-                   published_at timestamptz NOT NULL, authors text, source text, section text, tags text, language text);
-                 CREATE INDEX articles_by_date ON articles (published_at, id);",
-            )
-            .await
-            .unwrap();
-        let n = input.len();
-        let loaded = load(&client, input, ids).await;
-        client.batch_execute("VACUUM ANALYZE articles").await.unwrap();
-        let mut rows = vec![row(
-            "ingest, batches of 1024 (articles/s)",
-            n as f64 / loaded.as_secs_f64(),
-            ours.ingest_rate,
-            "higher is better",
-        )];
-        for (concurrency, our_rate, our_p99) in &ours.get {
-            let mut clients = Vec::new();
-            for _ in 0..*concurrency {
-                clients.push(Arc::new(cluster.connect().await));
-            }
-            let theirs = gets(&clients, ids, seconds).await;
-            rows.push(row(&format!("get by id, concurrency {concurrency} (req/s)"), theirs.rate(), *our_rate, "higher is better"));
-            rows.push(format!(
-                "{:<40} {:>12} {:>12} {:>10.2}   lower is better",
-                format!("get by id, concurrency {concurrency} (p99 ms)"),
-                ms(theirs.p99),
-                ms(*our_p99),
-                our_p99.as_secs_f64() / theirs.p99.as_secs_f64()
-            ));
         }
-        let day = one_day(&client, 200).await;
-        rows.push(format!(
-            "{:<40} {:>12} {:>12} {:>10.2}   lower is better",
-            "one-day range, keyset (p50 ms)",
-            ms(day.p50),
-            ms(ours.day.p50),
-            ours.day.p50.as_secs_f64() / day.p50.as_secs_f64()
-        ));
-        let (count, elapsed) = walk(&client).await;
-        assert_eq!(count, n);
-        rows.push(row("full walk, keyset 1000/page (articles/s)", count as f64 / elapsed.as_secs_f64(), ours.walk_rate, "higher is better"));
-        let size: i64 = client
+        writer.finish().await.unwrap();
+        started.elapsed()
+    }
+
+    /// Statistics for the planner and the visibility map, as autovacuum
+    /// would eventually give them; not timed.
+    pub async fn analyze(&self) {
+        self.client
+            .batch_execute("VACUUM ANALYZE articles")
+            .await
+            .unwrap();
+    }
+
+    /// `count` connections for concurrent lookups: PostgreSQL serves one
+    /// query at a time per connection.
+    pub async fn connections(&self, count: usize) -> Vec<Arc<Client>> {
+        let mut clients = Vec::with_capacity(count);
+        for _ in 0..count {
+            clients.push(Arc::new(self.cluster.connect().await));
+        }
+        clients
+    }
+
+    /// Table, TOAST and indexes.
+    pub async fn disk_bytes(&self) -> u64 {
+        let size: i64 = self
+            .client
             .query_one("SELECT pg_total_relation_size('articles')", &[])
             .await
             .unwrap()
             .get(0);
-        rows.push(row("disk per article (bytes)", size as f64 / n as f64, ours.disk_per_article, "lower is better"));
-        Ok(rows)
-    })
+        size as u64
+    }
+
+    /// Whole articles by id, one worker per connection, back to back for
+    /// `seconds`, ids picked as the archive's Get workers pick them.
+    pub async fn gets(clients: &[Arc<Client>], ids: &Arc<Vec<String>>, seconds: f64) -> Latencies {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs_f64(seconds);
+        let mut workers = Vec::new();
+        for (w, client) in clients.iter().enumerate() {
+            let (client, ids) = (Arc::clone(client), Arc::clone(ids));
+            workers.push(tokio::spawn(async move {
+                let statement = client
+                    .prepare(&format!(
+                        "SELECT {FULL_COLUMNS} FROM articles WHERE id = $1"
+                    ))
+                    .await
+                    .unwrap();
+                let mut samples = Vec::new();
+                let mut n = w as u64 * 7_919;
+                while Instant::now() < deadline {
+                    n = n.wrapping_add(0x9E37_79B9);
+                    let id = &ids[(n as usize) % ids.len()];
+                    let t = Instant::now();
+                    let row = client.query_one(&statement, &[id]).await.unwrap();
+                    std::hint::black_box(decode(&row));
+                    samples.push(t.elapsed());
+                }
+                samples
+            }));
+        }
+        let mut samples = Vec::new();
+        for w in workers {
+            samples.extend(w.await.unwrap());
+        }
+        Latencies::new(samples, started.elapsed())
+    }
+
+    /// The twin of the archive's range lists: `queries` pages of at most
+    /// `page_size` BASIC rows from the same days, `span` seconds long
+    /// (unbounded when `None`). Returns the latencies and the mean rows per
+    /// page.
+    pub async fn ranges(
+        &self,
+        queries: usize,
+        span: Option<i64>,
+        page_size: i64,
+    ) -> (Latencies, f64) {
+        let bounded = self
+            .client
+            .prepare(&format!(
+                "SELECT {BASIC_COLUMNS} FROM articles WHERE published_at >= $1 AND published_at < $2
+                 ORDER BY published_at, id LIMIT $3"
+            ))
+            .await
+            .unwrap();
+        let open = self
+            .client
+            .prepare(&format!(
+                "SELECT {BASIC_COLUMNS} FROM articles WHERE published_at >= $1
+                 ORDER BY published_at, id LIMIT $2"
+            ))
+            .await
+            .unwrap();
+        let mut samples = Vec::with_capacity(queries);
+        let mut rows_seen = 0;
+        let started = Instant::now();
+        for q in 0..queries {
+            let day = query_day(q);
+            let from = system_time(day);
+            let t = Instant::now();
+            let rows = match span {
+                Some(span) => {
+                    let to = system_time(day + span);
+                    self.client.query(&bounded, &[&from, &to, &page_size]).await
+                }
+                None => self.client.query(&open, &[&from, &page_size]).await,
+            }
+            .unwrap();
+            for row in &rows {
+                std::hint::black_box(decode(row));
+            }
+            samples.push(t.elapsed());
+            rows_seen += rows.len();
+        }
+        (
+            Latencies::new(samples, started.elapsed()),
+            rows_seen as f64 / queries as f64,
+        )
+    }
+
+    /// Walks the whole table in keyset pages of `page_size`, with bodies
+    /// (every column) or without (the BASIC columns).
+    pub async fn walk(&self, with_bodies: bool, page_size: i64) -> (usize, Duration) {
+        let columns = if with_bodies {
+            FULL_COLUMNS
+        } else {
+            BASIC_COLUMNS
+        };
+        let first = self
+            .client
+            .prepare(&format!(
+                "SELECT {columns} FROM articles ORDER BY published_at, id LIMIT $1"
+            ))
+            .await
+            .unwrap();
+        let next = self
+            .client
+            .prepare(&format!(
+                "SELECT {columns} FROM articles WHERE (published_at, id) > ($1, $2)
+                 ORDER BY published_at, id LIMIT $3"
+            ))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let mut count = 0;
+        let mut rows = self.client.query(&first, &[&page_size]).await.unwrap();
+        while let Some(last) = rows.last() {
+            for row in &rows {
+                std::hint::black_box(decode(row));
+            }
+            count += rows.len();
+            let id: String = last.get(0);
+            let at: SystemTime = last.get(3);
+            rows = self
+                .client
+                .query(&next, &[&at, &id, &page_size])
+                .await
+                .unwrap();
+        }
+        (count, started.elapsed())
+    }
 }

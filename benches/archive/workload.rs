@@ -1,67 +1,38 @@
-//! Shared pieces of the benchmark: the article generator, latency
-//! statistics, the result table and a server process.
+//! Shared pieces of the benchmark: article ids and sizes, latency
+//! statistics, disk usage and a server process.
 
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     time::Duration,
 };
 
 use article_archive::{article::Article, proto};
 
-/// 1851-01-01 and 2031-01-01: the archive's date spread.
-const FIRST: i64 = -3_755_289_600;
-const LAST: i64 = 1_924_992_000;
-
-fn seed() -> &'static str {
-    static SEED: OnceLock<String> = OnceLock::new();
-    SEED.get_or_init(|| {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/seed-article.txt"
-        ))
-        .expect("the seed fixture")
-    })
-}
-
-fn mix(mut x: u64) -> u64 {
-    // splitmix64: a cheap, well-spread hash of the article number.
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Article number `i`: the seed article as body, varied title, url, source,
-/// author and date. The same `i` always gives the same article.
-pub fn article(i: usize) -> proto::Article {
-    let h = mix(i as u64);
-    let seconds = FIRST + (h % (LAST - FIRST) as u64) as i64;
-    let source = format!("paper{}.example.com", (h >> 20) % 50);
-    let body = seed();
-    proto::Article {
-        url: format!("https://{source}/news/{i}/story"),
-        title: format!("Story {i}: {}", &body[..60]),
-        body: format!("{i} {body}"),
-        published_at: Some(prost_types::Timestamp {
-            seconds,
-            nanos: (i % 1000) as i32,
-        }),
-        authors: vec![format!("Reporter {}", (h >> 40) % 500)],
-        source,
-        section: ["World", "Politics", "Business", "Science"][i % 4].into(),
-        tags: vec!["news".into()],
-        language: "en".into(),
-        ..Default::default()
-    }
-}
+use crate::corpus::{self, article};
 
 /// The id the server gives article `i`.
 pub fn id_of(i: usize) -> String {
-    Article::from_proto(article(i)).unwrap().id().to_string()
+    id_for(&article(i))
+}
+
+/// The id the server gives `article` (derived from its url).
+pub fn id_for(article: &proto::Article) -> String {
+    Article::from_proto(article.clone())
+        .unwrap()
+        .id()
+        .to_string()
+}
+
+/// Start of the day that range query number `q` asks for. Days are drawn
+/// the way articles are dated, so queries land where articles are (mostly
+/// since 2000), as readers' queries would; the archive and PostgreSQL are
+/// asked for the same days.
+pub fn query_day(q: usize) -> i64 {
+    // Article numbers far beyond any run: dates like articles', not theirs.
+    corpus::published_at((1 << 40) + q).div_euclid(86_400) * 86_400
 }
 
 /// The bytes of text an article carries (title and body), for MB/s.
@@ -78,6 +49,7 @@ pub fn raw_bytes(a: &proto::Article) -> usize {
         + a.source.len()
         + a.section.len()
         + a.language.len()
+        + a.description.len()
         + a.authors
             .iter()
             .chain(&a.tags)
