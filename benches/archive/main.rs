@@ -8,8 +8,9 @@
 //! articles are and how they compress (`calibration.rs`), then:
 //!
 //! 1. ingest through one stream, 4 streams and the CLI, against the same
-//!    records written straight into sled with the store's key layout and
-//!    record format, in the writer's batch size, each batch flushed;
+//!    records written straight into sled in storage format 2 (validated,
+//!    hashed, compressed, with every index entry), in the writer's batch
+//!    size, one transaction and one flush per batch, no filesystem sync;
 //! 2. GetArticle at concurrency 1, 16 and 64, against
 //!    `grpc.health.v1.Health/Check` on the same server (one tonic RPC's floor);
 //! 3. a full ListArticles walk (BASIC, 1000 a page; FULL, 100 a page) against
@@ -48,7 +49,15 @@ use std::{
 use article_archive::{
     article::{Article, Timestamp},
     proto::{self, archive_service_client::ArchiveServiceClient, ArticleView, IngestOutcome},
-    store::{keys, record, BatchLimits},
+    store::{
+        keys,
+        sled::{
+            codec::Codec,
+            index::{self, BasicFields, DateEntry, IdEntry, VersionFacts},
+            record::{self, RecordHeader, RecordKind},
+        },
+        BatchLimits,
+    },
     StoreConfig,
 };
 use corpus::article;
@@ -143,26 +152,64 @@ fn raw_sled_ingest(dir: &Path, input: &[proto::Article]) -> (Duration, sled::Db)
         .cache_capacity(StoreConfig::new(dir).cache_capacity_bytes)
         .open()
         .unwrap();
-    let articles_tree = db.open_tree("articles").unwrap();
-    let by_date = db.open_tree("by_date").unwrap();
+    let trees: Vec<sled::Tree> = ["records", "ids", "dates", "revisions"]
+        .iter()
+        .map(|name| db.open_tree(name).unwrap())
+        .collect();
+    let codec = Codec::default();
     let started = Instant::now();
+    let mut sequence = 0u64;
     for chunk in input.chunks(BatchLimits::default().max_articles) {
         let now = Timestamp::now();
-        let mut records = sled::Batch::default();
-        let mut index = sled::Batch::default();
+        let mut batches: Vec<sled::Batch> = (0..4).map(|_| sled::Batch::default()).collect();
         for raw in chunk {
             let article = Article::from_proto(raw.clone()).unwrap();
-            let content = article.content();
-            records.insert(
-                article.id().as_str(),
-                record::encode(content, content.sha256(), now),
+            let (id, content) = (article.id(), article.content());
+            let sha = content.sha256();
+            let payload = record::payload(&codec, content);
+            sequence += 1;
+            let header = RecordHeader {
+                id: id.clone(),
+                kind: RecordKind::Version,
+                revision: 1,
+                ingested_at: now,
+                content_sha256: sha,
+                published_at: content.published_at,
+                compression: payload.compression,
+            };
+            batches[0].insert(
+                &keys::u64_key(sequence),
+                record::encode_version(&header, &payload),
             );
-            index.insert(keys::date_key(content.published_at, article.id()), &[][..]);
+            let entry = IdEntry {
+                sequence,
+                revision: 1,
+                published_at: content.published_at,
+                content_sha256: sha,
+            };
+            batches[1].insert(id.as_str(), entry.encode());
+            let facts = VersionFacts {
+                sequence,
+                revision: 1,
+                ingested_at: now,
+                content_sha256: sha,
+                body_bytes: content.body.len() as u64,
+            };
+            batches[2].insert(
+                keys::date_key(content.published_at, id),
+                index::encode_date_entry(&facts, &BasicFields::of(content)),
+            );
+            batches[3].insert(
+                keys::revision_key(id, 1),
+                &index::encode_sequence(sequence)[..],
+            );
         }
-        (&articles_tree, &by_date)
-            .transaction(|(a, d)| {
-                a.apply_batch(&records)?;
-                d.apply_batch(&index)?;
+        let views: Vec<&sled::Tree> = trees.iter().collect();
+        views[..]
+            .transaction(|trees| {
+                for (tree, batch) in trees.iter().zip(&batches) {
+                    tree.apply_batch(batch)?;
+                }
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
             .unwrap();
@@ -172,17 +219,18 @@ fn raw_sled_ingest(dir: &Path, input: &[proto::Article]) -> (Duration, sled::Db)
 }
 
 /// The ceiling for a full walk: the date index in order, each record read
-/// and decoded, as the store's scan does.
+/// and decoded (decompressed, hash checked), as a FULL page does.
 fn raw_sled_walk(db: &sled::Db) -> (usize, Duration) {
-    let articles = db.open_tree("articles").unwrap();
-    let by_date = db.open_tree("by_date").unwrap();
+    let records = db.open_tree("records").unwrap();
+    let dates = db.open_tree("dates").unwrap();
+    let codec = Codec::default();
     let started = Instant::now();
     let mut count = 0;
-    for entry in by_date.iter() {
-        let (key, _) = entry.unwrap();
-        let (_, id) = keys::parse_date_key(&key).unwrap();
-        let bytes = articles.get(id.as_str()).unwrap().unwrap();
-        std::hint::black_box(record::decode(&id, &bytes).unwrap());
+    for entry in dates.iter() {
+        let (_, value) = entry.unwrap();
+        let sequence = DateEntry::sequence_of(&value).unwrap();
+        let bytes = records.get(keys::u64_key(sequence)).unwrap().unwrap();
+        std::hint::black_box(record::decode_version(&codec, &bytes).unwrap());
         count += 1;
     }
     (count, started.elapsed())
