@@ -11,7 +11,10 @@ use article_archive::{
     proto,
     store::{
         keys,
-        sled::index::{DateEntry, IdEntry},
+        sled::{
+            index::{DateEntry, IdEntry},
+            log::Pointer,
+        },
     },
 };
 use common::*;
@@ -90,7 +93,7 @@ fn id_entry(db: &sled::Db, name: &str) -> IdEntry {
 }
 
 /// A sound archive passes: one record per stored version, one date entry
-/// per article, one revision entry per record.
+/// per article, one revision entry per version that is not current.
 #[test]
 fn a_sound_archive_passes() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,15 +101,15 @@ fn a_sound_archive_passes() {
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.contains("records 6, articles 5, date entries 5, revision entries 6, problems 0"),
+        text.contains("records 6, articles 5, date entries 5, revision entries 1, problems 0"),
         "{text}"
     );
 }
 
 /// Every kind of index damage is reported: a missing date entry, an orphan
 /// one, one at the wrong date, a missing id entry, a missing revision entry,
-/// an id entry pointing at an older revision. --repair rebuilds the indexes
-/// from the log and the archive passes, with its history intact.
+/// an id entry pointing at another article's record. --repair rebuilds the
+/// indexes from the log and the archive passes, with its history intact.
 #[test]
 fn index_damage_is_found_and_repaired_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,18 +131,12 @@ fn index_damage_is_found_and_repaired_from_the_log() {
         dates.insert(date_key("ghost", 7), a3).unwrap();
         ids.remove("a4").unwrap().unwrap();
         revisions
-            .remove(keys::revision_key(&id("a2"), 1))
+            .remove(keys::revision_key(&id("a1"), 1))
             .unwrap()
             .unwrap();
-        // a1 claims its first revision is current.
-        let mut a1 = id_entry(&db, "a1");
-        let first = revisions
-            .get(keys::revision_key(&id("a1"), 1))
-            .unwrap()
-            .unwrap();
-        a1.sequence = u64::from_be_bytes(first.as_ref().try_into().unwrap());
-        a1.revision = 1;
-        ids.insert("a1", a1.encode()).unwrap();
+        let mut a2 = id_entry(&db, "a2");
+        a2.pointer = id_entry(&db, "a0").pointer;
+        ids.insert("a2", a2.encode()).unwrap();
         db.flush().unwrap();
     }
     let (code, text) = check(dir.path(), false);
@@ -151,9 +148,9 @@ fn index_damage_is_found_and_repaired_from_the_log() {
         "a3 has no date entry at its date",
         "a4 has no ids entry",
         "date entry for a4: no such article",
-        "revision 1 of a2 has no revisions entry pointing at it",
-        "revision 2 of a1 is newer than the current revision 1",
-        "ids entry a1: at revision 1, but revision 2 exists",
+        "revision 1 of a1 has no revisions entry pointing at it",
+        "ids entry a2: disagrees with its record",
+        "ids entry a2: record",
     ] {
         assert!(text.contains(expected), "{expected}: {text}");
     }
@@ -163,14 +160,14 @@ fn index_damage_is_found_and_repaired_from_the_log() {
     assert!(text.contains("moved 0 damaged record(s)"), "{text}");
     assert!(
         text.trim_end()
-            .ends_with("records 6, articles 5, date entries 5, revision entries 6, problems 0"),
+            .ends_with("records 6, articles 5, date entries 5, revision entries 1, problems 0"),
         "{text}"
     );
     let db = open_sled(dir.path());
     assert_eq!(
         id_entry(&db, "a1").revision,
         2,
-        "the newest revision is current again"
+        "the newest revision is current"
     );
 }
 
@@ -182,16 +179,18 @@ fn crash_a_server_on(dir: &Path) {
     server.wait(Duration::from_secs(30));
 }
 
-/// Flips a byte in the payload of the record at `sequence` and returns the
-/// damaged bytes.
-fn damage_record(db: &sled::Db, sequence: u64) -> Vec<u8> {
-    let records = db.open_tree("records").unwrap();
-    let key = keys::u64_key(sequence);
-    let mut value = records.get(key).unwrap().unwrap().to_vec();
-    let last = value.len() - 2;
-    value[last] ^= 0x55;
-    records.insert(key, value.clone()).unwrap();
-    value
+/// Flips a byte in the record at `pointer`, in its segment file, and
+/// returns the damaged record's bytes.
+fn damage_record(dir: &Path, pointer: Pointer) -> Vec<u8> {
+    let path = dir
+        .join("records")
+        .join(format!("{:020}.log", pointer.segment));
+    let mut segment = std::fs::read(&path).unwrap();
+    let start = (pointer.offset + 8) as usize;
+    let end = start + pointer.len as usize;
+    segment[end - 2] ^= 0x55;
+    std::fs::write(&path, &segment).unwrap();
+    segment[start..end].to_vec()
 }
 
 /// Damaged records are found. A server will not start on the archive after
@@ -205,14 +204,12 @@ fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
     let dir = tempfile::tempdir().unwrap();
     archive_with(dir.path(), 5);
     crash_a_server_on(dir.path());
-    let (a1_newest, a2_only, damaged) = {
+    let (a1_newest, a2_only) = {
         let db = open_sled(dir.path());
-        let (a1, a2) = (id_entry(&db, "a1"), id_entry(&db, "a2"));
-        let damaged = damage_record(&db, a1.sequence);
-        damage_record(&db, a2.sequence);
-        db.flush().unwrap();
-        (a1.sequence, a2.sequence, damaged)
+        (id_entry(&db, "a1").pointer, id_entry(&db, "a2").pointer)
     };
+    let damaged = damage_record(dir.path(), a1_newest);
+    damage_record(dir.path(), a2_only);
 
     let refused = std::process::Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -226,8 +223,10 @@ fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
 
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains(&format!("record {a1_newest}: ")), "{text}");
-    assert!(text.contains(&format!("record {a2_only}: ")), "{text}");
+    for damaged in [a1_newest, a2_only] {
+        let at = format!("record at {}@{}: ", damaged.segment, damaged.offset);
+        assert!(text.contains(&at), "{at}: {text}");
+    }
 
     let (code, text) = check(dir.path(), true);
     assert_eq!(code, Some(0), "{text}");
@@ -241,15 +240,17 @@ fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
     );
     assert!(
         text.trim_end()
-            .ends_with("records 4, articles 4, date entries 4, revision entries 4, problems 0"),
+            .ends_with("records 4, articles 4, date entries 4, revision entries 0, problems 0"),
         "{text}"
     );
     {
         let db = open_sled(dir.path());
+        let mut key = keys::u64_key(a1_newest.segment).to_vec();
+        key.extend_from_slice(&keys::u64_key(a1_newest.offset));
         let kept = db
             .open_tree("quarantined_records")
             .unwrap()
-            .get(keys::u64_key(a1_newest))
+            .get(key)
             .unwrap();
         assert_eq!(kept.as_deref(), Some(&damaged[..]), "kept byte for byte");
     }
@@ -290,7 +291,7 @@ fn a_server_repairs_the_indexes_after_an_unclean_stop() {
             .remove(date_key("a1", seconds_of(1)))
             .unwrap()
             .unwrap();
-        assert!(DateEntry::sequence_of(&a1).is_ok());
+        assert!(DateEntry::locate(&a1).is_ok());
         dates.insert(date_key("ghost", 5), a1).unwrap();
         db.flush().unwrap();
     }

@@ -1,4 +1,4 @@
-//! How fast the archive is, next to sled itself, tonic's own floor, and
+//! How fast the archive is, next to its own store in-process, tonic's floor, and
 //! PostgreSQL.
 //!
 //! `cargo bench --bench archive [-- OPTIONS]` runs the real server binary on
@@ -8,13 +8,13 @@
 //! articles are and how they compress (`calibration.rs`), then:
 //!
 //! 1. ingest through one stream, 4 streams and the CLI, against the same
-//!    records written straight into sled in storage format 2 (validated,
-//!    hashed, compressed, with every index entry), in the writer's batch
-//!    size, one transaction and one flush per batch, no filesystem sync;
+//!    articles through the store itself in this process (everything the
+//!    server does but gRPC: validation, hashing, compression, group commit,
+//!    log and index writes, flush and sync);
 //! 2. GetArticle at concurrency 1, 16 and 64, against
 //!    `grpc.health.v1.Health/Check` on the same server (one tonic RPC's floor);
 //! 3. a full ListArticles walk (BASIC, 1000 a page; FULL, 100 a page) against
-//!    a raw sled iteration of the same index, and one-day range latency;
+//!    the store's own FULL pages in this process, and one-day range latency;
 //! 4. growth: ingest rate, Get rate and p99, one-day and 20-article List
 //!    latency, peak resident memory of the server process and bytes on disk
 //!    per article at each size (10k and 100k; 1M with --large), each row
@@ -47,21 +47,12 @@ use std::{
 };
 
 use article_archive::{
-    article::{Article, Timestamp},
+    article::Article,
     proto::{self, archive_service_client::ArchiveServiceClient, ArticleView, IngestOutcome},
-    store::{
-        keys,
-        sled::{
-            codec::Codec,
-            index::{self, BasicFields, DateEntry, IdEntry, VersionFacts},
-            record::{self, RecordHeader, RecordKind},
-        },
-        BatchLimits,
-    },
-    StoreConfig,
+    store::{BatchLimits, DateRange, Order, PageRequest, Position},
+    Store, StoreConfig,
 };
 use corpus::article;
-use sled::Transactional;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 use tonic::transport::Channel;
@@ -143,97 +134,64 @@ async fn connect(addr: std::net::SocketAddr) -> Channel {
         .unwrap()
 }
 
-/// The ceiling for ingest: validation, hashing, record encoding and key
-/// layout as the store does them, in the writer's batch size with one
-/// transaction and one flush per batch; no gRPC, no queue.
-fn raw_sled_ingest(dir: &Path, input: &[proto::Article]) -> (Duration, sled::Db) {
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(StoreConfig::new(dir).cache_capacity_bytes)
-        .open()
-        .unwrap();
-    let trees: Vec<sled::Tree> = ["records", "ids", "dates", "revisions"]
-        .iter()
-        .map(|name| db.open_tree(name).unwrap())
-        .collect();
-    let codec = Codec::default();
+/// The ceiling for ingest: the same articles through the store itself, in
+/// this process (validation, hashing, compression, the writer's group
+/// commit, log and index writes, flush and sync), with no gRPC, no client
+/// and no second process. Returns the time and the store, closed and
+/// opened again for the walk baseline.
+fn store_ingest(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    input: &[proto::Article],
+) -> (Duration, Store) {
+    let mut config = StoreConfig::new(dir);
+    config.min_free_bytes = 0;
+    let store = Store::open(&config).unwrap();
     let started = Instant::now();
-    let mut sequence = 0u64;
-    for chunk in input.chunks(BatchLimits::default().max_articles) {
-        let now = Timestamp::now();
-        let mut batches: Vec<sled::Batch> = (0..4).map(|_| sled::Batch::default()).collect();
-        for raw in chunk {
+    runtime.block_on(async {
+        let mut pending = std::collections::VecDeque::new();
+        for raw in input {
             let article = Article::from_proto(raw.clone()).unwrap();
-            let (id, content) = (article.id(), article.content());
-            let sha = content.sha256();
-            let payload = record::payload(&codec, content);
-            sequence += 1;
-            let header = RecordHeader {
-                id: id.clone(),
-                kind: RecordKind::Version,
-                revision: 1,
-                ingested_at: now,
-                content_sha256: sha,
-                published_at: content.published_at,
-                compression: payload.compression,
-            };
-            batches[0].insert(
-                &keys::u64_key(sequence),
-                record::encode_version(&header, &payload),
-            );
-            let entry = IdEntry {
-                sequence,
-                revision: 1,
-                published_at: content.published_at,
-                content_sha256: sha,
-            };
-            batches[1].insert(id.as_str(), entry.encode());
-            let facts = VersionFacts {
-                sequence,
-                revision: 1,
-                ingested_at: now,
-                content_sha256: sha,
-                body_bytes: content.body.len() as u64,
-            };
-            batches[2].insert(
-                keys::date_key(content.published_at, id),
-                index::encode_date_entry(&facts, &BasicFields::of(content)),
-            );
-            batches[3].insert(
-                keys::revision_key(id, 1),
-                &index::encode_sequence(sequence)[..],
-            );
+            pending.push_back(store.submit(article).await.unwrap());
+            // As many in flight as one ingest stream allows.
+            if pending.len() >= 1024 {
+                pending.pop_front().unwrap().outcome().await.unwrap();
+            }
         }
-        let views: Vec<&sled::Tree> = trees.iter().collect();
-        views[..]
-            .transaction(|trees| {
-                for (tree, batch) in trees.iter().zip(&batches) {
-                    tree.apply_batch(batch)?;
-                }
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .unwrap();
-        db.flush().unwrap();
-    }
-    (started.elapsed(), db)
+        for write in pending {
+            write.outcome().await.unwrap();
+        }
+    });
+    (started.elapsed(), store)
 }
 
-/// The ceiling for a full walk: the date index in order, each record read
-/// and decoded (decompressed, hash checked), as a FULL page does.
-fn raw_sled_walk(db: &sled::Db) -> (usize, Duration) {
-    let records = db.open_tree("records").unwrap();
-    let dates = db.open_tree("dates").unwrap();
-    let codec = Codec::default();
+/// The ceiling for a full walk: the store's own FULL pages of 100, in this
+/// process, with no encoding or transport.
+fn store_walk(store: &Store) -> (usize, Duration) {
     let started = Instant::now();
     let mut count = 0;
-    for entry in dates.iter() {
-        let (_, value) = entry.unwrap();
-        let sequence = DateEntry::sequence_of(&value).unwrap();
-        let bytes = records.get(keys::u64_key(sequence)).unwrap().unwrap();
-        std::hint::black_box(record::decode_version(&codec, &bytes).unwrap());
-        count += 1;
+    let mut after = None;
+    loop {
+        let page = store
+            .page(&PageRequest {
+                range: DateRange::default(),
+                order: Order::OldestFirst,
+                after: after.clone(),
+                limit: 100,
+                with_body: true,
+                byte_budget: usize::MAX,
+            })
+            .unwrap();
+        count += page.articles.len();
+        after = page.articles.last().map(|a| Position {
+            published_at: a.content.published_at,
+            id: a.id.clone(),
+        });
+        std::hint::black_box(&page.articles);
+        if !page.more {
+            return (count, started.elapsed());
+        }
     }
-    (count, started.elapsed())
 }
 
 /// Streams articles `range` through `streams` concurrent IngestArticles calls;
@@ -610,10 +568,10 @@ fn main() {
 
     // 1. Ingest.
     let mut rows = Vec::new();
-    let (raw_elapsed, raw_db) = raw_sled_ingest(&dir.path().join("raw"), &input);
+    let (raw_elapsed, raw_store) = store_ingest(&runtime, &dir.path().join("raw"), &input);
     let raw_rate = n as f64 / raw_elapsed.as_secs_f64();
     rows.push(rate_row(
-        "ingest: raw sled, batch + flush (baseline)",
+        "ingest: the store in-process (baseline)",
         n,
         bytes,
         raw_elapsed,
@@ -624,7 +582,7 @@ fn main() {
     let (one_stream, _) = runtime.block_on(ingest(&channel, 0..n, 1));
     let one_stream_rate = n as f64 / one_stream.as_secs_f64();
     rows.push(rate_row(
-        "ingest: gRPC, 1 stream (vs raw sled)",
+        "ingest: gRPC, 1 stream (vs in-process)",
         n,
         bytes,
         one_stream,
@@ -635,7 +593,7 @@ fn main() {
         let four_channel = runtime.block_on(connect(four.addr));
         let (elapsed, _) = runtime.block_on(ingest(&four_channel, 0..n, 4));
         rows.push(rate_row(
-            "ingest: gRPC, 4 streams (vs raw sled)",
+            "ingest: gRPC, 4 streams (vs in-process)",
             n,
             bytes,
             elapsed,
@@ -699,10 +657,10 @@ fn main() {
     );
 
     // 3. List: full walks against raw iteration, one-day ranges.
-    let (raw_count, raw_walk) = raw_sled_walk(&raw_db);
+    let (raw_count, raw_walk) = store_walk(&raw_store);
     let raw_walk_rate = raw_count as f64 / raw_walk.as_secs_f64();
     let mut rows = vec![rate_row(
-        "walk: raw sled index + records (baseline)",
+        "walk: the store's FULL pages in-process (baseline)",
         raw_count,
         bytes,
         raw_walk,
@@ -723,7 +681,7 @@ fn main() {
         walk_rates.push(count as f64 / elapsed.as_secs_f64());
     }
     print_rows(
-        "3. ListArticles full walk vs raw sled iteration",
+        "3. ListArticles full walk vs the store's own pages in-process",
         RATE_HEADER,
         &rows,
     );
@@ -734,7 +692,7 @@ fn main() {
         ms(day.p99)
     );
     let disk_per_article = disk_usage(&dir.path().join("svc1")) as f64 / n as f64;
-    drop(raw_db);
+    drop(raw_store);
     server.stop();
 
     // PostgreSQL serves sections 4 and 5 from one temporary cluster.

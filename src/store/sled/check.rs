@@ -1,62 +1,74 @@
-//! Verifying a format 2 store against its log, and rebuilding its indexes
-//! from it.
+//! Verifying a format 2 store against its record log, and rebuilding its
+//! indexes from it.
 //!
-//! The log (`records`) is the truth; `ids`, `dates` and `revisions` are
-//! derived from it. The check reads every record (decompressing it and
-//! comparing its content with its hash) and every index entry, with point
-//! reads instead of holding the archive in memory:
+//! The log is the truth; `ids`, `dates` and `revisions` are derived from
+//! it. The check reads every record (its frame checksum, then the record
+//! decompressed and compared with its content hash) and every index entry,
+//! with point reads rather than holding the archive in memory:
 //!
-//! - each record decodes, matches its hash, and has its `revisions` entry;
-//!   its id has an `ids` entry, and it is either that entry's version
-//!   (then the `ids` entry and the date entry agree with it, field by
-//!   field) or an older revision;
-//! - each `ids` entry points at a record of that id, and no later revision
-//!   of the id exists;
+//! - each record is sound and either its id's current version (then the
+//!   `ids` entry and the date entry agree with it, field by field) or an
+//!   older revision with a `revisions` entry pointing at it;
+//! - each `ids` entry points at a record of that id and sequence;
 //! - each date entry is at the date of its id's current version and points
 //!   at it;
-//! - each `revisions` entry points at the record of that id and revision.
+//! - each `revisions` entry points at that revision's record, older than
+//!   the current one.
 //!
-//! Repair moves damaged records to `quarantined_records` byte for byte and
-//! rebuilds the indexes from what is left: an article whose newest version
-//! was damaged then serves the newest sound one, and the report says so.
+//! Repair copies damaged records to `quarantined_records` byte for byte,
+//! erases them in the log, and rebuilds the indexes from what is left: an
+//! article whose newest version was damaged then serves the newest sound
+//! one, and the report says so.
 
 use std::collections::HashMap;
 
 use super::{
-    index::{self, BasicFields, DateEntry, IdEntry, VersionFacts},
-    record::{self, RecordKind},
-    Shared, QUARANTINED_RECORDS_TREE,
+    index::{self, BasicFields, DateEntry, IdEntry, RevisionEntry, VersionFacts},
+    log::Pointer,
+    record, Shared, QUARANTINED_RECORDS_TREE,
 };
 use crate::{
-    article::{ArticleId, StoredArticle},
+    article::{ArticleContent, ArticleId, StoredArticle},
     error::{Error, Result},
     store::{keys, CheckReport, RepairReport},
 };
 
+/// Where a record is, for messages.
+fn at(pointer: Pointer) -> String {
+    format!("{}@{}", pointer.segment, pointer.offset)
+}
+
 /// Verifies the whole store. Problems are collected, not returned as
-/// errors; only a failure to read sled at all is an error.
+/// errors; only a failure to read the store at all is an error.
 pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let trees = &shared.trees;
     let mut report = CheckReport::default();
-    for entry in &trees.records {
-        let (key, value) = entry?;
+    let mut last_sequence = 0;
+    for frame in shared.log.scan()? {
+        let frame = frame?;
         report.records += 1;
-        let Some(sequence) = keys::parse_u64_key(&key) else {
-            report
-                .problems
-                .push(format!("record key {key:?} is not a sequence number"));
-            report.damaged_records += 1;
-            continue;
-        };
-        let stored = match record::decode_version(&shared.codec, &value) {
-            Ok(stored) => stored,
+        let stored = frame.record.and_then(|bytes| {
+            let stored = record::decode_version(&shared.codec, &bytes)?;
+            let header = record::decode_header(&bytes)?;
+            Ok((header.sequence, stored))
+        });
+        let (sequence, stored) = match stored {
+            Ok(sound) => sound,
             Err(reason) => {
-                report.problems.push(format!("record {sequence}: {reason}"));
+                report
+                    .problems
+                    .push(format!("record at {}: {reason}", at(frame.pointer)));
                 report.damaged_records += 1;
                 continue;
             }
         };
-        check_record_indexes(shared, sequence, &stored, &mut report)?;
+        if sequence <= last_sequence {
+            report.problems.push(format!(
+                "record {sequence} comes after record {last_sequence} in the log"
+            ));
+        }
+        last_sequence = last_sequence.max(sequence);
+        check_record_indexes(shared, sequence, frame.pointer, &stored, &mut report)?;
     }
     for entry in &trees.ids {
         let (key, value) = entry?;
@@ -74,29 +86,12 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 continue;
             }
         };
-        match trees.records.get(keys::u64_key(entry.sequence))? {
-            None => report.problems.push(format!(
-                "ids entry {id}: record {} is missing",
-                entry.sequence
-            )),
-            Some(bytes) => {
-                if let Ok(header) = record::decode_header(&bytes) {
-                    if header.id != id {
-                        report.problems.push(format!(
-                            "ids entry {id}: record {} is of {}",
-                            entry.sequence, header.id
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some((newest, _)) = newest_revision(shared, &id)? {
-            if newest > entry.revision {
-                report.problems.push(format!(
-                    "ids entry {id}: at revision {}, but revision {newest} exists",
-                    entry.revision
-                ));
-            }
+        if !points_at(shared, entry.pointer, &id, entry.sequence, None) {
+            report.problems.push(format!(
+                "ids entry {id}: record {} is not at {}",
+                entry.sequence,
+                at(entry.pointer)
+            ));
         }
     }
     for entry in &trees.dates {
@@ -108,19 +103,15 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 .push(format!("date key {key:?} cannot be decoded"));
             continue;
         };
-        let sequence = DateEntry::sequence_of(&value);
-        let current = trees
-            .ids
-            .get(id.as_str())?
-            .and_then(|bytes| IdEntry::decode(&bytes).ok());
-        match (current, sequence) {
+        let current = current_of(shared, &id)?;
+        match (current, DateEntry::locate(&value)) {
             (_, Err(reason)) => report
                 .problems
                 .push(format!("date entry for {id}: {reason}")),
             (None, _) => report
                 .problems
                 .push(format!("date entry for {id}: no such article")),
-            (Some(current), Ok(sequence)) => {
+            (Some(current), Ok((sequence, _))) => {
                 if current.published_at != published_at {
                     report
                         .problems
@@ -143,56 +134,75 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 .push(format!("revisions key {key:?} cannot be decoded"));
             continue;
         };
-        let points_at = index::decode_sequence(&value).ok().map(|sequence| {
-            trees
-                .records
-                .get(keys::u64_key(sequence))
-                .map(|bytes| bytes.and_then(|b| record::decode_header(&b).ok()))
-        });
-        match points_at.transpose()? {
-            Some(Some(header)) if header.id == id && header.revision == revision => {}
-            Some(Some(_)) => report.problems.push(format!(
-                "revision {revision} of {id}: points at another article's record"
-            )),
-            // A damaged record is reported above; a missing one here.
-            Some(None) | None => report.problems.push(format!(
-                "revision {revision} of {id}: its record is missing or unreadable"
-            )),
+        let entry = match RevisionEntry::decode(&value) {
+            Ok(entry) => entry,
+            Err(reason) => {
+                report
+                    .problems
+                    .push(format!("revision {revision} of {id}: {reason}"));
+                continue;
+            }
+        };
+        if !points_at(shared, entry.pointer, &id, entry.sequence, Some(revision)) {
+            report.problems.push(format!(
+                "revision {revision} of {id}: record {} is not at {}",
+                entry.sequence,
+                at(entry.pointer)
+            ));
+        }
+        if current_of(shared, &id)?.is_none_or(|current| current.revision <= revision) {
+            report.problems.push(format!(
+                "revision {revision} of {id}: not older than the current revision"
+            ));
         }
     }
     Ok(report)
+}
+
+/// The decodable `ids` entry of `id`, if any.
+fn current_of(shared: &Shared, id: &ArticleId) -> Result<Option<IdEntry>> {
+    Ok(shared
+        .trees
+        .ids
+        .get(id.as_str())?
+        .and_then(|bytes| IdEntry::decode(&bytes).ok()))
+}
+
+/// Whether `pointer` holds record `sequence` of `id` (and of `revision`).
+fn points_at(
+    shared: &Shared,
+    pointer: Pointer,
+    id: &ArticleId,
+    sequence: u64,
+    revision: Option<u64>,
+) -> bool {
+    shared
+        .log
+        .read(pointer)
+        .ok()
+        .and_then(|bytes| record::decode_header(&bytes).ok())
+        .is_some_and(|header| {
+            &header.id == id
+                && header.sequence == sequence
+                && revision.is_none_or(|r| r == header.revision)
+        })
 }
 
 /// The checks of one sound record against the indexes.
 fn check_record_indexes(
     shared: &Shared,
     sequence: u64,
+    pointer: Pointer,
     stored: &StoredArticle,
     report: &mut CheckReport,
 ) -> Result<()> {
     let trees = &shared.trees;
     let id = &stored.id;
-    let revision_entry = trees
-        .revisions
-        .get(keys::revision_key(id, stored.revision))?;
-    if revision_entry.as_deref().map(index::decode_sequence) != Some(Ok(sequence)) {
-        report.problems.push(format!(
-            "record {sequence}: revision {} of {id} has no revisions entry pointing at it",
-            stored.revision
-        ));
-    }
-    let current = match trees.ids.get(id.as_str())? {
-        None => {
-            report
-                .problems
-                .push(format!("record {sequence}: {id} has no ids entry"));
-            return Ok(());
-        }
-        // Undecodable entries are reported by the ids pass.
-        Some(bytes) => match IdEntry::decode(&bytes) {
-            Ok(entry) => entry,
-            Err(_) => return Ok(()),
-        },
+    let Some(current) = current_of(shared, id)? else {
+        report
+            .problems
+            .push(format!("record {sequence}: {id} has no ids entry"));
+        return Ok(());
     };
     if current.sequence != sequence {
         if current.revision <= stored.revision {
@@ -200,10 +210,22 @@ fn check_record_indexes(
                 "record {sequence}: revision {} of {id} is newer than the current revision {}",
                 stored.revision, current.revision
             ));
+            return Ok(());
+        }
+        let entry = trees
+            .revisions
+            .get(keys::revision_key(id, stored.revision))?
+            .and_then(|bytes| RevisionEntry::decode(&bytes).ok());
+        if entry != Some(RevisionEntry { sequence, pointer }) {
+            report.problems.push(format!(
+                "record {sequence}: revision {} of {id} has no revisions entry pointing at it",
+                stored.revision
+            ));
         }
         return Ok(());
     }
-    if current.revision != stored.revision
+    if current.pointer != pointer
+        || current.revision != stored.revision
         || current.published_at != stored.content.published_at
         || current.content_sha256 != stored.content_sha256
     {
@@ -217,43 +239,37 @@ fn check_record_indexes(
             "record {sequence}: {id} has no date entry at its date"
         )),
         Some(bytes) => {
-            let expected = expected_date_entry(sequence, stored);
-            if bytes.as_ref() != expected.as_slice() {
-                let decoded =
-                    DateEntry::decode(stored.content.published_at, id.clone(), &bytes).ok();
-                let agrees = decoded.is_some_and(|entry| {
-                    entry.sequence == sequence
-                        && entry.article
-                            == StoredArticle {
-                                content: crate::article::ArticleContent {
-                                    body: String::new(),
-                                    ..stored.content.clone()
-                                },
-                                ..stored.clone()
-                            }
-                });
-                if !agrees {
-                    report.problems.push(format!(
-                        "date entry for {id}: disagrees with its record {sequence}"
-                    ));
-                }
+            let decoded = DateEntry::decode(
+                &shared.codec,
+                stored.content.published_at,
+                id.clone(),
+                &bytes,
+            )
+            .ok();
+            let agrees = decoded.is_some_and(|entry| {
+                entry.sequence == sequence
+                    && entry.pointer == pointer
+                    && entry.body_bytes == stored.content.body.len() as u64
+                    && entry.article == without_body(stored)
+            });
+            if !agrees {
+                report.problems.push(format!(
+                    "date entry for {id}: disagrees with its record {sequence}"
+                ));
             }
         }
     }
     Ok(())
 }
 
-fn expected_date_entry(sequence: u64, stored: &StoredArticle) -> Vec<u8> {
-    index::encode_date_entry(
-        &VersionFacts {
-            sequence,
-            revision: stored.revision,
-            ingested_at: stored.ingested_at,
-            content_sha256: stored.content_sha256,
-            body_bytes: stored.content.body.len() as u64,
+fn without_body(stored: &StoredArticle) -> StoredArticle {
+    StoredArticle {
+        content: ArticleContent {
+            body: String::new(),
+            ..stored.content.clone()
         },
-        &BasicFields::of(&stored.content),
-    )
+        ..stored.clone()
+    }
 }
 
 fn id_of_key(key: &[u8]) -> Option<ArticleId> {
@@ -262,96 +278,110 @@ fn id_of_key(key: &[u8]) -> Option<ArticleId> {
         .and_then(|s| ArticleId::parse("id", s).ok())
 }
 
-/// The highest revision of `id` in the `revisions` index, and its sequence.
-fn newest_revision(shared: &Shared, id: &ArticleId) -> Result<Option<(u64, u64)>> {
-    let newest = shared
-        .trees
-        .revisions
-        .scan_prefix(keys::revision_prefix(id))
-        .next_back()
-        .transpose()?;
-    Ok(newest.and_then(|(key, value)| {
-        let (_, revision) = keys::parse_revision_key(&key)?;
-        Some((revision, index::decode_sequence(&value).ok()?))
-    }))
-}
-
-/// Moves damaged records aside, then rebuilds the indexes.
+/// Copies damaged records to `quarantined_records` and erases them in the
+/// log, then rebuilds the indexes.
 pub(super) fn repair(shared: &Shared) -> Result<RepairReport> {
     let trees = &shared.trees;
     let quarantine = trees.db.open_tree(QUARANTINED_RECORDS_TREE)?;
     let mut damaged = Vec::new();
-    for entry in &trees.records {
-        let (key, value) = entry?;
-        let sound = keys::parse_u64_key(&key).is_some()
-            && record::decode_version(&shared.codec, &value).is_ok();
+    for frame in shared.log.scan()? {
+        let frame = frame?;
+        let sound = frame
+            .record
+            .as_ref()
+            .is_ok_and(|bytes| record::decode_version(&shared.codec, bytes).is_ok());
         if !sound {
-            damaged.push((key, value));
+            damaged.push(frame.pointer);
         }
     }
-    for (key, value) in &damaged {
-        // Copied first, removed second: a crash in between leaves the
-        // record in both trees, never in neither.
-        quarantine.insert(key, value.clone())?;
+    for pointer in &damaged {
+        // The frame's bytes as they are, checksum failures included.
+        let bytes = shared.log.read_raw(*pointer)?;
+        let mut key = keys::u64_key(pointer.segment).to_vec();
+        key.extend_from_slice(&keys::u64_key(pointer.offset));
+        // Copied and made durable first, erased second: a crash in between
+        // leaves the record in both places, never in neither.
+        quarantine.insert(key, bytes)?;
         trees.db.flush()?;
-        trees.records.remove(key)?;
+        super::writer::sync_filesystem(&shared.dir)?;
+        shared.log.erase(*pointer)?;
     }
     let mut report = rebuild_indexes(shared)?;
     report.quarantined = damaged.len() as u64;
     Ok(report)
 }
 
+/// What the log says an article's current version is.
+struct Newest {
+    revision: u64,
+    sequence: u64,
+    pointer: Pointer,
+}
+
 /// Rebuilds `ids`, `dates` and `revisions` from the sound records: the
-/// newest sound revision of each id is its current version. Entries that
-/// are already right are left alone, so a repair of a sound store writes
-/// nothing. Not one transaction (an index of a large archive is too big
-/// for one): an interrupted repair leaves problems that the next check
-/// finds and the next repair finishes.
+/// newest sound revision of each id is its current version, every other is
+/// history. Entries that are already right are left alone, so a repair of
+/// a sound store writes nothing. Not one transaction (the index of a large
+/// archive is too big for one): an interrupted repair leaves problems that
+/// the next check finds and the next repair finishes.
 pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     let trees = &shared.trees;
     let mut report = RepairReport::default();
-    // Pass 1: every sound version's revisions entry; the newest per id.
-    let mut newest: HashMap<ArticleId, (u64, u64)> = HashMap::new();
-    for entry in &trees.records {
-        let (key, value) = entry?;
-        let Some(sequence) = keys::parse_u64_key(&key) else {
+    let sound = |frame: super::log::Frame| {
+        let bytes = frame.record.ok()?;
+        let header = record::decode_header(&bytes).ok()?;
+        record::decode_version(&shared.codec, &bytes).ok()?;
+        Some((header, frame.pointer))
+    };
+    // Pass 1: the newest sound version of each id.
+    let mut newest: HashMap<ArticleId, Newest> = HashMap::new();
+    for frame in shared.log.scan()? {
+        let Some((header, pointer)) = sound(frame?) else {
             continue;
         };
-        let Ok(header) = record::decode_header(&value) else {
-            continue;
-        };
-        if header.kind != RecordKind::Version
-            || record::decode_version(&shared.codec, &value).is_err()
-        {
-            continue;
-        }
-        let revision_key = keys::revision_key(&header.id, header.revision);
-        let wanted = index::encode_sequence(sequence);
-        if trees.revisions.get(&revision_key)?.as_deref() != Some(&wanted[..]) {
-            trees.revisions.insert(revision_key, &wanted[..])?;
-            report.added += 1;
-        }
-        let slot = newest.entry(header.id).or_insert((0, 0));
-        if header.revision >= slot.0 {
-            *slot = (header.revision, sequence);
+        let slot = newest.entry(header.id).or_insert(Newest {
+            revision: 0,
+            sequence: 0,
+            pointer,
+        });
+        if header.revision >= slot.revision {
+            *slot = Newest {
+                revision: header.revision,
+                sequence: header.sequence,
+                pointer,
+            };
         }
     }
-    // Pass 2: the ids and date entries of each current version.
-    for (id, (_, sequence)) in &newest {
-        let bytes = trees
-            .records
-            .get(keys::u64_key(*sequence))?
-            .ok_or_else(|| Error::Corrupt {
-                key: format!("records/{sequence}"),
-                reason: "removed while the index was rebuilt".into(),
-            })?;
+    // Pass 2: a revisions entry for every older version.
+    for frame in shared.log.scan()? {
+        let Some((header, pointer)) = sound(frame?) else {
+            continue;
+        };
+        if newest[&header.id].sequence == header.sequence {
+            continue;
+        }
+        let key = keys::revision_key(&header.id, header.revision);
+        let wanted = RevisionEntry {
+            sequence: header.sequence,
+            pointer,
+        }
+        .encode();
+        if trees.revisions.get(&key)?.as_deref() != Some(wanted.as_slice()) {
+            trees.revisions.insert(key, wanted)?;
+            report.added += 1;
+        }
+    }
+    // Pass 3: the ids and date entries of each current version.
+    for (id, newest) in &newest {
+        let bytes = shared.log.read(newest.pointer)?;
         let stored =
             record::decode_version(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
-                key: format!("records/{sequence}"),
+                key: format!("record {}", newest.sequence),
                 reason,
             })?;
         let entry = IdEntry {
-            sequence: *sequence,
+            sequence: newest.sequence,
+            pointer: newest.pointer,
             revision: stored.revision,
             published_at: stored.content.published_at,
             content_sha256: stored.content_sha256,
@@ -373,13 +403,41 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             report.added += 1;
         }
         let date_key = keys::date_key(stored.content.published_at, id);
-        let date_entry = expected_date_entry(*sequence, &stored);
-        if trees.dates.get(&date_key)?.as_deref() != Some(date_entry.as_slice()) {
-            trees.dates.insert(date_key, date_entry)?;
+        let expected = index::encode_date_entry(
+            &VersionFacts {
+                sequence: newest.sequence,
+                pointer: newest.pointer,
+                revision: stored.revision,
+                ingested_at: stored.ingested_at,
+                content_sha256: stored.content_sha256,
+                body_bytes: stored.content.body.len() as u64,
+            },
+            &BasicFields::of(&shared.codec, &stored.content),
+        );
+        let present = trees
+            .dates
+            .get(&date_key)?
+            .and_then(|bytes| {
+                DateEntry::decode(
+                    &shared.codec,
+                    stored.content.published_at,
+                    id.clone(),
+                    &bytes,
+                )
+                .ok()
+            })
+            .is_some_and(|entry| {
+                entry.sequence == newest.sequence
+                    && entry.pointer == newest.pointer
+                    && entry.body_bytes == stored.content.body.len() as u64
+                    && entry.article == without_body(&stored)
+            });
+        if !present {
+            trees.dates.insert(date_key, expected)?;
             report.added += 1;
         }
     }
-    // Pass 3: whatever no sound version accounts for.
+    // Pass 4: whatever no sound version accounts for.
     for entry in &trees.ids {
         let (key, _) = entry?;
         if id_of_key(&key).is_none_or(|id| !newest.contains_key(&id)) {
@@ -388,19 +446,15 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
         }
     }
     for entry in &trees.dates {
-        let (key, _) = entry?;
+        let (key, value) = entry?;
         let keep = keys::parse_date_key(&key).is_some_and(|(published_at, id)| {
-            newest.get(&id).is_some_and(|(_, sequence)| {
-                trees
-                    .ids
-                    .get(id.as_str())
-                    .ok()
-                    .flatten()
-                    .and_then(|bytes| IdEntry::decode(&bytes).ok())
-                    .is_some_and(|entry| {
-                        entry.sequence == *sequence && entry.published_at == published_at
-                    })
-            })
+            current_of(shared, &id)
+                .ok()
+                .flatten()
+                .is_some_and(|current| {
+                    current.published_at == published_at
+                        && DateEntry::locate(&value).is_ok_and(|(seq, _)| seq == current.sequence)
+                })
         });
         if !keep {
             trees.dates.remove(&key)?;
@@ -410,15 +464,13 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     for entry in &trees.revisions {
         let (key, value) = entry?;
         let keep = keys::parse_revision_key(&key).is_some_and(|(id, revision)| {
-            index::decode_sequence(&value).is_ok_and(|sequence| {
-                trees
-                    .records
-                    .get(keys::u64_key(sequence))
-                    .ok()
-                    .flatten()
-                    .and_then(|bytes| record::decode_version(&shared.codec, &bytes).ok())
-                    .is_some_and(|stored| stored.id == id && stored.revision == revision)
-            })
+            let older = newest
+                .get(&id)
+                .is_some_and(|newest| newest.revision > revision);
+            older
+                && RevisionEntry::decode(&value).is_ok_and(|entry| {
+                    points_at(shared, entry.pointer, &id, entry.sequence, Some(revision))
+                })
         });
         if !keep {
             trees.revisions.remove(&key)?;

@@ -1,26 +1,55 @@
-//! The values of the index trees.
+//! The values of the index trees, all pointing into the record log.
 //!
-//! - `ids`: id → [`IdEntry`]: where the current version is, its date and
-//!   hash, so the writer decides CREATED / UPDATED / UNCHANGED and moves the
-//!   date entry without reading a record;
+//! - `ids`: id → [`IdEntry`]: where the current version is, its revision,
+//!   date and hash, so the writer decides CREATED / UPDATED / UNCHANGED and
+//!   moves the date entry without reading a record;
 //! - `dates`: `published_at ‖ id` → [`DateEntry`]: the current version's
-//!   sequence number and every field but the body, so a BASIC page is one
-//!   range scan and a FULL page knows which records to read and how large
-//!   they are before it reads them;
-//! - `revisions`: `id ‖ 0 ‖ revision` → the sequence number of that
-//!   revision (big-endian u64).
-//!
-//! The date entry's BASIC fields are encoded once, off the writer, as
-//! [`BasicFields`]; the writer puts its own fields (sequence, revision,
-//! ingested_at) in front. Both are protobuf with disjoint field numbers, so
-//! the concatenation is one message.
+//!   place and every field but the body (compressed with a dictionary of
+//!   their own), so a BASIC page is one range scan and a FULL page knows
+//!   which records to read, and how large they are, before it reads them;
+//! - `revisions`: `id ‖ 0 ‖ revision` → [`RevisionEntry`]: where each
+//!   *older* revision is. The current one is in `ids`, so an article that
+//!   was never updated (most) costs nothing here.
 
 use prost::Message;
 
+use super::{
+    codec::{Codec, Compression, Kind},
+    log::Pointer,
+};
 use crate::article::{ArticleContent, ArticleId, StoredArticle, Timestamp};
 
 /// Why an index value could not be decoded.
 pub type DecodeError = String;
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PointerV2 {
+    #[prost(uint64, tag = "1")]
+    segment: u64,
+    #[prost(uint64, tag = "2")]
+    offset: u64,
+    #[prost(uint32, tag = "3")]
+    len: u32,
+}
+
+impl From<Pointer> for PointerV2 {
+    fn from(p: Pointer) -> Self {
+        Self {
+            segment: p.segment,
+            offset: p.offset,
+            len: p.len,
+        }
+    }
+}
+
+fn pointer(raw: Option<PointerV2>) -> Result<Pointer, DecodeError> {
+    let raw = raw.ok_or("no record pointer")?;
+    Ok(Pointer {
+        segment: raw.segment,
+        offset: raw.offset,
+        len: raw.len,
+    })
+}
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct IdEntryV2 {
@@ -34,6 +63,8 @@ struct IdEntryV2 {
     published_nanos: u32,
     #[prost(bytes = "vec", tag = "5")]
     content_sha256: Vec<u8>,
+    #[prost(message, optional, tag = "6")]
+    pointer: Option<PointerV2>,
 }
 
 /// The `ids` entry of an article.
@@ -41,6 +72,8 @@ struct IdEntryV2 {
 pub struct IdEntry {
     /// Sequence number of the current version.
     pub sequence: u64,
+    /// Where it is in the log.
+    pub pointer: Pointer,
     /// Its revision.
     pub revision: u64,
     /// Its publication time (where its date entry is).
@@ -58,6 +91,7 @@ impl IdEntry {
             published_seconds: self.published_at.seconds,
             published_nanos: self.published_at.nanos,
             content_sha256: self.content_sha256.to_vec(),
+            pointer: Some(self.pointer.into()),
         }
         .encode_to_vec()
     }
@@ -70,6 +104,7 @@ impl IdEntry {
         let raw = IdEntryV2::decode(bytes).map_err(|e| e.to_string())?;
         Ok(Self {
             sequence: raw.sequence,
+            pointer: pointer(raw.pointer)?,
             revision: raw.revision,
             published_at: timestamp(raw.published_seconds, raw.published_nanos)?,
             content_sha256: sha(&raw.content_sha256)?,
@@ -77,85 +112,125 @@ impl IdEntry {
     }
 }
 
-/// Fields 1-7 are the writer's, 10 and up the article's.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RevisionEntryV2 {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+    #[prost(message, optional, tag = "2")]
+    pointer: Option<PointerV2>,
+}
+
+/// A `revisions` entry: where an older revision is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RevisionEntry {
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Where it is in the log.
+    pub pointer: Pointer,
+}
+
+impl RevisionEntry {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        RevisionEntryV2 {
+            sequence: self.sequence,
+            pointer: Some(self.pointer.into()),
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes a stored entry.
+    ///
+    /// # Errors
+    /// A description of the damage.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let raw = RevisionEntryV2::decode(bytes).map_err(|e| e.to_string())?;
+        Ok(Self {
+            sequence: raw.sequence,
+            pointer: pointer(raw.pointer)?,
+        })
+    }
+}
+
 #[derive(Clone, PartialEq, prost::Message)]
 struct DateEntryV2 {
     #[prost(uint64, tag = "1")]
     sequence: u64,
-    #[prost(uint64, tag = "2")]
+    #[prost(message, optional, tag = "2")]
+    pointer: Option<PointerV2>,
+    #[prost(uint64, tag = "3")]
     revision: u64,
-    #[prost(int64, tag = "3")]
+    #[prost(int64, tag = "4")]
     ingested_seconds: i64,
-    #[prost(uint32, tag = "4")]
+    #[prost(uint32, tag = "5")]
     ingested_nanos: u32,
-    #[prost(bytes = "vec", tag = "5")]
+    #[prost(bytes = "vec", tag = "6")]
     content_sha256: Vec<u8>,
-    #[prost(uint64, tag = "6")]
+    #[prost(uint64, tag = "7")]
     body_bytes: u64,
-    #[prost(string, tag = "10")]
-    url: String,
-    #[prost(string, tag = "11")]
-    title: String,
-    #[prost(string, repeated, tag = "12")]
-    authors: Vec<String>,
-    #[prost(string, tag = "13")]
-    source: String,
-    #[prost(string, tag = "14")]
-    section: String,
-    #[prost(string, repeated, tag = "15")]
-    tags: Vec<String>,
-    #[prost(string, tag = "16")]
-    language: String,
-    #[prost(string, tag = "17")]
-    description: String,
+    #[prost(uint32, tag = "8")]
+    basic_compression: u32,
+    #[prost(uint32, tag = "9")]
+    basic_dictionary: u32,
+    #[prost(bytes = "vec", tag = "10")]
+    basic: Vec<u8>,
 }
 
-/// The article's part of a date entry, encoded off the writer.
+/// The BASIC fields before compression.
 #[derive(Clone, PartialEq, prost::Message)]
 struct BasicFieldsV2 {
-    #[prost(string, tag = "10")]
+    #[prost(string, tag = "1")]
     url: String,
-    #[prost(string, tag = "11")]
+    #[prost(string, tag = "2")]
     title: String,
-    #[prost(string, repeated, tag = "12")]
+    #[prost(string, repeated, tag = "3")]
     authors: Vec<String>,
-    #[prost(string, tag = "13")]
+    #[prost(string, tag = "4")]
     source: String,
-    #[prost(string, tag = "14")]
+    #[prost(string, tag = "5")]
     section: String,
-    #[prost(string, repeated, tag = "15")]
+    #[prost(string, repeated, tag = "6")]
     tags: Vec<String>,
-    #[prost(string, tag = "16")]
+    #[prost(string, tag = "7")]
     language: String,
-    #[prost(string, tag = "17")]
+    #[prost(string, tag = "8")]
     description: String,
 }
 
-/// Every field but the body and published_at (which is in the key), encoded.
+/// Every field but the body and published_at (which is in the key),
+/// encoded and compressed, ready for a date entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BasicFields(Vec<u8>);
+pub struct BasicFields {
+    compression: Compression,
+    bytes: Vec<u8>,
+}
+
+/// The BASIC fields of `content`, encoded, before compression: what a
+/// dictionary for them is trained on.
+pub fn plain_basic(content: &ArticleContent) -> Vec<u8> {
+    BasicFieldsV2 {
+        url: content.url.clone(),
+        title: content.title.clone(),
+        authors: content.authors.clone(),
+        source: content.source.clone(),
+        section: content.section.clone(),
+        tags: content.tags.clone(),
+        language: content.language.clone(),
+        description: content.description.clone(),
+    }
+    .encode_to_vec()
+}
 
 impl BasicFields {
-    /// Encodes the fields of `content` a BASIC listing shows.
-    pub fn of(content: &ArticleContent) -> Self {
-        Self(
-            BasicFieldsV2 {
-                url: content.url.clone(),
-                title: content.title.clone(),
-                authors: content.authors.clone(),
-                source: content.source.clone(),
-                section: content.section.clone(),
-                tags: content.tags.clone(),
-                language: content.language.clone(),
-                description: content.description.clone(),
-            }
-            .encode_to_vec(),
-        )
+    /// Encodes and compresses the fields of `content` a BASIC listing shows.
+    pub fn of(codec: &Codec, content: &ArticleContent) -> Self {
+        let (compression, bytes) = codec.compress(Kind::Basic, &plain_basic(content));
+        Self { compression, bytes }
     }
 
-    /// Encoded length.
+    /// Stored length.
     pub fn encoded_len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 }
 
@@ -164,6 +239,8 @@ impl BasicFields {
 pub struct VersionFacts {
     /// Its sequence number.
     pub sequence: u64,
+    /// Where it is in the log.
+    pub pointer: Pointer,
     /// Its revision.
     pub revision: u64,
     /// When it was written.
@@ -174,21 +251,22 @@ pub struct VersionFacts {
     pub body_bytes: u64,
 }
 
-/// Encodes a date entry: the writer's fields, then the article's.
+/// Encodes a date entry.
 pub fn encode_date_entry(facts: &VersionFacts, basic: &BasicFields) -> Vec<u8> {
-    let head = DateEntryV2 {
+    let (basic_compression, basic_dictionary) = basic.compression.to_fields();
+    DateEntryV2 {
         sequence: facts.sequence,
+        pointer: Some(facts.pointer.into()),
         revision: facts.revision,
         ingested_seconds: facts.ingested_at.seconds,
         ingested_nanos: facts.ingested_at.nanos,
         content_sha256: facts.content_sha256.to_vec(),
         body_bytes: facts.body_bytes,
-        ..Default::default()
-    };
-    let mut out = Vec::with_capacity(head.encoded_len() + basic.0.len());
-    head.encode(&mut out).expect("a Vec grows to fit");
-    out.extend_from_slice(&basic.0);
-    out
+        basic_compression,
+        basic_dictionary,
+        basic: basic.bytes.clone(),
+    }
+    .encode_to_vec()
 }
 
 /// A decoded date entry.
@@ -196,6 +274,8 @@ pub fn encode_date_entry(facts: &VersionFacts, basic: &BasicFields) -> Vec<u8> {
 pub struct DateEntry {
     /// The version it stands for.
     pub sequence: u64,
+    /// Where that version is in the log.
+    pub pointer: Pointer,
     /// Bytes of that version's body.
     pub body_bytes: u64,
     /// The article without its body.
@@ -203,32 +283,39 @@ pub struct DateEntry {
 }
 
 impl DateEntry {
-    /// Decodes the entry stored under `(published_at, id)`.
+    /// Decodes the entry stored under `(published_at, id)`, decompressing
+    /// its BASIC fields.
     ///
     /// # Errors
     /// A description of the damage.
     pub fn decode(
+        codec: &Codec,
         published_at: Timestamp,
         id: ArticleId,
         bytes: &[u8],
     ) -> Result<Self, DecodeError> {
         let raw = DateEntryV2::decode(bytes).map_err(|e| e.to_string())?;
+        let compression = Compression::from_fields(raw.basic_compression, raw.basic_dictionary)
+            .ok_or_else(|| format!("unknown compression {}", raw.basic_compression))?;
+        let plain = codec.decompress(Kind::Basic, compression, &raw.basic)?;
+        let basic = BasicFieldsV2::decode(plain.as_slice()).map_err(|e| e.to_string())?;
         Ok(Self {
             sequence: raw.sequence,
+            pointer: pointer(raw.pointer)?,
             body_bytes: raw.body_bytes,
             article: StoredArticle {
                 id,
                 content: ArticleContent {
-                    url: raw.url,
-                    title: raw.title,
+                    url: basic.url,
+                    title: basic.title,
                     body: String::new(),
                     published_at,
-                    authors: raw.authors,
-                    source: raw.source,
-                    section: raw.section,
-                    tags: raw.tags,
-                    language: raw.language,
-                    description: raw.description,
+                    authors: basic.authors,
+                    source: basic.source,
+                    section: basic.section,
+                    tags: basic.tags,
+                    language: basic.language,
+                    description: basic.description,
                 },
                 ingested_at: timestamp(raw.ingested_seconds, raw.ingested_nanos)?,
                 content_sha256: sha(&raw.content_sha256)?,
@@ -237,19 +324,13 @@ impl DateEntry {
         })
     }
 
-    /// Just the sequence number, without decoding the rest.
+    /// Just the sequence number and pointer, without the BASIC fields.
     ///
     /// # Errors
     /// A description of the damage.
-    pub fn sequence_of(bytes: &[u8]) -> Result<u64, DecodeError> {
-        #[derive(Clone, PartialEq, prost::Message)]
-        struct SequenceOnly {
-            #[prost(uint64, tag = "1")]
-            sequence: u64,
-        }
-        SequenceOnly::decode(bytes)
-            .map(|raw| raw.sequence)
-            .map_err(|e| e.to_string())
+    pub fn locate(bytes: &[u8]) -> Result<(u64, Pointer), DecodeError> {
+        let raw = DateEntryV2::decode(bytes).map_err(|e| e.to_string())?;
+        Ok((raw.sequence, pointer(raw.pointer)?))
     }
 }
 
@@ -268,28 +349,13 @@ fn sha(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
         .map_err(|_| format!("content_sha256 has {} bytes, not 32", bytes.len()))
 }
 
-/// The `revisions` value: a sequence number.
-pub fn encode_sequence(sequence: u64) -> [u8; 8] {
-    sequence.to_be_bytes()
-}
-
-/// The inverse of [`encode_sequence`].
-///
-/// # Errors
-/// When the value is not 8 bytes.
-pub fn decode_sequence(bytes: &[u8]) -> Result<u64, DecodeError> {
-    bytes
-        .try_into()
-        .map(u64::from_be_bytes)
-        .map_err(|_| format!("a sequence number of {} bytes", bytes.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn date_entries_join_the_writers_and_the_articles_fields() {
+    fn entries_round_trip() {
+        let codec = Codec::default();
         let content = ArticleContent {
             url: "https://example.com/a".into(),
             title: "T".into(),
@@ -303,10 +369,16 @@ mod tests {
             section: "World".into(),
             tags: vec!["x".into(), "y".into()],
             language: "en".into(),
-            description: "D".into(),
+            description: "D".repeat(300),
+        };
+        let at = Pointer {
+            segment: 1,
+            offset: 1 << 33,
+            len: 900,
         };
         let facts = VersionFacts {
             sequence: 1 << 40,
+            pointer: at,
             revision: 4,
             ingested_at: Timestamp {
                 seconds: 9,
@@ -315,11 +387,11 @@ mod tests {
             content_sha256: [3; 32],
             body_bytes: 28,
         };
-        let bytes = encode_date_entry(&facts, &BasicFields::of(&content));
+        let bytes = encode_date_entry(&facts, &BasicFields::of(&codec, &content));
         let id = ArticleId::parse("id", "a").unwrap();
-        let entry = DateEntry::decode(content.published_at, id.clone(), &bytes).unwrap();
-        assert_eq!(entry.sequence, 1 << 40);
-        assert_eq!(DateEntry::sequence_of(&bytes).unwrap(), 1 << 40);
+        let entry = DateEntry::decode(&codec, content.published_at, id, &bytes).unwrap();
+        assert_eq!((entry.sequence, entry.pointer), (1 << 40, at));
+        assert_eq!(DateEntry::locate(&bytes).unwrap(), (1 << 40, at));
         assert_eq!(entry.body_bytes, 28);
         assert_eq!(entry.article.revision, 4);
         assert_eq!(
@@ -331,6 +403,7 @@ mod tests {
         );
         let ids = IdEntry {
             sequence: 12,
+            pointer: at,
             revision: 2,
             published_at: Timestamp {
                 seconds: 1,
@@ -340,5 +413,10 @@ mod tests {
         };
         assert_eq!(IdEntry::decode(&ids.encode()).unwrap(), ids);
         assert!(IdEntry::decode(&[0xFF, 0xFF]).is_err());
+        let old = RevisionEntry {
+            sequence: 3,
+            pointer: at,
+        };
+        assert_eq!(RevisionEntry::decode(&old.encode()).unwrap(), old);
     }
 }

@@ -1,41 +1,48 @@
 //! The sled engine: storage format 2, a compressed, append-only record log
 //! with small indexes.
 //!
-//! # Layout (one sled database in the data directory)
-//! - `records`: sequence number ([`keys::u64_key`]) → one stored version of
-//!   an article ([`record`]: an uncompressed header, the content compressed
-//!   with zstd). Every version gets the next sequence number, so new
-//!   versions are appended at the right edge of the tree: ingest touches
-//!   the same few pages however large the archive is. Old versions stay: they
-//!   are the article's history.
-//! - `ids`: id → the current version's sequence number, revision, date and
-//!   hash ([`index::IdEntry`]). The writer decides CREATED, UPDATED or
-//!   UNCHANGED from it alone.
-//! - `dates`: `published_at ‖ id` ([`keys::date_key`]) → the current
-//!   version's sequence number and every field but the body
-//!   ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
-//!   reads its records in sequence order.
-//! - `revisions`: `id ‖ 0 ‖ revision` → sequence number: an article's
-//!   history.
-//! - `dicts`: dictionary id → a zstd dictionary ([`codec`]).
-//! - `meta`: the format (`2`), the page-token key, the sequence high-water
-//!   mark, and the marker set while a process has the store open.
-//! - `quarantined_records`: records `check --repair` found damaged, moved
-//!   out of `records` byte for byte. (`quarantine`, keyed by id, holds what
-//!   format 1 set aside.)
+//! # Layout (in the data directory)
+//! - `records/`: the record log ([`log`]): every stored version of every
+//!   article, in sequence-number order, in append-only segment files. Each
+//!   version gets the next sequence number; a record is an uncompressed
+//!   header and the content compressed with zstd and a dictionary
+//!   ([`record`], [`codec`]). Ingest appends, however large the archive
+//!   is. Old versions stay: they are the article's history.
+//! - the sled database (`db`, `conf`, `snap.*`), whose trees are small:
+//!   - `ids`: id → where the current version is, its revision, date and
+//!     hash ([`index::IdEntry`]); the writer decides CREATED, UPDATED or
+//!     UNCHANGED from it alone;
+//!   - `dates`: `published_at ‖ id` ([`keys::date_key`]) → where the
+//!     current version is and every field but the body, compressed
+//!     ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
+//!     reads its records in log order;
+//!   - `revisions`: `id ‖ 0 ‖ revision` → where each older revision is;
+//!   - `dicts`: `kind ‖ id` → a zstd dictionary ([`codec`]);
+//!   - `meta`: the format (`2`), the page-token key, the sequence
+//!     high-water mark, the log's committed end, and the marker set while
+//!     a process has the store open;
+//!   - `quarantined_records`: records `check --repair` found damaged,
+//!     copied out of the log byte for byte before they were erased there
+//!     (`quarantine`, keyed by id, holds what format 1 set aside).
 //!
-//! Every index is derived from `records` and changes in the same
-//! transaction as the records it points at; [`check`] verifies each against
-//! the log and repair rebuilds them from it. [`upgrade`] converts a format 1
-//! directory in place.
+//! A batch's records are written and synced to the log before the one
+//! sled transaction that indexes them (and moves the log's committed end),
+//! so the indexes only ever point at durable records, and a record is
+//! visible exactly when its index entries are. Every index is derived from
+//! the log: [`check`] verifies each against it and repair rebuilds them
+//! from it. [`upgrade`] converts a format 1 directory in place.
 
 pub mod check;
 pub mod codec;
 pub mod format1;
 pub mod index;
+pub mod log;
 pub mod record;
 pub mod upgrade;
 mod writer;
+
+#[cfg(test)]
+mod model_tests;
 
 use std::{
     fs::File,
@@ -55,8 +62,9 @@ use tracing::{info, warn};
 pub use writer::BatchLimits;
 
 use self::{
-    codec::Codec,
+    codec::{Codec, Kind},
     index::{BasicFields, DateEntry, IdEntry},
+    log::{Pointer, RecordLog, Tail},
     record::Payload,
 };
 use super::{
@@ -68,7 +76,6 @@ use crate::{
     error::{Error, Result},
 };
 
-pub(crate) const RECORDS_TREE: &str = "records";
 pub(crate) const IDS_TREE: &str = "ids";
 pub(crate) const DATES_TREE: &str = "dates";
 pub(crate) const REVISIONS_TREE: &str = "revisions";
@@ -79,13 +86,13 @@ pub(crate) const OPEN_MARKER_KEY: &str = "open";
 pub(crate) const PAGE_TOKEN_KEY: &str = "page_token_key";
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const SEQUENCE_HIGH_KEY: &str = "sequence_high";
+pub(crate) const LOG_TAIL_KEY: &str = "log_tail";
 /// The format this engine reads and writes.
 pub(crate) const FORMAT_VERSION: &[u8] = b"2";
 
 /// The sled handles shared by readers and the writer.
 pub(crate) struct Trees {
     pub db: sled::Db,
-    pub records: sled::Tree,
     pub ids: sled::Tree,
     pub dates: sled::Tree,
     pub revisions: sled::Tree,
@@ -96,7 +103,6 @@ pub(crate) struct Trees {
 impl Trees {
     pub(crate) fn open(db: sled::Db) -> Result<Self> {
         Ok(Self {
-            records: db.open_tree(RECORDS_TREE)?,
             ids: db.open_tree(IDS_TREE)?,
             dates: db.open_tree(DATES_TREE)?,
             revisions: db.open_tree(REVISIONS_TREE)?,
@@ -132,7 +138,7 @@ impl Prepared {
             published_at: content.published_at,
             content_sha256: content.sha256(),
             payload: record::payload(codec, content),
-            basic: BasicFields::of(content),
+            basic: BasicFields::of(codec, content),
             body_bytes: content.body.len() as u64,
             ingested_at: None,
         }
@@ -148,6 +154,8 @@ impl Prepared {
 pub(crate) struct Shared {
     /// Dropped by hand: see `Drop for Shared`.
     pub trees: ManuallyDrop<Trees>,
+    /// The records the trees point at.
+    pub log: RecordLog,
     pub health: watch::Sender<WriteHealth>,
     pub config: StoreConfig,
     /// The data directory, opened to sync its filesystem after each commit.
@@ -199,45 +207,56 @@ impl Shared {
         }
     }
 
-    /// Samples up to [`DICTIONARY_SAMPLES`] records spread over the log,
-    /// trains a dictionary, makes it durable, and only then lets new
-    /// records use it. Returns its id.
+    /// Samples up to [`DICTIONARY_SAMPLES`] current versions spread over
+    /// the archive, trains a dictionary of each kind from them, makes them
+    /// durable, and only then lets new payloads use them. Returns the id of
+    /// the new content dictionary.
     fn train_dictionary(&self, records: u64) -> Result<Option<u32>> {
         if *self.health.borrow() != WriteHealth::Writable {
             return Ok(None);
         }
         let trees = &self.trees;
-        let step = (records / DICTIONARY_SAMPLES).max(1);
-        let mut samples = Vec::new();
-        let mut at = 1;
-        while at <= records && (samples.len() as u64) < DICTIONARY_SAMPLES {
-            let next = trees
-                .records
-                .range(keys::u64_key(at).to_vec()..)
-                .next()
-                .transpose()?;
-            let Some((key, value)) = next else { break };
-            if let Ok(plain) = record::plain_payload(&self.codec, &value) {
-                samples.push(plain);
+        let step = (trees.ids.len() as u64 / DICTIONARY_SAMPLES).max(1) as usize;
+        let mut content = Vec::new();
+        let mut basic = Vec::new();
+        for entry in trees.ids.iter().step_by(step) {
+            let (_, value) = entry?;
+            let Ok(entry) = IdEntry::decode(&value) else {
+                continue;
+            };
+            let Ok(bytes) = self.log.read(entry.pointer) else {
+                continue;
+            };
+            if let Ok(stored) = record::decode_version(&self.codec, &bytes) {
+                content.push(record::plain_content(&stored.content));
+                basic.push(index::plain_basic(&stored.content));
             }
-            let here = keys::parse_u64_key(&key).unwrap_or(at);
-            at = here.max(at) + step;
         }
-        let dictionary = codec::train(&samples).map_err(Error::Config)?;
-        let id = trees
-            .dicts
-            .last()?
-            .and_then(|(key, _)| key.as_ref().try_into().ok().map(u32::from_be_bytes))
-            .unwrap_or(0)
-            + 1;
-        trees
-            .dicts
-            .insert(id.to_be_bytes(), dictionary.as_slice())?;
+        let mut trained = Vec::new();
+        for (kind, samples) in [(Kind::Content, content), (Kind::Basic, basic)] {
+            let dictionary = codec::train(kind, &samples).map_err(Error::Config)?;
+            let id = self.codec.current_dictionary(kind) + 1;
+            trees
+                .dicts
+                .insert(dictionary_key(kind, id), dictionary.as_slice())?;
+            trained.push((kind, id, dictionary));
+        }
         trees.db.flush()?;
         writer::sync_filesystem(&self.dir)?;
-        self.codec.add_dictionary(id, &dictionary);
-        Ok(Some(id))
+        for (kind, id, dictionary) in &trained {
+            self.codec.add_dictionary(*kind, *id, dictionary);
+        }
+        tracing::debug!(records, "dictionaries trained");
+        Ok(Some(trained[0].1))
     }
+}
+
+/// The `dicts` key of a dictionary.
+pub(crate) fn dictionary_key(kind: Kind, id: u32) -> [u8; 5] {
+    let mut key = [0u8; 5];
+    key[0] = kind as u8;
+    key[1..].copy_from_slice(&id.to_be_bytes());
+    key
 }
 
 impl Drop for Shared {
@@ -320,18 +339,23 @@ impl SledStore {
         let mut trained_at = 0;
         for entry in &trees.dicts {
             let (key, value) = entry?;
-            let id = key
-                .as_ref()
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| Error::Corrupt {
-                    key: format!("{DICTS_TREE}/{key:?}"),
-                    reason: "not a dictionary id".into(),
-                })?;
-            codec.add_dictionary(id, &value);
+            let parsed = (key.len() == 5)
+                .then(|| Kind::from_u8(key[0]))
+                .flatten()
+                .zip(
+                    key.get(1..)
+                        .and_then(|id| id.try_into().ok())
+                        .map(u32::from_be_bytes),
+                );
+            let (kind, id) = parsed.ok_or_else(|| Error::Corrupt {
+                key: format!("{DICTS_TREE}/{key:?}"),
+                reason: "not a dictionary key".into(),
+            })?;
+            codec.add_dictionary(kind, id, &value);
             trained_at = trained_at.max(1);
         }
         let next_sequence = next_sequence(&trees)?;
+        let log = RecordLog::open(&config.path, log_tail(&trees)?)?;
         if trained_at > 0 {
             // Counted from the present size: the next training is due when
             // the archive has grown [`DICTIONARY_GROWTH`] times from here.
@@ -347,6 +371,7 @@ impl SledStore {
         let (health, _) = watch::channel(WriteHealth::Writable);
         let shared = Arc::new(Shared {
             trees: ManuallyDrop::new(trees),
+            log,
             health,
             config: config.clone(),
             dir,
@@ -413,22 +438,21 @@ impl SledStore {
             key: format!("{IDS_TREE}/{id}"),
             reason,
         })?;
-        self.read_version(entry.sequence).map(Some)
+        self.read_version(entry.sequence, entry.pointer).map(Some)
     }
 
-    /// The version stored under `sequence`.
-    fn read_version(&self, sequence: u64) -> Result<StoredArticle> {
+    /// The version stored at `pointer`, which must be `sequence`.
+    fn read_version(&self, sequence: u64, pointer: Pointer) -> Result<StoredArticle> {
+        let bytes = self.shared.log.read(pointer)?;
         let corrupt = |reason: String| Error::Corrupt {
-            key: format!("{RECORDS_TREE}/{sequence}"),
+            key: format!("record {sequence}"),
             reason,
         };
-        let bytes = self
-            .shared
-            .trees
-            .records
-            .get(keys::u64_key(sequence))?
-            .ok_or_else(|| corrupt("an index points at this record, which is missing".into()))?;
-        record::decode_version(&self.shared.codec, &bytes).map_err(corrupt)
+        let stored = record::decode_version(&self.shared.codec, &bytes).map_err(corrupt)?;
+        match record::decode_header(&bytes) {
+            Ok(header) if header.sequence == sequence => Ok(stored),
+            _ => Err(corrupt("the index points at another record".into())),
+        }
     }
 
     /// Hashes and compresses an article for the writer. CPU work: the
@@ -496,11 +520,12 @@ impl SledStore {
                 key: format!("{DATES_TREE}/{key:?}"),
                 reason: "not a date-index key".into(),
             })?;
-            let entry =
-                DateEntry::decode(published_at, id, &value).map_err(|reason| Error::Corrupt {
+            let entry = DateEntry::decode(&self.shared.codec, published_at, id, &value).map_err(
+                |reason| Error::Corrupt {
                     key: format!("{DATES_TREE}/{key:?}"),
                     reason,
-                })?;
+                },
+            )?;
             let size = estimated_size(&entry, request.with_body);
             if bytes + size > request.byte_budget && !entries.is_empty() {
                 more = true;
@@ -510,11 +535,12 @@ impl SledStore {
             entries.push(entry);
         }
         let articles = if request.with_body {
+            // In log order, so reads go along the segment files.
             let mut order: Vec<usize> = (0..entries.len()).collect();
-            order.sort_by_key(|&i| entries[i].sequence);
+            order.sort_by_key(|&i| (entries[i].pointer.segment, entries[i].pointer.offset));
             let mut full: Vec<Option<StoredArticle>> = vec![None; entries.len()];
             for i in order {
-                full[i] = Some(self.read_version(entries[i].sequence)?);
+                full[i] = Some(self.read_version(entries[i].sequence, entries[i].pointer)?);
             }
             full.into_iter().flatten().collect()
         } else {
@@ -684,23 +710,35 @@ fn open_error(path: &Path, e: sled::Error) -> Error {
     }
 }
 
-/// The sequence number the next version gets: above the high-water mark and
-/// above every record key (either alone would do; both guard against a
-/// damaged one).
+/// The sequence number the next version gets: above the high-water mark,
+/// which every batch commits with its records.
 fn next_sequence(trees: &Trees) -> Result<u64> {
     let high = match trees.meta.get(SEQUENCE_HIGH_KEY)? {
-        Some(bytes) => index::decode_sequence(&bytes).map_err(|reason| Error::Corrupt {
-            key: format!("{META_TREE}/{SEQUENCE_HIGH_KEY}"),
-            reason,
-        })?,
+        Some(bytes) => bytes
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Corrupt {
+                key: format!("{META_TREE}/{SEQUENCE_HIGH_KEY}"),
+                reason: "not 8 bytes".into(),
+            })?,
         None => 0,
     };
-    let last = trees
-        .records
-        .last()?
-        .and_then(|(key, _)| keys::parse_u64_key(&key))
-        .unwrap_or(0);
-    Ok(high.max(last) + 1)
+    Ok(high + 1)
+}
+
+/// The log's committed end, if anything was ever committed.
+fn log_tail(trees: &Trees) -> Result<Option<Tail>> {
+    trees
+        .meta
+        .get(LOG_TAIL_KEY)?
+        .map(|bytes| {
+            Tail::decode(&bytes).ok_or_else(|| Error::Corrupt {
+                key: format!("{META_TREE}/{LOG_TAIL_KEY}"),
+                reason: "not a log position".into(),
+            })
+        })
+        .transpose()
 }
 
 /// Sets the "open" marker and reports whether it was clear before, that is,

@@ -1,11 +1,11 @@
-//! The record log's values: one stored version of an article (format 2).
+//! The record log's records: one stored version of an article (format 2).
 //!
 //! `[2] ‖ varint(header length) ‖ header ‖ payload`
 //!
 //! - the header (a protobuf message defined here, not in the public API) is
-//!   never compressed: id, revision, ingested_at, content hash, publication
-//!   time, and how the payload is compressed. Check, repair and the
-//!   change feed read it without touching the text;
+//!   never compressed: sequence number, id, revision, ingested_at, content
+//!   hash, publication time, and how the payload is compressed. Check,
+//!   repair and the change feed read it without touching the text;
 //! - the payload is the content fields as a protobuf message, compressed
 //!   ([`super::codec`]).
 //!
@@ -14,7 +14,7 @@
 
 use prost::Message;
 
-use super::codec::{Codec, Compression};
+use super::codec::{Codec, Compression, Kind};
 use crate::article::{ArticleContent, ArticleId, StoredArticle, Timestamp};
 
 /// The record format this module writes.
@@ -49,6 +49,8 @@ struct HeaderV2 {
     compression: u32,
     #[prost(uint32, tag = "10")]
     dictionary: u32,
+    #[prost(uint64, tag = "11")]
+    sequence: u64,
 }
 
 /// The content fields, before compression. (published_at is in the header.)
@@ -80,6 +82,8 @@ pub type DecodeError = String;
 /// The uncompressed part of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
+    /// Its place in the log; no two records share one.
+    pub sequence: u64,
     /// The article.
     pub id: ArticleId,
     /// What the record is.
@@ -109,7 +113,7 @@ pub struct Payload {
 /// Encodes and compresses the content fields (everything but published_at,
 /// which goes into the header).
 pub fn payload(codec: &Codec, content: &ArticleContent) -> Payload {
-    let (compression, bytes) = codec.compress(&plain_content(content));
+    let (compression, bytes) = codec.compress(Kind::Content, &plain_content(content));
     Payload { compression, bytes }
 }
 
@@ -134,13 +138,14 @@ pub fn plain_content(content: &ArticleContent) -> Vec<u8> {
 /// samples a dictionary is trained on.
 pub fn plain_payload(codec: &Codec, stored: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let (header, payload) = split(stored)?;
-    codec.decompress(header.compression, payload)
+    codec.decompress(Kind::Content, header.compression, payload)
 }
 
 /// Encodes a version record.
 pub fn encode_version(header: &RecordHeader, payload: &Payload) -> Vec<u8> {
     let (compression, dictionary) = payload.compression.to_fields();
     let raw = HeaderV2 {
+        sequence: header.sequence,
         id: header.id.as_str().to_owned(),
         kind: header.kind as u32,
         revision: header.revision,
@@ -169,6 +174,7 @@ fn split(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError> {
     let mut cursor = rest;
     let raw = HeaderV2::decode_length_delimited(&mut cursor).map_err(|e| e.to_string())?;
     let header = RecordHeader {
+        sequence: raw.sequence,
         id: ArticleId::parse("id", &raw.id).map_err(|e| format!("record id: {}", e.rule))?,
         kind: match raw.kind {
             1 => RecordKind::Version,
@@ -214,7 +220,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<RecordHeader, DecodeError> {
 /// A description of the damage.
 pub fn decode_version(codec: &Codec, bytes: &[u8]) -> Result<StoredArticle, DecodeError> {
     let (header, payload) = split(bytes)?;
-    let plain = codec.decompress(header.compression, payload)?;
+    let plain = codec.decompress(Kind::Content, header.compression, payload)?;
     let raw = ContentV2::decode(plain.as_slice()).map_err(|e| e.to_string())?;
     let content = ArticleContent {
         url: raw.url,
@@ -267,6 +273,7 @@ mod tests {
         let codec = Codec::default();
         let content = content();
         let header = RecordHeader {
+            sequence: 9,
             id: ArticleId::parse("id", "x-1").unwrap(),
             kind: RecordKind::Version,
             revision: 3,
@@ -306,6 +313,7 @@ mod tests {
         let mut other = content.clone();
         other.title.push('!');
         let header = RecordHeader {
+            sequence: 1,
             id: ArticleId::parse("id", "x").unwrap(),
             kind: RecordKind::Version,
             revision: 1,

@@ -6,7 +6,7 @@
 //! overlap, so both live in the same sled database during the conversion:
 //!
 //! 1. leftovers of an earlier, interrupted conversion are dropped (the
-//!    format 2 trees, which are not yet the archive);
+//!    format 2 trees and record log, which are not yet the archive);
 //! 2. a compression dictionary is trained from a sample of the articles;
 //! 3. every sound format 1 record is written as revision 1 of its article,
 //!    with its own `ingested_at`, through the writer's commit (batches of
@@ -26,10 +26,13 @@ use std::{path::Path, time::Instant};
 use tracing::info;
 
 use super::{
-    codec::{self, Codec},
-    format1, open_sled,
+    codec::{self, Codec, Kind},
+    dictionary_key, format1, index,
+    log::RecordLog,
+    open_sled,
     writer::{self, WriterState},
-    Prepared, Trees, DICTS_TREE, FORMAT_KEY, FORMAT_VERSION, META_TREE,
+    Prepared, Trees, DICTS_TREE, FORMAT_KEY, FORMAT_VERSION, LOG_TAIL_KEY, META_TREE,
+    SEQUENCE_HIGH_KEY,
 };
 use crate::{
     article::{ArticleId, StoredArticle},
@@ -43,8 +46,7 @@ const FORMAT_1_TREES: [&str; 2] = ["articles", "by_date"];
 /// Where format 1 and the conversion put damaged records (keyed by id).
 const FORMAT_1_QUARANTINE: &str = "quarantine";
 /// Format 2's trees, dropped when an interrupted conversion starts again.
-const FORMAT_2_TREES: [&str; 6] = [
-    super::RECORDS_TREE,
+const FORMAT_2_TREES: [&str; 5] = [
     super::IDS_TREE,
     super::DATES_TREE,
     super::REVISIONS_TREE,
@@ -146,6 +148,11 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     for name in FORMAT_2_TREES {
         db.drop_tree(name)?;
     }
+    meta.remove(SEQUENCE_HIGH_KEY)?;
+    meta.remove(LOG_TAIL_KEY)?;
+    db.flush()?;
+    RecordLog::remove_all(&config.path)?;
+    let log = RecordLog::open(&config.path, None)?;
     let articles = db.open_tree(FORMAT_1_TREES[0])?;
     let quarantine = db.open_tree(FORMAT_1_QUARANTINE)?;
     let trees = Trees::open(db.clone())?;
@@ -165,18 +172,30 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     let total = articles.len() as u64;
     if total >= config.dictionary_after.max(1) {
         let step = (total / 4000).max(1) as usize;
-        let samples: Vec<Vec<u8>> = articles
+        let samples: Vec<_> = articles
             .iter()
             .step_by(step)
             .filter_map(|entry| entry.ok())
             .filter_map(|(key, value)| sound(&key, &value))
+            .collect();
+        let content: Vec<_> = samples
+            .iter()
             .map(|stored| super::record::plain_content(&stored.content))
             .collect();
-        if let Ok(dictionary) = codec::train(&samples) {
-            trees
-                .dicts
-                .insert(1u32.to_be_bytes(), dictionary.as_slice())?;
-            codec.add_dictionary(1, &dictionary);
+        let basic: Vec<_> = samples
+            .iter()
+            .map(|stored| index::plain_basic(&stored.content))
+            .collect();
+        if let (Ok(content), Ok(basic)) = (
+            codec::train(Kind::Content, &content),
+            codec::train(Kind::Basic, &basic),
+        ) {
+            for (kind, dictionary) in [(Kind::Content, content), (Kind::Basic, basic)] {
+                trees
+                    .dicts
+                    .insert(dictionary_key(kind, 1), dictionary.as_slice())?;
+                codec.add_dictionary(kind, 1, &dictionary);
+            }
             report.dictionary = true;
         }
     }
@@ -193,11 +212,11 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
             }
         }
         if batch.len() == BATCH {
-            report.converted += convert(&trees, &mut state, &batch)?;
+            report.converted += convert(&trees, &log, &mut state, &batch)?;
             batch.clear();
         }
     }
-    report.converted += convert(&trees, &mut state, &batch)?;
+    report.converted += convert(&trees, &log, &mut state, &batch)?;
     trees.db.flush()?;
     writer::sync_filesystem(&dir)?;
 
@@ -228,12 +247,17 @@ fn prepared(codec: &Codec, stored: &StoredArticle) -> Prepared {
 
 /// Commits one batch of converted articles; every one is new (ids are
 /// unique in format 1).
-fn convert(trees: &Trees, state: &mut WriterState, batch: &[Prepared]) -> Result<u64> {
+fn convert(
+    trees: &Trees,
+    log: &RecordLog,
+    state: &mut WriterState,
+    batch: &[Prepared],
+) -> Result<u64> {
     if batch.is_empty() {
         return Ok(0);
     }
     let refs: Vec<&Prepared> = batch.iter().collect();
-    let outcomes = writer::commit(trees, state, &refs, crate::article::Timestamp::now())?;
+    let outcomes = writer::commit(trees, log, state, &refs, crate::article::Timestamp::now())?;
     outcomes.into_iter().try_fold(0, |n, outcome| {
         outcome?;
         Ok(n + 1)

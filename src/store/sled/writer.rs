@@ -3,9 +3,10 @@
 //! Every write goes through one thread that owns the write side of the store.
 //! It takes whatever articles are queued (up to a batch limit), decides each
 //! outcome from the `ids` entry (or an earlier article of the same batch),
-//! gives every new version the next sequence number, and applies the whole
-//! batch (records, every index entry, the sequence high-water mark) in one
-//! sled transaction; then it flushes, syncs, and only then answers. One
+//! gives every new version the next sequence number, appends the new
+//! records to the record log and syncs them, then applies every index entry
+//! of the batch (with the sequence high-water mark and the log's new end)
+//! in one sled transaction; then it flushes, syncs, and only then answers. One
 //! writer means no write conflicts, a total order of updates to an id, and
 //! one fsync for many articles. It is a plain thread because every step
 //! blocks on sled. Hashing and compression are done before an article gets
@@ -49,9 +50,10 @@ use tokio::sync::{
 use tracing::{debug, error, info, warn};
 
 use super::{
-    index::{self, IdEntry, VersionFacts},
+    index::{self, IdEntry, RevisionEntry, VersionFacts},
+    log::RecordLog,
     record::{self, RecordHeader, RecordKind},
-    Prepared, Shared, Trees, SEQUENCE_HIGH_KEY,
+    Prepared, Shared, Trees, LOG_TAIL_KEY, SEQUENCE_HIGH_KEY,
 };
 use crate::{
     article::{ArticleId, Timestamp},
@@ -128,11 +130,17 @@ pub(super) fn run(
             }
         }
         let articles: Vec<&Prepared> = batch.iter().map(|w| &w.article).collect();
-        let result =
-            commit(&shared.trees, &mut state, &articles, Timestamp::now()).and_then(|outcomes| {
-                sync_filesystem(&shared.dir)?;
-                Ok(outcomes)
-            });
+        let result = commit(
+            &shared.trees,
+            &shared.log,
+            &mut state,
+            &articles,
+            Timestamp::now(),
+        )
+        .and_then(|outcomes| {
+            sync_filesystem(&shared.dir)?;
+            Ok(outcomes)
+        });
         if let Err(e) = &result {
             error!(error = %e, articles = batch.len(), "group commit failed; nothing in it was acknowledged");
         } else {
@@ -290,25 +298,27 @@ pub(super) fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
 /// earlier article of the same batch made it.
 type Latest = HashMap<ArticleId, Option<IdEntry>>;
 
-/// Applies one batch atomically and flushes it. Returns the outcome of each
-/// article in order: an article whose `ids` entry cannot be decoded gets
-/// that error and is left alone, the others are written.
+/// Applies one batch and flushes it: the new versions' records go to the
+/// log (made durable first), then every index entry and the log's new end
+/// in one sled transaction. Returns the outcome of each article in order:
+/// an article whose `ids` entry cannot be decoded gets that error and is
+/// left alone, the others are written.
 ///
 /// # Errors
 /// A storage error, which fails the whole batch.
 pub(super) fn commit(
     trees: &Trees,
+    log: &RecordLog,
     state: &mut WriterState,
     batch: &[&Prepared],
     ingested_at: Timestamp,
 ) -> Result<Vec<Result<WriteOutcome>>> {
     let mut latest = Latest::new();
-    let mut records = sled::Batch::default();
+    let mut pending = log.begin_batch(state.next_sequence);
     let mut ids = sled::Batch::default();
     let mut dates = sled::Batch::default();
     let mut revisions = sled::Batch::default();
     let mut outcomes = Vec::with_capacity(batch.len());
-    let first_sequence = state.next_sequence;
 
     for article in batch {
         let previous = match latest.get(&article.id) {
@@ -337,6 +347,7 @@ pub(super) fn commit(
         state.next_sequence += 1;
         let revision = previous.map_or(1, |old| old.revision + 1);
         let header = RecordHeader {
+            sequence,
             id: article.id.clone(),
             kind: RecordKind::Version,
             revision,
@@ -345,17 +356,24 @@ pub(super) fn commit(
             published_at: article.published_at,
             compression: article.payload.compression,
         };
-        records.insert(
-            &keys::u64_key(sequence),
-            record::encode_version(&header, &article.payload),
-        );
+        let pointer = pending.push(&record::encode_version(&header, &article.payload));
         if let Some(old) = previous {
+            // The version it replaces becomes history.
+            let entry = RevisionEntry {
+                sequence: old.sequence,
+                pointer: old.pointer,
+            };
+            revisions.insert(
+                keys::revision_key(&article.id, old.revision),
+                entry.encode(),
+            );
             if old.published_at != article.published_at {
                 dates.remove(keys::date_key(old.published_at, &article.id));
             }
         }
         let facts = VersionFacts {
             sequence,
+            pointer,
             revision,
             ingested_at: header.ingested_at,
             content_sha256: article.content_sha256,
@@ -367,15 +385,12 @@ pub(super) fn commit(
         );
         let entry = IdEntry {
             sequence,
+            pointer,
             revision,
             published_at: article.published_at,
             content_sha256: article.content_sha256,
         };
         ids.insert(article.id.as_str(), entry.encode());
-        revisions.insert(
-            keys::revision_key(&article.id, revision),
-            &index::encode_sequence(sequence)[..],
-        );
         latest.insert(article.id.clone(), Some(entry));
         outcomes.push(Ok(if previous.is_some() {
             WriteOutcome::Updated
@@ -384,20 +399,17 @@ pub(super) fn commit(
         }));
     }
 
-    if state.next_sequence > first_sequence {
+    if !pending.is_empty() {
+        // Durable before anything points at it.
+        log.write(&pending)?;
         let mut meta = sled::Batch::default();
         meta.insert(
             SEQUENCE_HIGH_KEY,
             &(state.next_sequence - 1).to_be_bytes()[..],
         );
-        let batches = [records, ids, dates, revisions, meta];
-        let views = [
-            &trees.records,
-            &trees.ids,
-            &trees.dates,
-            &trees.revisions,
-            &trees.meta,
-        ];
+        meta.insert(LOG_TAIL_KEY, &pending.tail().encode()[..]);
+        let batches = [ids, dates, revisions, meta];
+        let views = [&trees.ids, &trees.dates, &trees.revisions, &trees.meta];
         // The closure only applies prepared batches, so sled may retry it.
         views[..]
             .transaction(|trees| {
@@ -417,5 +429,6 @@ pub(super) fn commit(
     // stored version is durable, and an earlier failed flush may have left it
     // only in memory.
     trees.db.flush()?;
+    log.committed(&pending);
     Ok(outcomes)
 }
