@@ -48,7 +48,7 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
         let frame = frame?;
         report.records += 1;
         let stored = frame.record.and_then(|bytes| {
-            let stored = record::decode_version(&shared.codec, &bytes)?;
+            let stored = record::decode_verified(&shared.codec, &bytes)?;
             let header = record::decode_header(&bytes)?;
             Ok((header.sequence, stored))
         });
@@ -289,7 +289,7 @@ pub(super) fn repair(shared: &Shared) -> Result<RepairReport> {
         let sound = frame
             .record
             .as_ref()
-            .is_ok_and(|bytes| record::decode_version(&shared.codec, bytes).is_ok());
+            .is_ok_and(|bytes| record::decode_verified(&shared.codec, bytes).is_ok());
         if !sound {
             damaged.push(frame.pointer);
         }
@@ -330,7 +330,7 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     let sound = |frame: super::log::Frame| {
         let bytes = frame.record.ok()?;
         let header = record::decode_header(&bytes).ok()?;
-        record::decode_version(&shared.codec, &bytes).ok()?;
+        record::decode_verified(&shared.codec, &bytes).ok()?;
         Some((header, frame.pointer))
     };
     // Pass 1: the newest sound version of each id.
@@ -375,7 +375,7 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     for (id, newest) in &newest {
         let bytes = shared.log.read(newest.pointer)?;
         let stored =
-            record::decode_version(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
+            record::decode_verified(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
                 key: format!("record {}", newest.sequence),
                 reason,
             })?;

@@ -208,17 +208,24 @@ pub struct BasicFields {
 /// The BASIC fields of `content`, encoded, before compression: what a
 /// dictionary for them is trained on.
 pub fn plain_basic(content: &ArticleContent) -> Vec<u8> {
-    BasicFieldsV2 {
-        url: content.url.clone(),
-        title: content.title.clone(),
-        authors: content.authors.clone(),
-        source: content.source.clone(),
-        section: content.section.clone(),
-        tags: content.tags.clone(),
-        language: content.language.clone(),
-        description: content.description.clone(),
-    }
-    .encode_to_vec()
+    // Encoded from the borrowed fields, in tag order, as `BasicFieldsV2`
+    // would encode them, without copying them into a message first.
+    use prost::encoding::string;
+    let mut out = Vec::with_capacity(256 + content.description.len());
+    let single = |tag: u32, value: &String, out: &mut Vec<u8>| {
+        if !value.is_empty() {
+            string::encode(tag, value, out);
+        }
+    };
+    single(1, &content.url, &mut out);
+    single(2, &content.title, &mut out);
+    string::encode_repeated(3, &content.authors, &mut out);
+    single(4, &content.source, &mut out);
+    single(5, &content.section, &mut out);
+    string::encode_repeated(6, &content.tags, &mut out);
+    single(7, &content.language, &mut out);
+    single(8, &content.description, &mut out);
+    out
 }
 
 impl BasicFields {
@@ -352,6 +359,37 @@ fn sha(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plain_basic_fields_are_the_basic_message() {
+        let content = ArticleContent {
+            url: "https://example.com/a".into(),
+            title: "T".into(),
+            body: "B".into(),
+            published_at: Timestamp {
+                seconds: 1,
+                nanos: 0,
+            },
+            authors: vec!["A".into(), "B".into()],
+            source: String::new(),
+            section: "World".into(),
+            tags: vec!["x".into()],
+            language: "en".into(),
+            description: "D".into(),
+        };
+        let expected = BasicFieldsV2 {
+            url: content.url.clone(),
+            title: content.title.clone(),
+            authors: content.authors.clone(),
+            source: content.source.clone(),
+            section: content.section.clone(),
+            tags: content.tags.clone(),
+            language: content.language.clone(),
+            description: content.description.clone(),
+        }
+        .encode_to_vec();
+        assert_eq!(plain_basic(&content), expected);
+    }
 
     #[test]
     fn entries_round_trip() {

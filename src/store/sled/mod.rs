@@ -121,24 +121,62 @@ pub struct Prepared {
     pub(crate) id: ArticleId,
     pub(crate) published_at: Timestamp,
     pub(crate) content_sha256: [u8; 32],
-    pub(crate) payload: Payload,
-    pub(crate) basic: BasicFields,
+    pub(crate) encoded: Encoded,
     pub(crate) body_bytes: u64,
     /// The time to record as `ingested_at`; `None`: when it is committed.
     /// Set when a stored version is copied (the format upgrade).
     pub(crate) ingested_at: Option<Timestamp>,
 }
 
+/// The stored form of a prepared article's content.
+#[derive(Debug, Clone)]
+pub(crate) enum Encoded {
+    /// Compressed and ready.
+    Ready {
+        payload: Payload,
+        basic: BasicFields,
+    },
+    /// Not compressed: when it was prepared, the archive held this very
+    /// content, so the writer will most likely answer UNCHANGED. Should it
+    /// have changed in between, the writer compresses it itself.
+    Deferred(Box<Article>),
+}
+
+impl Encoded {
+    /// The payload and BASIC fields, compressing them now if they were
+    /// deferred.
+    pub(crate) fn ready(&self, codec: &Codec) -> (Payload, BasicFields) {
+        match self {
+            Encoded::Ready { payload, basic } => (payload.clone(), basic.clone()),
+            Encoded::Deferred(article) => (
+                record::payload(codec, article.content()),
+                BasicFields::of(codec, article.content()),
+            ),
+        }
+    }
+}
+
 impl Prepared {
     /// Hashes and compresses `article`.
     pub(crate) fn new(codec: &Codec, article: &Article) -> Self {
         let content = article.content();
+        Self::with(
+            article,
+            content.sha256(),
+            Encoded::Ready {
+                payload: record::payload(codec, content),
+                basic: BasicFields::of(codec, content),
+            },
+        )
+    }
+
+    fn with(article: &Article, content_sha256: [u8; 32], encoded: Encoded) -> Self {
+        let content = article.content();
         Self {
             id: article.id().clone(),
             published_at: content.published_at,
-            content_sha256: content.sha256(),
-            payload: record::payload(codec, content),
-            basic: BasicFields::of(codec, content),
+            content_sha256,
+            encoded,
             body_bytes: content.body.len() as u64,
             ingested_at: None,
         }
@@ -146,7 +184,12 @@ impl Prepared {
 
     /// Bytes this article adds to a batch (and holds in the queue).
     pub(crate) fn size(&self) -> usize {
-        self.payload.bytes.len() + self.basic.encoded_len()
+        match &self.encoded {
+            Encoded::Ready { payload, basic } => payload.bytes.len() + basic.encoded_len(),
+            Encoded::Deferred(article) => {
+                article.content().body.len() + article.content().title.len()
+            }
+        }
     }
 }
 
@@ -166,6 +209,9 @@ pub(crate) struct Shared {
     trained_at: AtomicU64,
     /// Set while a dictionary is being trained, so only one runs.
     training: AtomicBool,
+    /// Whether the writer's last batch was mostly UNCHANGED: then articles
+    /// are looked up before they are compressed (see `SledStore::prepare`).
+    expect_unchanged: AtomicBool,
 }
 
 /// A new dictionary is trained each time the archive has grown this many
@@ -178,7 +224,9 @@ impl Shared {
     /// Called by the writer after each commit, with the next sequence
     /// number: starts training a dictionary in the background when one is
     /// due.
-    fn after_commit(self: &Arc<Self>, next_sequence: u64) {
+    fn after_commit(self: &Arc<Self>, next_sequence: u64, unchanged: usize, articles: usize) {
+        self.expect_unchanged
+            .store(unchanged * 2 > articles, Ordering::Relaxed);
         let records = next_sequence.saturating_sub(1);
         let trained_at = self.trained_at.load(Ordering::Relaxed);
         let due = if trained_at == 0 {
@@ -378,6 +426,7 @@ impl SledStore {
             codec,
             trained_at: AtomicU64::new(trained_at),
             training: AtomicBool::new(false),
+            expect_unchanged: AtomicBool::new(false),
         });
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
@@ -458,7 +507,40 @@ impl SledStore {
     /// Hashes and compresses an article for the writer. CPU work: the
     /// caller decides where it runs.
     pub fn prepare(&self, article: &Article) -> Prepared {
-        Prepared::new(&self.shared.codec, article)
+        let content_sha256 = article.content().sha256();
+        // Re-sent content (a load run again) is most often stored already:
+        // then compressing it would be wasted, as the writer answers
+        // UNCHANGED. A read of the `ids` entry tells, without the writer,
+        // but costs a fresh load about a sixth of its speed (measured), so
+        // it is done only while the writer's last batch was mostly
+        // UNCHANGED.
+        let stored = if self.shared.expect_unchanged.load(Ordering::Relaxed) {
+            self.shared
+                .trees
+                .ids
+                .get(article.id().as_str())
+                .ok()
+                .flatten()
+                .and_then(|bytes| IdEntry::decode(&bytes).ok())
+        } else {
+            None
+        };
+        if stored.is_some_and(|entry| entry.content_sha256 == content_sha256) {
+            return Prepared::with(
+                article,
+                content_sha256,
+                Encoded::Deferred(Box::new(article.clone())),
+            );
+        }
+        let content = article.content();
+        Prepared::with(
+            article,
+            content_sha256,
+            Encoded::Ready {
+                payload: record::payload(&self.shared.codec, content),
+                basic: BasicFields::of(&self.shared.codec, content),
+            },
+        )
     }
 
     /// Queues a prepared article for the writer. Waits while the queue is

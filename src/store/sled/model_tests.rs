@@ -72,7 +72,7 @@ proptest! {
             let prepared: Vec<Prepared> = articles.iter().map(|a| Prepared::new(&codec, a)).collect();
             let refs: Vec<&Prepared> = prepared.iter().collect();
             let first = state.next_sequence;
-            let outcomes = writer::commit(&trees, &log, &mut state, &refs, Timestamp::now()).unwrap();
+            let outcomes = writer::commit(&trees, &log, &codec, &mut state, &refs, Timestamp::now()).unwrap();
             let mut next = first;
             for (article, outcome) in articles.iter().zip(outcomes) {
                 let id = article.id().to_string();
@@ -96,7 +96,7 @@ proptest! {
             let mut logged = Vec::new();
             for frame in log.scan().unwrap() {
                 let frame = frame.unwrap();
-                let stored = record::decode_version(&codec, &frame.record.unwrap()).unwrap();
+                let stored = record::decode_verified(&codec, &frame.record.unwrap()).unwrap();
                 logged.push((stored, frame.pointer));
             }
             prop_assert_eq!(logged.len(), versions);
@@ -138,4 +138,41 @@ proptest! {
             }
         }
     }
+}
+
+/// An article prepared while the archive held the same content is not
+/// compressed (the writer will most likely answer UNCHANGED); when it
+/// changed in between after all, the writer compresses it itself and
+/// stores it like any other version.
+#[test]
+fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
+    let dir = tempfile::tempdir().unwrap();
+    let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
+    let log = RecordLog::open(dir.path(), None).unwrap();
+    let codec = Codec::default();
+    let mut state = WriterState { next_sequence: 1 };
+    let first = article(1, 0, 0);
+    let commit = |state: &mut WriterState, prepared: &Prepared| {
+        writer::commit(&trees, &log, &codec, state, &[prepared], Timestamp::now())
+            .unwrap()
+            .remove(0)
+            .unwrap()
+    };
+    assert_eq!(
+        commit(&mut state, &Prepared::new(&codec, &first)),
+        WriteOutcome::Created
+    );
+    let deferred = Prepared {
+        encoded: super::Encoded::Deferred(Box::new(article(1, 1, 1))),
+        ..Prepared::new(&codec, &article(1, 1, 1))
+    };
+    assert_eq!(commit(&mut state, &deferred), WriteOutcome::Updated);
+    let entry = IdEntry::decode(&trees.ids.get("a1").unwrap().unwrap()).unwrap();
+    let stored = record::decode_verified(&codec, &log.read(entry.pointer).unwrap()).unwrap();
+    assert_eq!(&stored.content, article(1, 1, 1).content());
+    let again = Prepared {
+        encoded: super::Encoded::Deferred(Box::new(article(1, 1, 1))),
+        ..Prepared::new(&codec, &article(1, 1, 1))
+    };
+    assert_eq!(commit(&mut state, &again), WriteOutcome::Unchanged);
 }

@@ -212,11 +212,11 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
             }
         }
         if batch.len() == BATCH {
-            report.converted += convert(&trees, &log, &mut state, &batch)?;
+            report.converted += convert(&trees, &log, &codec, &mut state, &batch)?;
             batch.clear();
         }
     }
-    report.converted += convert(&trees, &log, &mut state, &batch)?;
+    report.converted += convert(&trees, &log, &codec, &mut state, &batch)?;
     trees.db.flush()?;
     writer::sync_filesystem(&dir)?;
 
@@ -250,6 +250,7 @@ fn prepared(codec: &Codec, stored: &StoredArticle) -> Prepared {
 fn convert(
     trees: &Trees,
     log: &RecordLog,
+    codec: &Codec,
     state: &mut WriterState,
     batch: &[Prepared],
 ) -> Result<u64> {
@@ -257,7 +258,14 @@ fn convert(
         return Ok(0);
     }
     let refs: Vec<&Prepared> = batch.iter().collect();
-    let outcomes = writer::commit(trees, log, state, &refs, crate::article::Timestamp::now())?;
+    let outcomes = writer::commit(
+        trees,
+        log,
+        codec,
+        state,
+        &refs,
+        crate::article::Timestamp::now(),
+    )?;
     outcomes.into_iter().try_fold(0, |n, outcome| {
         outcome?;
         Ok(n + 1)

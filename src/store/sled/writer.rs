@@ -50,6 +50,7 @@ use tokio::sync::{
 use tracing::{debug, error, info, warn};
 
 use super::{
+    codec::Codec,
     index::{self, IdEntry, RevisionEntry, VersionFacts},
     log::RecordLog,
     record::{self, RecordHeader, RecordKind},
@@ -133,6 +134,7 @@ pub(super) fn run(
         let result = commit(
             &shared.trees,
             &shared.log,
+            &shared.codec,
             &mut state,
             &articles,
             Timestamp::now(),
@@ -148,6 +150,14 @@ pub(super) fn run(
         }
         // A failed write or sync leaves sled's handle (or the kernel's
         // page cache) in a state nothing in this process can repair.
+        let unchanged = match &result {
+            Ok(outcomes) => outcomes
+                .iter()
+                .filter(|o| matches!(o, Ok(WriteOutcome::Unchanged)))
+                .count(),
+            Err(_) => 0,
+        };
+        let articles = batch.len();
         let failure = match &result {
             Err(e @ (Error::Storage(_) | Error::SyncFailed(_))) => Some(Arc::new(e.clone())),
             _ => None,
@@ -164,7 +174,7 @@ pub(super) fn run(
             refuse_until_restart(shared, &mut queue, &cause);
             return;
         }
-        shared.after_commit(state.next_sequence);
+        shared.after_commit(state.next_sequence, unchanged, articles);
     }
 }
 
@@ -309,6 +319,7 @@ type Latest = HashMap<ArticleId, Option<IdEntry>>;
 pub(super) fn commit(
     trees: &Trees,
     log: &RecordLog,
+    codec: &Codec,
     state: &mut WriterState,
     batch: &[&Prepared],
     ingested_at: Timestamp,
@@ -343,6 +354,7 @@ pub(super) fn commit(
             outcomes.push(Ok(WriteOutcome::Unchanged));
             continue;
         }
+        let (payload, basic) = article.encoded.ready(codec);
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         let revision = previous.map_or(1, |old| old.revision + 1);
@@ -354,9 +366,9 @@ pub(super) fn commit(
             ingested_at: article.ingested_at.unwrap_or(ingested_at),
             content_sha256: article.content_sha256,
             published_at: article.published_at,
-            compression: article.payload.compression,
+            compression: payload.compression,
         };
-        let pointer = pending.push(&record::encode_version(&header, &article.payload));
+        let pointer = pending.push(&record::encode_version(&header, &payload));
         if let Some(old) = previous {
             // The version it replaces becomes history.
             let entry = RevisionEntry {
@@ -381,7 +393,7 @@ pub(super) fn commit(
         };
         dates.insert(
             keys::date_key(article.published_at, &article.id),
-            index::encode_date_entry(&facts, &article.basic),
+            index::encode_date_entry(&facts, &basic),
         );
         let entry = IdEntry {
             sequence,
