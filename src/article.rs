@@ -158,6 +158,11 @@ impl Timestamp {
         }
     }
 
+    /// RFC 3339, to the second or finer, as in messages.
+    pub fn to_rfc3339(self) -> String {
+        self.to_proto().to_string()
+    }
+
     /// The protobuf form.
     pub fn to_proto(self) -> prost_types::Timestamp {
         prost_types::Timestamp {
@@ -350,6 +355,7 @@ impl StoredArticle {
             description: content.description,
             ingested_at: Some(self.ingested_at.to_proto()),
             content_sha256: hex::encode(self.content_sha256),
+            revision: self.revision,
         }
     }
 }

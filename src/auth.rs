@@ -1,11 +1,15 @@
-//! Optional bearer tokens: who may write, and who may read.
+//! Optional bearer tokens: who may write, who may read, and who may delete.
 //!
 //! With write tokens configured, IngestArticles needs
-//! `authorization: Bearer <token>` with one of them; with read tokens,
-//! GetArticle, ListArticles and ExportArticles need a read or a write token
-//! (a loader that may write may also read). Several tokens per role let a
-//! token be rotated without downtime: add the new one, move the clients,
-//! remove the old one. Health and reflection stay open.
+//! `authorization: Bearer <token>` with one of them; with read tokens, the
+//! read RPCs (Get, List, Export, revisions, the change feed) need a read or
+//! a write token (a loader that may write may also read). Deleting is not
+//! writing: once any token is configured, DeleteArticle needs an admin
+//! token, and a read or write token gets PERMISSION_DENIED. Admin tokens may
+//! also read and write. With no token at all the archive is open, deletion
+//! included. Several tokens per role let a token be rotated without
+//! downtime: add the new one, move the clients, remove the old one. Health
+//! and reflection stay open.
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time;
 //! no token ever reaches a log line or an error message.
@@ -19,17 +23,22 @@ use tonic::{metadata::MetadataMap, Status};
 /// What a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// GetArticle, ListArticles, ExportArticles.
+    /// GetArticle, ListArticles, ExportArticles, ListArticleRevisions,
+    /// WatchChanges.
     Read,
     /// IngestArticles.
     Write,
+    /// DeleteArticle.
+    Admin,
 }
 
-/// The configured tokens. Empty lists mean the role is open to anyone.
+/// The configured tokens. Empty read and write lists mean those roles are
+/// open to anyone; deleting is open only while no token is configured.
 #[derive(Clone, Default)]
 pub struct Tokens {
     write: Vec<[u8; 32]>,
     read: Vec<[u8; 32]>,
+    admin: Vec<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -38,6 +47,7 @@ impl std::fmt::Debug for Tokens {
         f.debug_struct("Tokens")
             .field("write", &self.write.len())
             .field("read", &self.read.len())
+            .field("admin", &self.admin.len())
             .finish()
     }
 }
@@ -61,23 +71,26 @@ fn parse_list(text: &str) -> Vec<String> {
 impl Tokens {
     /// Tokens from their plain text.
     pub fn new<S: AsRef<str>>(write: &[S], read: &[S]) -> Self {
+        Self::with_admin(write, read, &[])
+    }
+
+    /// Tokens from their plain text, admin tokens included.
+    pub fn with_admin<S: AsRef<str>>(write: &[S], read: &[S], admin: &[S]) -> Self {
+        let digests = |tokens: &[S]| tokens.iter().map(|t| digest(t.as_ref())).collect();
         Self {
-            write: write.iter().map(|t| digest(t.as_ref())).collect(),
-            read: read.iter().map(|t| digest(t.as_ref())).collect(),
+            write: digests(write),
+            read: digests(read),
+            admin: digests(admin),
         }
     }
 
     /// Reads tokens from files (one per line) and from environment values
-    /// (comma-separated); either may be absent.
+    /// (comma-separated); any may be absent. `sources` are (file, env) for
+    /// write, read and admin, in that order.
     ///
     /// # Errors
     /// The file that could not be read.
-    pub fn load(
-        write_file: Option<&Path>,
-        write_env: Option<&str>,
-        read_file: Option<&Path>,
-        read_env: Option<&str>,
-    ) -> std::io::Result<Self> {
+    pub fn load(sources: [(Option<&Path>, Option<&str>); 3]) -> std::io::Result<Self> {
         let gather = |file: Option<&Path>, env: Option<&str>| -> std::io::Result<Vec<String>> {
             let mut tokens = Vec::new();
             if let Some(path) = file {
@@ -92,9 +105,11 @@ impl Tokens {
             tokens.extend(env.map(parse_list).unwrap_or_default());
             Ok(tokens)
         };
+        let [(write_file, write_env), (read_file, read_env), (admin_file, admin_env)] = sources;
         let write = gather(write_file, write_env)?;
         let read = gather(read_file, read_env)?;
-        Ok(Self::new(&write, &read))
+        let admin = gather(admin_file, admin_env)?;
+        Ok(Self::with_admin(&write, &read, &admin))
     }
 
     /// Whether writing needs a token.
@@ -108,11 +123,20 @@ impl Tokens {
     /// UNAUTHENTICATED when a token is required and missing or unknown. The
     /// message never repeats what was sent.
     pub fn check(&self, role: Role, metadata: &MetadataMap) -> Result<(), Status> {
+        let nothing_configured =
+            self.write.is_empty() && self.read.is_empty() && self.admin.is_empty();
         let accepted: Vec<&[u8; 32]> = match role {
             Role::Write if self.write.is_empty() => return Ok(()),
-            Role::Write => self.write.iter().collect(),
+            Role::Write => self.write.iter().chain(&self.admin).collect(),
             Role::Read if self.read.is_empty() => return Ok(()),
-            Role::Read => self.read.iter().chain(&self.write).collect(),
+            Role::Read => self
+                .read
+                .iter()
+                .chain(&self.write)
+                .chain(&self.admin)
+                .collect(),
+            Role::Admin if nothing_configured => return Ok(()),
+            Role::Admin => self.admin.iter().collect(),
         };
         let presented = metadata
             .get("authorization")
@@ -136,12 +160,26 @@ impl Tokens {
                 found | token.ct_eq(&presented)
             });
         if bool::from(matched) {
-            Ok(())
-        } else {
-            Err(Status::unauthenticated(
-                "the bearer token is not valid for this call",
-            ))
+            return Ok(());
         }
+        let known = self
+            .read
+            .iter()
+            .chain(&self.write)
+            .chain(&self.admin)
+            .fold(subtle::Choice::from(0), |found, token| {
+                found | token.ct_eq(&presented)
+            });
+        if role == Role::Admin && bool::from(known) {
+            // A valid token of another role: who it is is known, what it
+            // asks is not allowed.
+            return Err(Status::permission_denied(
+                "deleting needs an admin token (--admin-token-file); this token may not delete",
+            ));
+        }
+        Err(Status::unauthenticated(
+            "the bearer token is not valid for this call",
+        ))
     }
 }
 
@@ -181,10 +219,41 @@ mod tests {
     }
 
     #[test]
+    fn deleting_needs_an_admin_token_once_any_token_is_configured() {
+        let tokens = Tokens::with_admin(&["w"], &["r"], &["a"]);
+        assert!(tokens.check(Role::Admin, &with("Bearer a")).is_ok());
+        for other in ["Bearer w", "Bearer r"] {
+            let refused = tokens.check(Role::Admin, &with(other)).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{other}");
+        }
+        let unknown = tokens.check(Role::Admin, &with("Bearer x")).unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+        assert!(
+            tokens.check(Role::Write, &with("Bearer a")).is_ok(),
+            "an admin may write"
+        );
+        assert!(
+            tokens.check(Role::Read, &with("Bearer a")).is_ok(),
+            "and read"
+        );
+        let read_only = Tokens::new(&[], &["r"]);
+        assert!(read_only.check(Role::Write, &MetadataMap::new()).is_ok());
+        assert_eq!(
+            read_only
+                .check(Role::Admin, &MetadataMap::new())
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated,
+            "with any token configured, deleting is closed"
+        );
+    }
+
+    #[test]
     fn no_tokens_means_open() {
         let open = Tokens::default();
         assert!(open.check(Role::Write, &MetadataMap::new()).is_ok());
         assert!(open.check(Role::Read, &MetadataMap::new()).is_ok());
+        assert!(open.check(Role::Admin, &MetadataMap::new()).is_ok());
     }
 
     #[test]

@@ -22,6 +22,31 @@ pub enum Error {
     #[error("article {0:?} not found")]
     NotFound(String),
 
+    /// The article was deleted (a takedown).
+    #[error("article {id:?} was deleted on {} (change {sequence})", at.to_rfc3339())]
+    Deleted {
+        /// The article.
+        id: String,
+        /// When.
+        at: crate::article::Timestamp,
+        /// The sequence number of the DELETED change.
+        sequence: u64,
+    },
+
+    /// The article is stored, but not the revision asked for.
+    #[error("article {id:?} has no revision {revision} (its current revision is {current}{pruned})",
+        pruned = if *pruned { "; older revisions are pruned by --keep-revisions" } else { "" })]
+    NoSuchRevision {
+        /// The article.
+        id: String,
+        /// The revision asked for.
+        revision: u64,
+        /// Its current revision.
+        current: u64,
+        /// Whether it may have been pruned.
+        pruned: bool,
+    },
+
     /// Another process holds the data directory.
     #[error(
         "data directory {} is locked by another process (is another article-archive \
@@ -194,7 +219,9 @@ impl Error {
         // No `_` arm: a new variant must choose its code here.
         match self {
             Error::InvalidArgument(_) | Error::InvalidPageToken(_) => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
+            Error::NotFound(_) | Error::Deleted { .. } | Error::NoSuchRevision { .. } => {
+                Code::NotFound
+            }
             Error::DataDirLocked { .. } | Error::Closed => Code::Unavailable,
             Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Storage(inner) => sled_code(inner),

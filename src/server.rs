@@ -104,9 +104,11 @@ pub async fn run(
 
     let (accepting, stop_accepting) = watch::channel(true);
     let (stop_streams, streams_stopped) = watch::channel(false);
+    let (start_draining, draining) = watch::channel(false);
     let (in_flight, mut calls_done) = mpsc::channel::<()>(1);
     let hooks = ShutdownHooks {
         stop_streams: streams_stopped,
+        draining,
         in_flight: in_flight.downgrade(),
     };
     let archive = ArchiveServiceServer::new(ArchiveService::new(
@@ -160,6 +162,9 @@ pub async fn run(
             shutdown.await;
             // Closes the listener: new connections are refused.
             let _ = accepting.send(false);
+            // Followers of the change feed never finish by themselves: they
+            // end now, so clients reconnect elsewhere or later.
+            let _ = start_draining.send(true);
             let mut shutting_down = shutting_down.lock().await;
             *shutting_down = true;
             info!("shutting down: refusing new connections");

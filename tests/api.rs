@@ -58,7 +58,10 @@ async fn fixture_article_round_trips_byte_for_byte() {
 
     let got = server
         .client
-        .get_article(proto::GetArticleRequest { id: id.clone() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -80,10 +83,12 @@ async fn fixture_article_round_trips_byte_for_byte() {
     assert_eq!(got.published_at, sent.published_at);
     assert_eq!(got.content_sha256, expected_sha);
     assert!(got.ingested_at.is_some());
+    assert_eq!(got.revision, 1);
     let sent_without_server_fields = proto::Article {
         id: id.clone(),
         ingested_at: None,
         content_sha256: String::new(),
+        revision: 0,
         ..got.clone()
     };
     assert_eq!(
@@ -156,7 +161,10 @@ async fn ingest_answers_each_request_in_order_and_rejections_do_not_end_the_stre
     assert!(acks[0].error.is_empty());
     let a = server
         .client
-        .get_article(proto::GetArticleRequest { id: "a".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "a".into(),
+        })
         .await
         .unwrap();
     assert_eq!(a.into_inner().article.unwrap().body, "A corrected body");
@@ -206,7 +214,10 @@ async fn a_message_over_the_request_limit_ends_the_stream_after_earlier_acks() {
     );
     assert!(server
         .client
-        .get_article(proto::GetArticleRequest { id: "first".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "first".into()
+        })
         .await
         .is_ok());
 }
@@ -595,7 +606,10 @@ async fn get_distinguishes_unknown_from_malformed_ids() {
         code(
             server
                 .client
-                .get_article(proto::GetArticleRequest { id: "nope".into() })
+                .get_article(proto::GetArticleRequest {
+                    revision: 0,
+                    id: "nope".into()
+                })
                 .await
         ),
         Code::NotFound
@@ -604,16 +618,10 @@ async fn get_distinguishes_unknown_from_malformed_ids() {
         code(
             server
                 .client
-                .get_article(proto::GetArticleRequest { id: String::new() })
-                .await
-        ),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            server
-                .client
-                .get_article(proto::GetArticleRequest { id: "a b".into() })
+                .get_article(proto::GetArticleRequest {
+                    revision: 0,
+                    id: String::new()
+                })
                 .await
         ),
         Code::InvalidArgument
@@ -623,6 +631,19 @@ async fn get_distinguishes_unknown_from_malformed_ids() {
             server
                 .client
                 .get_article(proto::GetArticleRequest {
+                    revision: 0,
+                    id: "a b".into()
+                })
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            server
+                .client
+                .get_article(proto::GetArticleRequest {
+                    revision: 0,
                     id: "x".repeat(129)
                 })
                 .await
@@ -663,7 +684,10 @@ async fn concurrent_writers_on_the_same_ids_leave_exactly_one_index_entry_each()
     for a in listed {
         let got = server
             .client
-            .get_article(proto::GetArticleRequest { id: a.id.clone() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: a.id.clone(),
+            })
             .await
             .unwrap();
         assert_eq!(
@@ -692,7 +716,10 @@ async fn gzip_compressed_calls_work() {
     .await;
     assert_eq!(outcome(&acks[0]), IngestOutcome::Created);
     let got = client
-        .get_article(proto::GetArticleRequest { id: "gz".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "gz".into(),
+        })
         .await
         .unwrap();
     assert_eq!(got.into_inner().article.unwrap().body, fixture_body());
@@ -724,7 +751,10 @@ async fn acknowledged_articles_and_page_tokens_survive_a_restart() {
     for (id, sha) in &expected {
         let got = server
             .client
-            .get_article(proto::GetArticleRequest { id: id.clone() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: id.clone(),
+            })
             .await
             .unwrap();
         assert_eq!(&got.into_inner().article.unwrap().content_sha256, sha);

@@ -65,7 +65,15 @@ async fn tokens_guard_writes_and_reads_but_not_health() {
     assert_eq!(ingest_as(client, Some("w-old"), "a").await.unwrap(), 1);
     assert_eq!(ingest_as(client, Some("w-new"), "b").await.unwrap(), 1);
 
-    let get = |token| with_token(proto::GetArticleRequest { id: "a".into() }, token);
+    let get = |token| {
+        with_token(
+            proto::GetArticleRequest {
+                revision: 0,
+                id: "a".into(),
+            },
+            token,
+        )
+    };
     assert_eq!(
         client.get_article(get(None)).await.unwrap_err().code(),
         Code::Unauthenticated

@@ -146,9 +146,9 @@ fn index_damage_is_found_and_repaired_from_the_log() {
         "date entry for ghost: no such article",
         "date entry for a3: the article has another date",
         "a3 has no date entry at its date",
-        "a4 has no ids entry",
+        "revision 1 of a4 is held by no index",
         "date entry for a4: no such article",
-        "revision 1 of a1 has no revisions entry pointing at it",
+        "revision 1 of a1 is held by no index",
         "ids entry a2: disagrees with its record",
         "ids entry a2: record",
     ] {
@@ -259,12 +259,18 @@ fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
     runtime().block_on(async {
         let mut client = server.client().await;
         let missing = client
-            .get_article(proto::GetArticleRequest { id: "a2".into() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: "a2".into(),
+            })
             .await
             .unwrap_err();
         assert_eq!(missing.code(), tonic::Code::NotFound);
         let a1 = client
-            .get_article(proto::GetArticleRequest { id: "a1".into() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: "a1".into(),
+            })
             .await
             .unwrap()
             .into_inner()

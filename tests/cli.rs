@@ -258,7 +258,10 @@ async fn an_interrupted_load_says_how_far_it_got_and_a_rerun_completes_it() {
     stdin.write_all(first_half.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while client
-        .get_article(proto::GetArticleRequest { id: "g0999".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "g0999".into(),
+        })
         .await
         .is_err()
     {

@@ -136,6 +136,7 @@ async fn a_malformed_message_after_100_good_ones_keeps_the_100() {
         server
             .client
             .get_article(proto::GetArticleRequest {
+                revision: 0,
                 id: format!("ok{i:03}"),
             })
             .await
@@ -207,6 +208,7 @@ async fn unknown_fields_are_skipped_and_deep_nesting_is_refused() {
     server
         .client
         .get_article(proto::GetArticleRequest {
+            revision: 0,
             id: "many-unknown".into(),
         })
         .await

@@ -98,7 +98,10 @@ async fn a_client_that_never_reads_responses_is_held_back() {
     let mut other = server.client().await;
     ingest(&mut other, vec![article("other", 1)]).await;
     other
-        .get_article(proto::GetArticleRequest { id: "other".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "other".into(),
+        })
         .await
         .unwrap();
 
@@ -221,7 +224,10 @@ async fn calls_over_the_limit_are_refused_not_queued() {
     );
     server
         .client
-        .get_article(proto::GetArticleRequest { id: "l000".into() })
+        .get_article(proto::GetArticleRequest {
+            revision: 0,
+            id: "l000".into(),
+        })
         .await
         .unwrap();
 }
@@ -240,6 +246,7 @@ async fn silent_connections_neither_block_service_nor_shutdown() {
     ingest(&mut client, vec![article("served", 1)]).await;
     client
         .get_article(proto::GetArticleRequest {
+            revision: 0,
             id: "served".into(),
         })
         .await
@@ -291,6 +298,7 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     // The client that spoke kept its connection.
     client
         .get_article(proto::GetArticleRequest {
+            revision: 0,
             id: "served".into(),
         })
         .await
@@ -339,7 +347,10 @@ async fn hundreds_of_streams_and_thousands_of_gets_stay_within_the_memory_bound(
         let mut client = client.clone();
         gets.push(tokio::spawn(async move {
             client
-                .get_article(proto::GetArticleRequest { id: "known".into() })
+                .get_article(proto::GetArticleRequest {
+                    revision: 0,
+                    id: "known".into(),
+                })
                 .await
                 .map(|_| ())
                 .map_err(|s| s.code())

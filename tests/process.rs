@@ -75,7 +75,10 @@ async fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let mut client = server.client().await;
     for (id, sha) in &acknowledged {
         let got = client
-            .get_article(proto::GetArticleRequest { id: id.clone() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: id.clone(),
+            })
             .await
             .unwrap();
         // The stored version is the acknowledged one or a later one that was
@@ -200,7 +203,10 @@ async fn sigterm_with_open_streams_finishes_or_ends_them_and_exits_0() {
     let mut client = server.client().await;
     for id in ["open0-0", "open0-last", "open1-2", "open2-1"] {
         client
-            .get_article(proto::GetArticleRequest { id: id.into() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: id.into(),
+            })
             .await
             .unwrap();
     }

@@ -203,6 +203,7 @@ async fn read_back(client: &mut Client, acknowledged: &[proto::Article]) -> (usi
     for sent in acknowledged {
         match client
             .get_article(proto::GetArticleRequest {
+                revision: 0,
                 id: sent.id.clone(),
             })
             .await

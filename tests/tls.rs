@@ -83,6 +83,7 @@ async fn tls_serves_the_client_the_commands_and_grpcurl() {
     ingest(&mut client, vec![article("secure", 1)]).await;
     client
         .get_article(proto::GetArticleRequest {
+            revision: 0,
             id: "secure".into(),
         })
         .await
@@ -91,6 +92,7 @@ async fn tls_serves_the_client_the_commands_and_grpcurl() {
     let mut plain = ArchiveServiceClient::new(channel_lazy(server.addr));
     assert!(plain
         .get_article(proto::GetArticleRequest {
+            revision: 0,
             id: "secure".into()
         })
         .await
@@ -183,7 +185,10 @@ async fn mutual_tls_requires_a_client_certificate() {
     ingest(&mut with_cert, vec![article("m", 1)]).await;
     let without = match tls_channel(server.addr, dir.path(), false).await {
         Ok(channel) => ArchiveServiceClient::new(channel)
-            .get_article(proto::GetArticleRequest { id: "m".into() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: "m".into(),
+            })
             .await
             .is_err(),
         Err(_) => true,

@@ -100,7 +100,10 @@ async fn assert_served_as_before(dir: &Path, sent: &[proto::Article], damaged: &
     let mut client = server.client().await;
     for (i, raw) in sent.iter().enumerate() {
         let answer = client
-            .get_article(proto::GetArticleRequest { id: raw.id.clone() })
+            .get_article(proto::GetArticleRequest {
+                revision: 0,
+                id: raw.id.clone(),
+            })
             .await;
         if damaged.contains(&i) {
             assert_eq!(

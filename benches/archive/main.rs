@@ -179,6 +179,7 @@ fn store_walk(store: &Store) -> (usize, Duration) {
                 limit: 100,
                 with_body: true,
                 byte_budget: usize::MAX,
+                filter: Default::default(),
             })
             .unwrap();
         count += page.articles.len();
@@ -215,6 +216,7 @@ async fn ingest(
             let article = article(i);
             raw += raw_bytes(&article);
             per_stream[i % streams].push(proto::IngestArticlesRequest {
+                restore_revision: false,
                 article: Some(article),
             });
         }
@@ -294,7 +296,7 @@ async fn get_load(
         let id = ids[(n as usize) % ids.len()].clone();
         async move {
             client
-                .get_article(proto::GetArticleRequest { id })
+                .get_article(proto::GetArticleRequest { id, revision: 0 })
                 .await
                 .unwrap();
         }

@@ -14,7 +14,7 @@ use super::jsonl;
 use super::{
     describe,
     progress::{Progress, ARTICLES},
-    CliError, DateRangeArgs, ServerArg,
+    CliError, DateRangeArgs, FilterArgs, ServerArg,
 };
 use crate::proto;
 
@@ -26,6 +26,15 @@ pub struct ExportArgs {
 
     #[command(flatten)]
     pub range: DateRangeArgs,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Every revision of each article, oldest first, each with its revision
+    /// number and ingestedAt: a full-history export, which `ingest
+    /// --revisions` restores into an empty archive.
+    #[arg(long)]
+    pub revisions: bool,
 
     /// Output file; standard output when absent.
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -49,7 +58,11 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
     let (sink, resume_after): (Box<dyn Write>, Option<proto::ExportPosition>) = match &args.output {
         None => (Box::new(io::stdout().lock()), None),
         Some(path) if args.resume => {
-            let (file, position) = open_for_resume(path)?;
+            let (file, position) = if args.revisions {
+                open_history_for_resume(path)?
+            } else {
+                open_for_resume(path)?
+            };
             (Box::new(file), position)
         }
         Some(path) => (
@@ -75,6 +88,8 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
         end_time: args.range.to,
         order: proto::SortOrder::OldestFirst as i32,
         resume_after,
+        all_revisions: args.revisions,
+        filter: args.filter.to_proto(),
     };
     let mut stream = match client.export_articles(request).await {
         Ok(response) => response.into_inner(),
@@ -130,6 +145,63 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode, CliError> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Opens an interrupted full-history export for appending. Each article's
+/// lines are its revisions, oldest first, its current one last; an
+/// interrupted export may end inside an article's lines. So the file is cut
+/// at the start of its last article's lines (a partial last line included),
+/// and the export resumes after the article before it, whose last line is
+/// its current version. Reads the file once, line by line.
+fn open_history_for_resume(path: &Path) -> Result<(File, Option<proto::ExportPosition>), CliError> {
+    use std::io::BufRead;
+    let io_error = |e| CliError::io(path, e);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error)?;
+    let mut offset = 0u64;
+    // The last block's start and id, and the position of the block before.
+    let mut block: Option<(u64, String)> = None;
+    let mut previous: Option<proto::ExportPosition> = None;
+    let mut last_of_block: Option<proto::ExportPosition> = None;
+    {
+        let mut reader = io::BufReader::new(&file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io_error)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break;
+            }
+            let article = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|text| jsonl::parse_line(text).ok())
+                .filter(|a| !a.id.is_empty() && a.published_at.is_some())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "{}: a line is not an exported article; cannot resume",
+                        path.display()
+                    ))
+                })?;
+            if block.as_ref().is_none_or(|(_, id)| *id != article.id) {
+                previous = last_of_block.take();
+                block = Some((offset, article.id.clone()));
+            }
+            last_of_block = Some(proto::ExportPosition {
+                published_at: article.published_at,
+                id: article.id,
+            });
+            offset += n as u64;
+        }
+    }
+    let cut = block.map_or(0, |(start, _)| start);
+    file.set_len(cut).map_err(io_error)?;
+    file.seek(SeekFrom::End(0)).map_err(io_error)?;
+    Ok((file, previous))
 }
 
 /// Opens an interrupted export for appending: drops a partial last line,

@@ -45,6 +45,13 @@ pub struct IngestArgs {
     #[arg(long, value_name = "FILE")]
     pub rejects: Option<PathBuf>,
 
+    /// Restore a full-history export (`export --revisions`): each line is
+    /// stored as exactly its `revision`, with its `ingestedAt`, so an empty
+    /// archive gets the same revision numbers and hashes. A line whose
+    /// revision is not the next one of its id is rejected.
+    #[arg(long)]
+    pub revisions: bool,
+
     /// JSON Lines files, plain or .gz; none or `-` reads standard input.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -205,6 +212,7 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
     // response always finds its line waiting in `sent`.
     let (requests_tx, requests_rx) = mpsc::channel(1024);
     let (sent_tx, mut sent) = mpsc::unbounded_channel::<LineInfo>();
+    let restore_revision = args.revisions;
     tokio::spawn(async move {
         while let Some((info, parsed)) = lines_rx.recv().await {
             match parsed {
@@ -214,6 +222,7 @@ pub async fn run(args: IngestArgs) -> Result<ExitCode, CliError> {
                     }
                     let request = proto::IngestArticlesRequest {
                         article: Some(article),
+                        restore_revision,
                     };
                     if requests_tx.send(request).await.is_err() {
                         return;

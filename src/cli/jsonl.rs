@@ -101,6 +101,42 @@ struct ArticleJson {
         deserialize_with = "nullable"
     )]
     content_sha256: String,
+    // Output only; a full-history export carries it, and `ingest
+    // --revisions` restores it. A string, as the protobuf JSON mapping
+    // writes 64-bit integers; a number is read too.
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        serialize_with = "u64_as_string",
+        deserialize_with = "u64_from_string_or_number"
+    )]
+    revision: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn u64_as_string<S: serde::Serializer>(n: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&n.to_string())
+}
+
+fn u64_from_string_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Raw>::deserialize(deserializer)? {
+        None => Ok(0),
+        Some(Raw::Number(n)) => Ok(n),
+        Some(Raw::Text(text)) => text
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a revision number"))),
+    }
 }
 
 /// The fields of a news-please article that the archive keeps.
@@ -227,6 +263,7 @@ fn from_article_json(raw: ArticleJson) -> Result<proto::Article, LineError> {
             .map(|t| timestamp("ingestedAt", &t))
             .transpose()?,
         content_sha256: raw.content_sha256,
+        revision: raw.revision,
     })
 }
 
@@ -281,8 +318,36 @@ pub fn to_line(article: &proto::Article) -> String {
         description: article.description.clone(),
         ingested_at: article.ingested_at.map(|t| t.to_string()),
         content_sha256: article.content_sha256.clone(),
+        revision: article.revision,
     };
     serde_json::to_string(&json).expect("strings and lists always serialise")
+}
+
+/// One line (without the newline) of the protobuf JSON mapping of a change:
+/// `{"sequence": "12", "kind": "CHANGE_KIND_UPDATED", "id": …, "article":
+/// {…}, "changedAt": …}` (`reason` for a deletion). 64-bit integers are
+/// strings, as the mapping writes them.
+pub fn change_to_line(change: &proto::WatchChangesResponse) -> String {
+    let mut object = serde_json::Map::new();
+    object.insert("sequence".into(), change.sequence.to_string().into());
+    let kind = proto::ChangeKind::try_from(change.kind)
+        .unwrap_or(proto::ChangeKind::Unspecified)
+        .as_str_name();
+    object.insert("kind".into(), kind.into());
+    object.insert("id".into(), change.id.clone().into());
+    if let Some(article) = &change.article {
+        let line = to_line(article);
+        let value: serde_json::Value =
+            serde_json::from_str(&line).expect("to_line writes valid JSON");
+        object.insert("article".into(), value);
+    }
+    if let Some(at) = change.changed_at {
+        object.insert("changedAt".into(), at.to_string().into());
+    }
+    if !change.reason.is_empty() {
+        object.insert("reason".into(), change.reason.clone().into());
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 #[cfg(test)]
@@ -311,8 +376,13 @@ mod tests {
                 nanos: 5,
             }),
             content_sha256: "ab".repeat(32),
+            revision: 3,
         };
         let line = to_line(&article);
+        assert!(
+            line.contains(r#""revision":"3""#),
+            "64-bit integers as strings: {line}"
+        );
         assert!(
             line.contains(r#""publishedAt":"1851-01-01T00:00:00.120Z""#),
             "{line}"

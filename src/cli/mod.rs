@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod export;
+pub mod history;
 pub mod ingest;
 pub mod jsonl;
 mod progress;
@@ -47,6 +48,16 @@ pub enum Command {
     Get(show::GetArgs),
     /// Show articles by publication date, one per line.
     List(show::ListArgs),
+    /// Show an article's revisions, newest first.
+    Revisions(history::RevisionsArgs),
+    /// Delete an article for good (a takedown): every revision's content is
+    /// erased and a later ingest of the id is refused (unless
+    /// --allow-reingest). Needs an admin token when tokens are configured.
+    Delete(history::DeleteArgs),
+    /// Print the archive's changes (created, updated, deleted) in sequence
+    /// order, from --after on; --follow waits for new ones. Prints the last
+    /// sequence seen on exit, to pass back as --after.
+    Changes(history::ChangesArgs),
     /// Verify a data directory offline (every record decodes and matches its
     /// hash; every index agrees with the record log); --repair sets damaged
     /// records aside and rebuilds the indexes from the log. Exit status 0
@@ -84,6 +95,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => runtime.block_on(export::run(args)),
         Command::Get(args) => runtime.block_on(show::get(args)),
         Command::List(args) => runtime.block_on(show::list(args)),
+        Command::Revisions(args) => runtime.block_on(history::revisions(args)),
+        Command::Delete(args) => runtime.block_on(history::delete(args)),
+        Command::Changes(args) => runtime.block_on(history::changes(args)),
         Command::Check(args) => check::run(&args),
         Command::Upgrade(args) => check::upgrade(&args),
     };
@@ -356,6 +370,45 @@ pub struct DateRangeArgs {
     /// Only articles published before this time.
     #[arg(long, value_parser = parse_time)]
     pub to: Option<prost_types::Timestamp>,
+}
+
+/// Which articles, by their labels (repeat a flag for several values: any
+/// of them matches; different flags must all match).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FilterArgs {
+    /// Only articles from this source (case-insensitive).
+    #[arg(long = "source", value_name = "SOURCE")]
+    pub sources: Vec<String>,
+
+    /// Only articles of this section.
+    #[arg(long = "section", value_name = "SECTION")]
+    pub sections: Vec<String>,
+
+    /// Only articles in this language (a BCP-47 tag such as en).
+    #[arg(long = "language", value_name = "TAG")]
+    pub languages: Vec<String>,
+
+    /// Only articles with this tag.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Only articles by this author.
+    #[arg(long = "author", value_name = "NAME")]
+    pub authors: Vec<String>,
+}
+
+impl FilterArgs {
+    /// The API's filter; `None` when no flag was given.
+    pub fn to_proto(&self) -> Option<crate::proto::ArticleFilter> {
+        let filter = crate::proto::ArticleFilter {
+            sources: self.sources.clone(),
+            sections: self.sections.clone(),
+            languages: self.languages.clone(),
+            tags: self.tags.clone(),
+            authors: self.authors.clone(),
+        };
+        (filter != crate::proto::ArticleFilter::default()).then_some(filter)
+    }
 }
 
 /// The generated client, connected to `url` (for example

@@ -86,6 +86,17 @@ pub struct ServeArgs {
     #[arg(long, env = "ARCHIVE_READ_TOKEN_FILE", value_name = "FILE")]
     pub read_token_file: Option<PathBuf>,
 
+    /// File of admin bearer tokens, which may delete articles (and read and
+    /// write); `ARCHIVE_ADMIN_TOKENS` adds more. Once any token is
+    /// configured, DeleteArticle needs one of these.
+    #[arg(long, env = "ARCHIVE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Revisions kept per article, the current one included; 0 keeps every
+    /// revision. An update that makes more erases the oldest.
+    #[arg(long, env = "ARCHIVE_KEEP_REVISIONS", default_value_t = 0)]
+    pub keep_revisions: u64,
+
     /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
     #[arg(
         long,
@@ -143,6 +154,7 @@ impl ServeArgs {
         let mut config = StoreConfig::new(&self.data_dir);
         config.cache_capacity_bytes = self.cache_mb.saturating_mul(1024 * 1024);
         config.min_free_bytes = self.min_free_mb.saturating_mul(1024 * 1024);
+        config.keep_revisions = self.keep_revisions;
         config
     }
 
@@ -153,12 +165,17 @@ impl ServeArgs {
     /// A token, certificate or key file that cannot be read; TLS material
     /// that cannot be used (a key that does not match its certificate).
     pub fn serve_options(&self) -> Result<ServeOptions, Error> {
-        let tokens = Tokens::load(
-            self.write_token_file.as_deref(),
-            std::env::var("ARCHIVE_WRITE_TOKENS").ok().as_deref(),
-            self.read_token_file.as_deref(),
-            std::env::var("ARCHIVE_READ_TOKENS").ok().as_deref(),
-        )
+        let env = |name| std::env::var(name).ok();
+        let (write_env, read_env, admin_env) = (
+            env("ARCHIVE_WRITE_TOKENS"),
+            env("ARCHIVE_READ_TOKENS"),
+            env("ARCHIVE_ADMIN_TOKENS"),
+        );
+        let tokens = Tokens::load([
+            (self.write_token_file.as_deref(), write_env.as_deref()),
+            (self.read_token_file.as_deref(), read_env.as_deref()),
+            (self.admin_token_file.as_deref(), admin_env.as_deref()),
+        ])
         .map_err(|e| Error::io("loading bearer tokens", e))?;
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))

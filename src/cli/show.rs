@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::jsonl;
-use super::{CliError, DateRangeArgs, ServerArg};
+use super::{CliError, DateRangeArgs, FilterArgs, ServerArg};
 use crate::{proto, service::query::DEFAULT_PAGE_SIZE};
 
 /// Flags of `article-archive get`.
@@ -17,6 +17,10 @@ pub struct GetArgs {
     /// Print the protobuf JSON mapping instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// That revision instead of the current one.
+    #[arg(long, value_name = "N")]
+    pub revision: Option<u64>,
 
     /// The article id.
     pub id: String,
@@ -30,6 +34,9 @@ pub struct ListArgs {
 
     #[command(flatten)]
     pub range: DateRangeArgs,
+
+    #[command(flatten)]
+    pub filter: FilterArgs,
 
     /// Most articles to show; 0 means the server's default page size (50),
     /// as in the API. When more follow, stderr says how to see them.
@@ -51,13 +58,13 @@ pub struct ListArgs {
 }
 
 /// Control characters would break the one-line-per-article layout.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
-fn summary_line(article: &proto::Article) -> String {
+pub(super) fn summary_line(article: &proto::Article) -> String {
     format!(
         "{}  {}  {}  {}",
         article
@@ -79,6 +86,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
     let mut client = args.server.connect().await?;
     let request = proto::GetArticleRequest {
         id: args.id.clone(),
+        revision: args.revision.unwrap_or(0),
     };
     let article = match client.get_article(request).await {
         Ok(response) => response.into_inner().article.unwrap_or_default(),
@@ -105,6 +113,7 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
                     .unwrap_or_default(),
             ),
             ("content_sha256", article.content_sha256.clone()),
+            ("revision", article.revision.to_string()),
             ("description", article.description.clone()),
         ] {
             if !value.is_empty() {
@@ -137,6 +146,7 @@ pub async fn list(args: ListArgs) -> Result<ExitCode, CliError> {
             proto::SortOrder::OldestFirst
         } as i32,
         page_token: args.page_token.clone().unwrap_or_default(),
+        filter: args.filter.to_proto(),
         ..Default::default()
     };
     let mut shown = 0;

@@ -7,10 +7,10 @@ use tonic::{Code, Status};
 use super::{
     outbox::{outbox, Outbox, OutboxStream},
     query::{ExportQuery, View},
-    read::read_page,
+    read::{read_page, PageSpec},
     stopped,
 };
-use crate::{proto, store::Store};
+use crate::{article::ArticleId, error::Error, proto, store::Store};
 
 /// Articles an export reads from the store in one go, at most.
 const EXPORT_CHUNK_ARTICLES: usize = 64;
@@ -30,8 +30,10 @@ pub(super) fn export_outbox() -> (
 
 /// Feeds an export stream chunk by chunk. Each chunk is read off the async
 /// workers and queued one article at a time; the next chunk is read only
-/// once the outbox has room again, so a slow client slows the export. Returns
-/// the final code and how many articles were sent.
+/// once the outbox has room again, so a slow client slows the export. With
+/// `all_revisions`, each article of a chunk is followed by nothing else
+/// until its whole history, oldest first, is queued. Returns the final code
+/// and how many articles (revisions) were sent.
 pub(super) async fn run_export(
     query: ExportQuery,
     store: Store,
@@ -41,17 +43,25 @@ pub(super) async fn run_export(
     let mut after = query.resume_after;
     let mut sent = 0u64;
     loop {
-        let (store, range, order, from) = (store.clone(), query.range, query.order, after.clone());
+        let (reader, range, order, from) = (store.clone(), query.range, query.order, after.clone());
+        let (filter, all_revisions) = (query.filter.clone(), query.all_revisions);
         let chunk = tokio::task::spawn_blocking(move || {
-            read_page(
-                &store,
-                range,
-                order,
+            let mut page = read_page(
+                &reader,
+                &PageSpec {
+                    range,
+                    order,
+                    filter: &filter,
+                    max_articles: EXPORT_CHUNK_ARTICLES,
+                    budget: EXPORT_CHUNK_BYTES,
+                    view: View::Full,
+                },
                 from.as_ref(),
-                EXPORT_CHUNK_ARTICLES,
-                EXPORT_CHUNK_BYTES,
-                View::Full,
-            )
+            )?;
+            if all_revisions {
+                page.articles = with_history(&reader, page.articles)?;
+            }
+            Ok::<_, Error>(page)
         })
         .await
         .map_err(|e| Status::internal(format!("export task failed: {e}")))
@@ -85,6 +95,29 @@ pub(super) async fn run_export(
         if !page.more {
             return (Code::Ok, sent);
         }
-        after = page.last;
+        after = page.resume_after;
     }
+}
+
+/// Each current version preceded by its older revisions, oldest first.
+fn with_history(store: &Store, current: Vec<proto::Article>) -> Result<Vec<proto::Article>, Error> {
+    let mut out = Vec::with_capacity(current.len());
+    for article in current {
+        let id = ArticleId::parse("id", &article.id)?;
+        let older = match store.revisions(&id, Some(article.revision), usize::MAX, true) {
+            Ok(older) => older,
+            // Deleted since the page was read: gone from the export too.
+            Err(Error::NotFound(_) | Error::Deleted { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(
+            older
+                .revisions
+                .into_iter()
+                .rev()
+                .map(|stored| stored.into_proto(true)),
+        );
+        out.push(article);
+    }
+    Ok(out)
 }

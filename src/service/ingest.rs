@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::stopped;
 use crate::{
-    article::{Article, ArticleId, ValidationError},
+    article::{Article, ArticleId, Timestamp, ValidationError},
     proto::{self, IngestOutcome},
     store::{PendingWrite, Store, WriteOutcome},
 };
@@ -60,18 +60,17 @@ pub(super) async fn read_requests(
             message = inbound.message() => message,
         };
         let next = match message {
-            Ok(Some(request)) => match request.article.map(Article::from_proto) {
-                None => Pending::Ready(rejected(
-                    index,
-                    &ValidationError {
-                        field: "article",
-                        rule: "is required".into(),
-                    },
-                )),
-                Some(Err(invalid)) => Pending::Ready(rejected(index, &invalid)),
-                Some(Ok(article)) => {
+            Ok(Some(request)) => match parse(request) {
+                Err(invalid) => Pending::Ready(rejected(index, &invalid.to_string())),
+                Ok((article, restore)) => {
                     let id = article.id().clone();
-                    match store.submit(article).await {
+                    let submitted = match restore {
+                        None => store.submit(article).await,
+                        Some((revision, ingested_at)) => {
+                            store.restore(article, revision, ingested_at).await
+                        }
+                    };
+                    match submitted {
                         Ok(write) => Pending::Waiting { index, id, write },
                         Err(e) => Pending::End(e.into()),
                     }
@@ -88,6 +87,37 @@ pub(super) async fn read_requests(
     }
 }
 
+/// A request's article, validated, and the revision and time to restore it
+/// as when `restore_revision` is set.
+fn parse(
+    request: proto::IngestArticlesRequest,
+) -> Result<(Article, Option<(u64, Timestamp)>), ValidationError> {
+    let raw = request.article.ok_or_else(|| ValidationError {
+        field: "article",
+        rule: "is required".into(),
+    })?;
+    let restore = if request.restore_revision {
+        if raw.revision == 0 {
+            return Err(ValidationError {
+                field: "revision",
+                rule: "must be 1 or more to restore a revision".into(),
+            });
+        }
+        let ingested_at = raw
+            .ingested_at
+            .as_ref()
+            .ok_or_else(|| ValidationError {
+                field: "ingested_at",
+                rule: "is required to restore a revision".into(),
+            })
+            .and_then(|ts| Timestamp::from_proto("ingested_at", ts))?;
+        Some((raw.revision, ingested_at))
+    } else {
+        None
+    };
+    Ok((Article::from_proto(raw)?, restore))
+}
+
 /// Sends each answer once it is final, in request order, and ends the stream
 /// after the first error.
 pub(super) async fn acknowledge_in_order(
@@ -100,20 +130,29 @@ pub(super) async fn acknowledge_in_order(
     while let Some(next) = pending.recv().await {
         let answer = match next {
             Pending::Ready(response) => Ok(response),
-            Pending::Waiting { index, id, write } => {
-                write.outcome().await.map_err(Status::from).map(|outcome| {
-                    proto::IngestArticlesResponse {
+            Pending::Waiting { index, id, write } => write
+                .outcome()
+                .await
+                .map_err(Status::from)
+                .and_then(|outcome| {
+                    let (outcome, error) = match outcome {
+                        WriteOutcome::Created => (IngestOutcome::Created, String::new()),
+                        WriteOutcome::Updated => (IngestOutcome::Updated, String::new()),
+                        WriteOutcome::Unchanged => (IngestOutcome::Unchanged, String::new()),
+                        WriteOutcome::Rejected(why) => (IngestOutcome::Rejected, why),
+                        WriteOutcome::Deleted { .. } => {
+                            return Err(Status::internal(
+                                "the store answered an ingest with a deletion",
+                            ))
+                        }
+                    };
+                    Ok(proto::IngestArticlesResponse {
                         index,
                         id: id.to_string(),
-                        outcome: match outcome {
-                            WriteOutcome::Created => IngestOutcome::Created,
-                            WriteOutcome::Updated => IngestOutcome::Updated,
-                            WriteOutcome::Unchanged => IngestOutcome::Unchanged,
-                        } as i32,
-                        error: String::new(),
-                    }
-                })
-            }
+                        outcome: outcome as i32,
+                        error,
+                    })
+                }),
             Pending::End(status) => Err(status),
         };
         let failed = answer.as_ref().err().map(Status::code);
@@ -137,11 +176,11 @@ pub(super) async fn acknowledge_in_order(
 
 /// A REJECTED answer. The id is left empty: an invalid article may not have
 /// one that can be trusted.
-fn rejected(index: u64, why: &ValidationError) -> proto::IngestArticlesResponse {
+fn rejected(index: u64, why: &str) -> proto::IngestArticlesResponse {
     proto::IngestArticlesResponse {
         index,
         id: String::new(),
         outcome: IngestOutcome::Rejected as i32,
-        error: why.to_string(),
+        error: why.to_owned(),
     }
 }

@@ -2,15 +2,20 @@
 //! parses the request into domain types ([`query`]), calls the store, and
 //! maps the answer back. One file per RPC family:
 //!
-//! - `read`: GetArticle, ListArticles and the page reader;
+//! - `read`: GetArticle, ListArticles, ListArticleRevisions and the page
+//!   reader;
 //! - `ingest`: IngestArticles (validation, the writer queue, in-order
 //!   acknowledgements);
 //! - `export`: ExportArticles (flow-controlled chunks);
-//! - [`query`]: ranges, orders, views, page sizes and tokens, parsed once.
+//! - `changes`: WatchChanges (the change feed, followed);
+//! - DeleteArticle is a few lines here;
+//! - [`query`]: ranges, orders, views, filters, page sizes and tokens,
+//!   parsed once.
 //!
 //! This file holds what every RPC shares: admission limits and the shutdown
 //! hooks.
 
+mod changes;
 mod export;
 mod ingest;
 mod outbox;
@@ -29,8 +34,9 @@ pub use read::MAX_RESPONSE_BYTES;
 
 use crate::{
     auth::{Role, Tokens},
+    error::Error,
     proto::{self, archive_service_server::ArchiveService as ArchiveApi},
-    store::Store,
+    store::{Store, WriteOutcome},
 };
 
 /// BASIC pages up to this size are read on the async worker: an index scan
@@ -84,6 +90,9 @@ pub struct ShutdownHooks {
     /// Turns true when the shutdown grace period is over: open ingest streams
     /// then stop reading and end with UNAVAILABLE.
     pub stop_streams: watch::Receiver<bool>,
+    /// Turns true when shutdown begins: followers of the change feed, which
+    /// would never end by themselves, end at once with UNAVAILABLE.
+    pub draining: watch::Receiver<bool>,
     /// Every call holds a strong copy of this sender while it runs, so the
     /// server knows when the last one is done (the receiver then sees the
     /// channel close). Weak here so that the service itself does not keep it
@@ -209,6 +218,78 @@ impl ArchiveApi for ArchiveService {
                 );
                 // The permit goes before the stream ends, so the client may
                 // open a new stream at once.
+                drop(call);
+                drop(out);
+            }
+            .instrument(Span::current()),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_article_revisions(
+        &self,
+        request: Request<proto::ListArticleRevisionsRequest>,
+    ) -> Result<Response<proto::ListArticleRevisionsResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        let store = self.store.clone();
+        let result = async move {
+            let query = query::RevisionsQuery::parse(request.get_ref(), store.page_token_key())?;
+            // Older revisions are read from the log: off the async workers.
+            blocking(move || read::revisions(&store, &query)).await
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn delete_article(
+        &self,
+        request: Request<proto::DeleteArticleRequest>,
+    ) -> Result<Response<proto::DeleteArticleResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Admin, request.metadata())?;
+        let result = async {
+            let query = query::DeleteQuery::parse(request.get_ref())?;
+            let outcome = self
+                .store
+                .delete(query.id, query.reason, query.allow_reingest)
+                .await?
+                .outcome()
+                .await?;
+            match outcome {
+                WriteOutcome::Deleted { sequence } => Ok(proto::DeleteArticleResponse { sequence }),
+                other => Err(Error::TaskFailed(format!(
+                    "the store answered a deletion with {other:?}"
+                ))),
+            }
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    type WatchChangesStream = ResponseStream<proto::WatchChangesResponse>;
+
+    async fn watch_changes(
+        &self,
+        request: Request<proto::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let started = Instant::now();
+        let call = self.admit_stream(Role::Read, request.metadata())?;
+        let query = match query::WatchQuery::parse(request.get_ref()) {
+            Ok(query) => query,
+            Err(e) => return log_finished(started, Err(e.into())),
+        };
+        let (out, stream) = changes::watch_outbox();
+        let (store, draining) = (self.store.clone(), self.shutdown.draining.clone());
+        tokio::spawn(
+            async move {
+                let (code, sent) = changes::run_watch(query, store, &out, draining).await;
+                info!(
+                    ?code,
+                    sent,
+                    latency_ms = round_ms(started.elapsed()),
+                    "rpc finished"
+                );
                 drop(call);
                 drop(out);
             }

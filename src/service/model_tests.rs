@@ -68,7 +68,8 @@ fn service_over(store: &Store) -> (ArchiveService, mpsc::Sender<()>, watch::Send
     let (in_flight, _) = mpsc::channel(1);
     let (stop, stop_rx) = watch::channel(false);
     let hooks = ShutdownHooks {
-        stop_streams: stop_rx,
+        stop_streams: stop_rx.clone(),
+        draining: stop_rx,
         in_flight: in_flight.downgrade(),
     };
     (
@@ -117,7 +118,7 @@ proptest! {
                             Err(_) => prop_assert_eq!(expected, None),
                             Ok(a) => {
                                 let outcome = store.submit(a).await.unwrap().outcome().await.unwrap();
-                                prop_assert_eq!(Some(outcome), expected);
+                                prop_assert_eq!(Some(outcome.clone()), expected);
                                 if outcome != WriteOutcome::Unchanged {
                                     versions += 1;
                                 }
@@ -126,7 +127,7 @@ proptest! {
                         }
                     }
                     Op::Get { id } => {
-                        let answer = service.get_article(Request::new(proto::GetArticleRequest { id: format!("id{id}") })).await;
+                        let answer = service.get_article(Request::new(proto::GetArticleRequest { id: format!("id{id}"), revision: 0 })).await;
                         match (answer, model.get(&format!("id{id}"))) {
                             (Err(status), None) => prop_assert_eq!(status.code(), Code::NotFound),
                             (Ok(response), Some((at, title))) => {

@@ -76,6 +76,11 @@ impl<T> Outbox<T> {
             .map_err(|_| Gone)
     }
 
+    /// Completes when the client has gone away.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// Queues the status that ends the stream.
     pub async fn end(&self, status: Status) {
         let _ = self.tx.send((Err(status), None)).await;

@@ -1,14 +1,19 @@
-//! Request parsing shared by the read RPCs: ranges, orders, views, page
+//! Request parsing shared by the RPCs: ranges, orders, views, filters, page
 //! sizes and page tokens become validated domain values here, once, so every
 //! handler rejects the same input with the same message.
 
 use crate::{
-    article::{ArticleId, Timestamp, ValidationError},
+    article::{self, ArticleId, Timestamp, ValidationError},
     error::Error,
-    page_token::PageToken,
+    page_token::{self, PageToken},
     proto::{self, ArticleView, SortOrder},
-    store::{DateRange, Order, Position},
+    store::{DateRange, Filter, Order, Position},
 };
+
+/// Most values in one field of a filter.
+pub const MAX_FILTER_VALUES: usize = 32;
+/// Longest deletion reason, in bytes.
+pub const MAX_REASON_BYTES: usize = 4096;
 
 /// Page size used when a request asks for 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -88,6 +93,50 @@ pub(super) fn parse_page_size(raw: i32) -> Result<usize, Error> {
     }
 }
 
+/// A filter: at most [`MAX_FILTER_VALUES`] values per field, each within
+/// that field's limit on Article; sources lower-cased. Unset is empty.
+pub fn parse_filter(raw: Option<&proto::ArticleFilter>) -> Result<Filter, Error> {
+    let Some(raw) = raw else {
+        return Ok(Filter::default());
+    };
+    let field = |name: &'static str, values: &[String], max: usize| -> Result<Vec<String>, Error> {
+        if values.len() > MAX_FILTER_VALUES {
+            return Err(invalid(
+                name,
+                &format!(
+                    "must have at most {MAX_FILTER_VALUES} values, got {}",
+                    values.len()
+                ),
+            ));
+        }
+        if let Some(long) = values.iter().find(|v| v.len() > max) {
+            return Err(invalid(
+                name,
+                &format!("values must be at most {max} bytes, got {}", long.len()),
+            ));
+        }
+        Ok(values.to_vec())
+    };
+    Ok(Filter {
+        sources: field("filter.sources", &raw.sources, article::MAX_LABEL_BYTES)?
+            .into_iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+        sections: field("filter.sections", &raw.sections, article::MAX_LABEL_BYTES)?,
+        languages: field(
+            "filter.languages",
+            &raw.languages,
+            article::MAX_LANGUAGE_BYTES,
+        )?,
+        tags: field("filter.tags", &raw.tags, article::MAX_LIST_ENTRY_BYTES)?,
+        authors: field(
+            "filter.authors",
+            &raw.authors,
+            article::MAX_LIST_ENTRY_BYTES,
+        )?,
+    })
+}
+
 /// A validated ListArticles request.
 #[derive(Debug)]
 pub struct ListQuery {
@@ -101,6 +150,10 @@ pub struct ListQuery {
     pub page_size: usize,
     /// How much of each article.
     pub view: View,
+    /// Which articles.
+    pub filter: Filter,
+    /// What its page tokens are bound to.
+    pub fingerprint: [u8; 16],
 }
 
 impl ListQuery {
@@ -118,16 +171,18 @@ impl ListQuery {
         let range = parse_range(request.start_time.as_ref(), request.end_time.as_ref())?;
         let order = parse_order(request.order)?;
         let view = parse_view(request.view, View::Basic)?;
+        let filter = parse_filter(request.filter.as_ref())?;
+        let fingerprint = page_token::fingerprint(
+            page_token::Kind::Dates,
+            &[
+                &page_token::date_query_parts(order, range),
+                &filter.canonical(),
+            ],
+        );
         let after = if request.page_token.is_empty() {
             None
         } else {
-            let token = PageToken::decode(&request.page_token, token_key)?;
-            if token.order != order || token.range != range {
-                return Err(Error::InvalidPageToken(
-                    "it was issued for a different range or order",
-                ));
-            }
-            Some(token.after)
+            Some(PageToken::decode(&request.page_token, token_key)?.date_cursor(&fingerprint)?)
         };
         Ok(Self {
             range,
@@ -135,17 +190,140 @@ impl ListQuery {
             after,
             page_size,
             view,
+            filter,
+            fingerprint,
         })
     }
 
     /// The token for the page after one that ended at `last`.
     pub fn next_token(&self, last: Position, token_key: &[u8; 32]) -> String {
         PageToken {
-            order: self.order,
-            range: self.range,
-            after: last,
+            kind: page_token::Kind::Dates,
+            fingerprint: self.fingerprint,
+            cursor: page_token::Cursor::Date(last),
         }
         .encode(token_key)
+    }
+}
+
+/// A validated ListArticleRevisions request.
+#[derive(Debug)]
+pub struct RevisionsQuery {
+    /// The article.
+    pub id: ArticleId,
+    /// Most revisions in the page.
+    pub page_size: usize,
+    /// Start strictly below this revision; `None` on the first page.
+    pub before: Option<u64>,
+    /// How much of each revision.
+    pub view: View,
+    fingerprint: [u8; 16],
+}
+
+impl RevisionsQuery {
+    /// Validates a request; a page token must be one this archive signed
+    /// for the same id and view.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field, or
+    /// [`Error::InvalidPageToken`].
+    pub fn parse(
+        request: &proto::ListArticleRevisionsRequest,
+        token_key: &[u8; 32],
+    ) -> Result<Self, Error> {
+        let id = ArticleId::parse("id", &request.id)?;
+        let page_size = parse_page_size(request.page_size)?;
+        let view = parse_view(request.view, View::Basic)?;
+        let fingerprint = page_token::fingerprint(
+            page_token::Kind::Revisions,
+            &[id.as_str().as_bytes(), &[view.with_body() as u8]],
+        );
+        let before = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(PageToken::decode(&request.page_token, token_key)?.revision_cursor(&fingerprint)?)
+        };
+        Ok(Self {
+            id,
+            page_size,
+            before,
+            view,
+            fingerprint,
+        })
+    }
+
+    /// The token for the page after one that ended at `revision`.
+    pub fn next_token(&self, revision: u64, token_key: &[u8; 32]) -> String {
+        PageToken {
+            kind: page_token::Kind::Revisions,
+            fingerprint: self.fingerprint,
+            cursor: page_token::Cursor::Revision(revision),
+        }
+        .encode(token_key)
+    }
+}
+
+/// A validated DeleteArticle request.
+#[derive(Debug)]
+pub struct DeleteQuery {
+    /// The article.
+    pub id: ArticleId,
+    /// Why.
+    pub reason: String,
+    /// Whether it may come back.
+    pub allow_reingest: bool,
+}
+
+impl DeleteQuery {
+    /// Validates a request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed id or a reason over
+    /// [`MAX_REASON_BYTES`].
+    pub fn parse(request: &proto::DeleteArticleRequest) -> Result<Self, Error> {
+        let id = ArticleId::parse("id", &request.id)?;
+        if request.reason.len() > MAX_REASON_BYTES {
+            return Err(invalid(
+                "reason",
+                &format!(
+                    "must be at most {MAX_REASON_BYTES} bytes, got {}",
+                    request.reason.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            id,
+            reason: request.reason.clone(),
+            allow_reingest: request.allow_reingest,
+        })
+    }
+}
+
+/// A validated WatchChanges request.
+#[derive(Debug)]
+pub struct WatchQuery {
+    /// Start strictly after this sequence number.
+    pub after: u64,
+    /// Stay open for new changes.
+    pub follow: bool,
+    /// How much of each article.
+    pub view: View,
+    /// Which CREATED and UPDATED changes.
+    pub filter: Filter,
+}
+
+impl WatchQuery {
+    /// Validates a request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a malformed view or filter.
+    pub fn parse(request: &proto::WatchChangesRequest) -> Result<Self, Error> {
+        Ok(Self {
+            after: request.after_sequence,
+            follow: request.follow,
+            view: parse_view(request.view, View::Basic)?,
+            filter: parse_filter(request.filter.as_ref())?,
+        })
     }
 }
 
@@ -156,6 +334,10 @@ pub struct ExportQuery {
     pub range: DateRange,
     /// Direction.
     pub order: Order,
+    /// Every revision of each article, not only the current one.
+    pub all_revisions: bool,
+    /// Which articles.
+    pub filter: Filter,
     /// The last article a broken export delivered; the export goes on
     /// strictly after it.
     pub resume_after: Option<Position>,
@@ -178,6 +360,8 @@ impl ExportQuery {
         Ok(Self {
             range,
             order,
+            all_revisions: request.all_revisions,
+            filter: parse_filter(request.filter.as_ref())?,
             resume_after,
         })
     }

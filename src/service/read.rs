@@ -1,30 +1,29 @@
-//! The read RPCs: GetArticle and ListArticles, and the page reader that
-//! ExportArticles shares.
+//! The read RPCs: GetArticle, ListArticles, ListArticleRevisions, and the
+//! page reader that ExportArticles shares.
 
 use prost::Message;
 
-use super::query::{ListQuery, View};
+use super::query::{ListQuery, RevisionsQuery, View};
 use crate::{
     article::ArticleId,
     error::Error,
     proto,
-    store::{DateRange, Order, PageRequest, Position, Store},
+    store::{DateRange, Filter, Order, PageRequest, Position, Store},
 };
 
-/// Largest ListArticles response, the default receive limit of gRPC clients.
+/// Largest response, the default receive limit of gRPC clients.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Room kept in a response for the page token and framing.
 const RESPONSE_HEADROOM: usize = 16 * 1024;
 
-/// GetArticle: the current version of one article.
+/// GetArticle: the current version of one article, or the revision asked
+/// for.
 pub(super) fn get(
     store: &Store,
     request: &proto::GetArticleRequest,
 ) -> Result<proto::GetArticleResponse, Error> {
     let id = ArticleId::parse("id", &request.id)?;
-    let stored = store
-        .get(&id)?
-        .ok_or_else(|| Error::NotFound(id.to_string()))?;
+    let stored = store.get_revision(&id, request.revision)?;
     Ok(proto::GetArticleResponse {
         article: Some(stored.into_proto(true)),
     })
@@ -32,18 +31,21 @@ pub(super) fn get(
 
 /// ListArticles: one page, up to `page_size` articles and, so the response
 /// stays under [`MAX_RESPONSE_BYTES`], fewer when they are large. A token is
-/// returned only when another article follows. Blocking.
+/// returned only when another article may follow. Blocking.
 pub(super) fn list(store: &Store, query: &ListQuery) -> Result<proto::ListArticlesResponse, Error> {
     let page = read_page(
         store,
-        query.range,
-        query.order,
+        &PageSpec {
+            range: query.range,
+            order: query.order,
+            filter: &query.filter,
+            max_articles: query.page_size,
+            budget: MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
+            view: query.view,
+        },
         query.after.as_ref(),
-        query.page_size,
-        MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
-        query.view,
     )?;
-    let next_page_token = match (page.more, page.last) {
+    let next_page_token = match (page.more, page.resume_after) {
         (true, Some(last)) => query.next_token(last, store.page_token_key()),
         _ => String::new(),
     };
@@ -53,60 +55,112 @@ pub(super) fn list(store: &Store, query: &ListQuery) -> Result<proto::ListArticl
     })
 }
 
+/// ListArticleRevisions: one page of an article's history, newest first,
+/// within the same size rules as ListArticles. Blocking.
+pub(super) fn revisions(
+    store: &Store,
+    query: &RevisionsQuery,
+) -> Result<proto::ListArticleRevisionsResponse, Error> {
+    let page = store.revisions(
+        &query.id,
+        query.before,
+        query.page_size,
+        query.view.with_body(),
+    )?;
+    let budget = MAX_RESPONSE_BYTES - RESPONSE_HEADROOM;
+    let mut revisions = Vec::with_capacity(page.revisions.len());
+    let mut bytes = 0;
+    let mut more = page.more;
+    for stored in page.revisions {
+        let revision = stored.into_proto(query.view.with_body());
+        let framed = framed_len(&revision);
+        if bytes + framed > budget && !revisions.is_empty() {
+            more = true;
+            break;
+        }
+        bytes += framed;
+        revisions.push(revision);
+    }
+    let next_page_token = match (more, revisions.last()) {
+        (true, Some(last)) => query.next_token(last.revision, store.page_token_key()),
+        _ => String::new(),
+    };
+    Ok(proto::ListArticleRevisionsResponse {
+        revisions,
+        next_page_token,
+    })
+}
+
+fn framed_len(message: &impl Message) -> usize {
+    let len = message.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// What one page reads.
+pub(super) struct PageSpec<'a> {
+    pub range: DateRange,
+    pub order: Order,
+    pub filter: &'a Filter,
+    pub max_articles: usize,
+    /// Bytes the encoded articles may take.
+    pub budget: usize,
+    pub view: View,
+}
+
 /// Articles read in one go, and where the next read starts.
 pub(super) struct Page {
     pub articles: Vec<proto::Article>,
-    /// Position of the last article in `articles`.
-    pub last: Option<Position>,
-    /// Whether another article follows in the range.
+    /// The last place examined; the next page starts strictly after it.
+    pub resume_after: Option<Position>,
+    /// Whether another article may follow in the range.
     pub more: bool,
 }
 
-/// Reads up to `max_articles` articles strictly after `after`, stopping
-/// before the encoded articles would pass `budget` bytes (but always taking
-/// at least one, so a reader makes progress). The store stops at its own
-/// estimate of the size; the exact encoded size is checked here, so a low
-/// estimate can only end the page earlier. Blocking.
+/// Reads up to `spec.max_articles` articles strictly after `after`, stopping
+/// before the encoded articles would pass `spec.budget` bytes (but always
+/// taking at least one, so a reader makes progress). The store stops at its
+/// own estimate of the size; the exact encoded size is checked here, so a
+/// low estimate can only end the page earlier. Blocking.
 pub(super) fn read_page(
     store: &Store,
-    range: DateRange,
-    order: Order,
+    spec: &PageSpec<'_>,
     after: Option<&Position>,
-    max_articles: usize,
-    budget: usize,
-    view: View,
 ) -> Result<Page, Error> {
     let stored = store.page(&PageRequest {
-        range,
-        order,
+        range: spec.range,
+        order: spec.order,
         after: after.cloned(),
-        limit: max_articles,
-        with_body: view.with_body(),
-        byte_budget: budget,
+        limit: spec.max_articles,
+        with_body: spec.view.with_body(),
+        byte_budget: spec.budget,
+        filter: spec.filter.clone(),
     })?;
     let mut articles = Vec::with_capacity(stored.articles.len());
     let mut bytes = 0;
-    let mut last = None;
-    let mut more = stored.more;
+    let mut last_included = None;
     for article in stored.articles {
         let position = Position {
             published_at: article.content.published_at,
             id: article.id.clone(),
         };
-        let article = article.into_proto(view.with_body());
-        let len = article.encoded_len();
-        let framed = 1 + prost::length_delimiter_len(len) + len;
-        if bytes + framed > budget && !articles.is_empty() {
-            more = true;
-            break;
+        let article = article.into_proto(spec.view.with_body());
+        let framed = framed_len(&article);
+        if bytes + framed > spec.budget && !articles.is_empty() {
+            // Cut here, not where the store stopped: the next page starts
+            // after the last article sent.
+            return Ok(Page {
+                articles,
+                resume_after: last_included,
+                more: true,
+            });
         }
         bytes += framed;
         articles.push(article);
-        last = Some(position);
+        last_included = Some(position);
     }
     Ok(Page {
         articles,
-        last,
-        more,
+        resume_after: stored.resume_after,
+        more: stored.more,
     })
 }

@@ -54,6 +54,9 @@ pub struct StoreConfig {
     /// Records stored before a compression dictionary is trained from them
     /// (0: never). Until then records are compressed without one.
     pub dictionary_after: u64,
+    /// Revisions kept per article, the current one included (0: all). When
+    /// an update makes more, the oldest are erased.
+    pub keep_revisions: u64,
 }
 
 impl StoreConfig {
@@ -68,19 +71,29 @@ impl StoreConfig {
             recovery_interval: Duration::from_secs(2),
             min_free_bytes: 256 * 1024 * 1024,
             dictionary_after: 4096,
+            keep_revisions: 0,
         }
     }
 }
 
-/// What the writer did with one article.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the writer did with one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
-    /// The id was new.
+    /// The id was new (or deleted and allowed back): revision 1 was stored.
     Created,
-    /// The id was known with other content; a new version was stored.
+    /// The id was known with other content; a new revision was stored.
     Updated,
     /// The id was known with the same content; nothing was written.
     Unchanged,
+    /// The article was not stored, for the reason given (`field: rule`): a
+    /// deleted id that may not come back, a revision that cannot be
+    /// restored.
+    Rejected(String),
+    /// The article was deleted; this is the DELETED change's sequence.
+    Deleted {
+        /// Its place in the change feed.
+        sequence: u64,
+    },
 }
 
 /// Whether the store can take writes.
@@ -146,6 +159,84 @@ pub struct PageRequest {
     /// Stop before the articles' estimated encoded size passes this (one
     /// article is always taken, so a reader makes progress).
     pub byte_budget: usize,
+    /// Only articles that match.
+    pub filter: Filter,
+}
+
+/// Most date-index entries one filtered page examines: a page whose filter
+/// few articles match ends there (with what it found, perhaps nothing, and
+/// the place to go on from), so no call runs long.
+pub const FILTER_SCAN_BUDGET: usize = 20_000;
+
+/// Articles chosen by their labels: values within a field match any of
+/// them, fields must all match, an empty filter matches everything. Sources
+/// are kept lower-cased (host names are compared case-insensitively); the
+/// rest exactly. Built and checked at the service edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Lower-cased sources.
+    pub sources: Vec<String>,
+    /// Sections.
+    pub sections: Vec<String>,
+    /// Language tags.
+    pub languages: Vec<String>,
+    /// Tags (an article with any of them matches).
+    pub tags: Vec<String>,
+    /// Authors (an article with any of them matches).
+    pub authors: Vec<String>,
+}
+
+impl Filter {
+    /// Whether it matches everything.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+            && self.sections.is_empty()
+            && self.languages.is_empty()
+            && self.tags.is_empty()
+            && self.authors.is_empty()
+    }
+
+    /// Whether `content` matches.
+    pub fn matches(&self, content: &crate::article::ArticleContent) -> bool {
+        let one =
+            |wanted: &[String], value: &str| wanted.is_empty() || wanted.iter().any(|w| w == value);
+        let any = |wanted: &[String], values: &[String]| {
+            wanted.is_empty() || values.iter().any(|v| wanted.contains(v))
+        };
+        (self.sources.is_empty()
+            || self
+                .sources
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(&content.source)))
+            && one(&self.sections, &content.section)
+            && one(&self.languages, &content.language)
+            && any(&self.tags, &content.tags)
+            && any(&self.authors, &content.authors)
+    }
+
+    /// A canonical encoding (each field sorted, without duplicates): two
+    /// filters that select the same articles give the same bytes, so page
+    /// tokens are bound to what a filter means, not how it was written.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (tag, values) in [
+            (1u8, &self.sources),
+            (2, &self.sections),
+            (3, &self.languages),
+            (4, &self.tags),
+            (5, &self.authors),
+        ] {
+            let mut sorted: Vec<&String> = values.iter().collect();
+            sorted.sort();
+            sorted.dedup();
+            for value in sorted {
+                out.push(tag);
+                out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                out.extend_from_slice(value.as_bytes());
+            }
+        }
+        out
+    }
 }
 
 /// What [`Store::page`] read.
@@ -153,8 +244,79 @@ pub struct PageRequest {
 pub struct StoredPage {
     /// The articles, in the requested order.
     pub articles: Vec<StoredArticle>,
-    /// Whether another article follows in the range.
+    /// Whether another article may follow in the range.
     pub more: bool,
+    /// The last place examined (returned or filtered out): the next page
+    /// starts strictly after it.
+    pub resume_after: Option<Position>,
+}
+
+/// A page of an article's history, newest first.
+#[derive(Debug, Clone)]
+pub struct RevisionsPage {
+    /// The revisions (the body left empty unless asked for).
+    pub revisions: Vec<StoredArticle>,
+    /// Whether older ones follow.
+    pub more: bool,
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// Revision 1 of an article was stored.
+    Created,
+    /// A later revision was stored.
+    Updated,
+    /// The article was deleted.
+    Deleted,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its place in the archive's history.
+    pub sequence: u64,
+    /// What it did.
+    pub kind: ChangeKind,
+    /// The article.
+    pub id: ArticleId,
+    /// For CREATED and UPDATED: the revision stored (body as asked).
+    pub article: Option<StoredArticle>,
+    /// When it was stored.
+    pub changed_at: Timestamp,
+    /// For DELETED: the reason given.
+    pub reason: String,
+}
+
+/// What the change feed reads in one go.
+#[derive(Debug, Clone)]
+pub struct ChangesRequest {
+    /// Start strictly after this sequence number.
+    pub after: u64,
+    /// Most changes.
+    pub limit: usize,
+    /// Stop before the changes' estimated size passes this (one is always
+    /// taken).
+    pub byte_budget: usize,
+    /// Whether articles carry their body.
+    pub with_body: bool,
+    /// Only CREATED and UPDATED changes of matching articles (DELETED ones
+    /// always).
+    pub filter: Filter,
+}
+
+/// What [`Store::changes`] read.
+#[derive(Debug, Clone)]
+pub struct ChangesPage {
+    /// The changes, in sequence order.
+    pub changes: Vec<Change>,
+    /// Where the next read starts: every change up to here was returned or
+    /// passed over (filtered out, or gone).
+    pub resume_after: u64,
+    /// Whether the read reached the newest durable change.
+    pub reached_end: bool,
+    /// The newest durable sequence number when the read began.
+    pub durable: u64,
 }
 
 /// A waiting acknowledgement for one submitted article.
@@ -183,6 +345,9 @@ pub struct RepairReport {
     /// Articles that now serve an older revision because their newest one
     /// was damaged, one line each.
     pub reverted: Vec<String>,
+    /// Records erased because no index may hold them: versions of deleted
+    /// articles or pruned revisions whose erasure a crash interrupted.
+    pub erased: u64,
 }
 
 /// What [`Store::check`] found.
@@ -193,8 +358,10 @@ pub struct CheckReport {
     /// Records that are damaged: an invalid key, undecodable, or content
     /// that does not match its hash. Only a good copy can restore them.
     pub damaged_records: u64,
-    /// Articles (entries of the id index).
+    /// Articles (live entries of the id index).
     pub articles: u64,
+    /// Deleted articles (tombstones in the id index).
+    pub deleted: u64,
     /// Entries of the date index: one per article when sound.
     pub date_entries: u64,
     /// Entries of the revision index: one per record when sound.
@@ -311,8 +478,33 @@ impl Store {
     /// # Errors
     /// [`Error::Closed`] when the writer has stopped.
     pub async fn submit(&self, article: Article) -> Result<PendingWrite> {
+        self.submit_with(article, None).await
+    }
+
+    /// Like [`Store::submit`], but stores the article as exactly revision
+    /// `revision`, written at `ingested_at`: restoring a full-history
+    /// export. The outcome is `Rejected` unless that revision is the next
+    /// one of its id.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the writer has stopped.
+    pub async fn restore(
+        &self,
+        article: Article,
+        revision: u64,
+        ingested_at: Timestamp,
+    ) -> Result<PendingWrite> {
+        self.submit_with(article, Some((revision, ingested_at)))
+            .await
+    }
+
+    async fn submit_with(
+        &self,
+        article: Article,
+        restore: Option<(u64, Timestamp)>,
+    ) -> Result<PendingWrite> {
         let large = article.content().body.len() >= PREPARE_INLINE_BYTES;
-        let prepared = if large {
+        let mut prepared = if large {
             let store = self.clone();
             tokio::task::spawn_blocking(move || store.sled().prepare(&article))
                 .await
@@ -320,7 +512,77 @@ impl Store {
         } else {
             self.sled().prepare(&article)
         };
-        self.sled().submit(prepared).await.map(PendingWrite)
+        if let Some((revision, ingested_at)) = restore {
+            prepared.restore_revision = Some(revision);
+            prepared.ingested_at = Some(ingested_at);
+        }
+        self.sled()
+            .submit(sled::Op::Put(prepared))
+            .await
+            .map(PendingWrite)
+    }
+
+    /// Deletes an article for good (see [`WriteOutcome::Deleted`]): queued
+    /// behind the writes before it, durable once the returned
+    /// [`PendingWrite`] resolves.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the writer has stopped; the outcome is
+    /// [`Error::NotFound`] or [`Error::Deleted`] for an id that cannot be
+    /// deleted.
+    pub async fn delete(
+        &self,
+        id: ArticleId,
+        reason: String,
+        allow_reingest: bool,
+    ) -> Result<PendingWrite> {
+        let note = sled::record::DeletionNote {
+            reason,
+            allow_reingest,
+        };
+        self.sled()
+            .submit(sled::Op::Delete { id, note })
+            .await
+            .map(PendingWrite)
+    }
+
+    /// Revision `revision` of `id` (0: the current one). Blocking, but a
+    /// few point reads.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Deleted`], [`Error::NoSuchRevision`],
+    /// or damage.
+    pub fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
+        self.sled().get_revision(id, revision)
+    }
+
+    /// A page of `id`'s history, newest first, strictly older than `before`
+    /// when given. Blocking.
+    ///
+    /// # Errors
+    /// As [`Store::get_revision`].
+    pub fn revisions(
+        &self,
+        id: &ArticleId,
+        before: Option<u64>,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<RevisionsPage> {
+        self.sled().revisions(id, before, limit, with_body)
+    }
+
+    /// Changes of the feed; see [`ChangesRequest`]. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or damage.
+    pub fn changes(&self, request: &ChangesRequest) -> Result<ChangesPage> {
+        self.sled().changes(request)
+    }
+
+    /// The newest durable sequence number, now and at every change: what a
+    /// follower of the feed waits on.
+    pub fn durable_sequence(&self) -> watch::Receiver<sled::Durable> {
+        self.sled().durable_changes()
     }
 
     /// Flushes everything written so far to disk. Blocking.

@@ -183,6 +183,7 @@ pub fn article(id: &str, seconds: i64) -> proto::Article {
 
 pub fn request(article: proto::Article) -> proto::IngestArticlesRequest {
     proto::IngestArticlesRequest {
+        restore_revision: false,
         article: Some(article),
     }
 }

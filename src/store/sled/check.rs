@@ -1,31 +1,42 @@
 //! Verifying a format 2 store against its record log, and rebuilding its
 //! indexes from it.
 //!
-//! The log is the truth; `ids`, `dates` and `revisions` are derived from
-//! it. The check reads every record (its frame checksum, then the record
-//! decompressed and compared with its content hash) and every index entry,
-//! with point reads rather than holding the archive in memory:
+//! The log is the truth; `ids`, `dates`, `revisions` and `checkpoints` are
+//! derived from it. An article's life in the log is its versions in
+//! sequence order, ended by a deletion record if it was deleted (and begun
+//! again by the versions after it, if it was allowed back). The check reads
+//! every record (its frame checksum; for a version, its content
+//! decompressed and compared with its hash) and every index entry, with
+//! point reads rather than holding the archive in memory:
 //!
-//! - each record is sound and either its id's current version (then the
-//!   `ids` entry and the date entry agree with it, field by field) or an
-//!   older revision with a `revisions` entry pointing at it;
-//! - each `ids` entry points at a record of that id and sequence;
+//! - each sound version is held by an index: it is its id's current version
+//!   (then the `ids` entry and the date entry agree with it, field by
+//!   field), or an older revision with a `revisions` entry pointing at it.
+//!   A version no index holds is a problem: an index entry is missing, or
+//!   the version was deleted or pruned and a crash came before its bytes
+//!   were erased; repair settles which from the log and erases it if so;
+//! - each deletion record has its tombstone (or a later life of the id);
+//! - each `ids` entry points at a record of that id and sequence, or is a
+//!   tombstone with its deletion record;
 //! - each date entry is at the date of its id's current version and points
-//!   at it;
-//! - each `revisions` entry points at that revision's record, older than
-//!   the current one.
+//!   at it; each `revisions` entry at that revision's record, older than
+//!   the current one; each checkpoint at a record of that sequence.
 //!
 //! Repair copies damaged records to `quarantined_records` byte for byte,
-//! erases them in the log, and rebuilds the indexes from what is left: an
+//! erases them in the log, and rebuilds the indexes from what is left (an
 //! article whose newest version was damaged then serves the newest sound
-//! one, and the report says so.
+//! one, and the report says so), erasing what deletions and
+//! `--keep-revisions` removed.
 
 use std::collections::HashMap;
 
 use super::{
-    index::{self, BasicFields, DateEntry, IdEntry, RevisionEntry, VersionFacts},
-    log::Pointer,
-    record, Shared, QUARANTINED_RECORDS_TREE,
+    index::{
+        self, BasicFields, DateEntry, IdEntry, IdState, RevisionEntry, Tombstone, VersionFacts,
+    },
+    log::{Frame, Pointer},
+    record::{self, RecordHeader, RecordKind},
+    Shared, QUARANTINED_RECORDS_TREE,
 };
 use crate::{
     article::{ArticleContent, ArticleId, StoredArticle},
@@ -33,9 +44,42 @@ use crate::{
     store::{keys, CheckReport, RepairReport},
 };
 
+/// The change feed starts its reads at a checkpoint: one every this many
+/// records when they are rebuilt (the writer makes one per batch).
+const CHECKPOINT_EVERY: usize = 1024;
+
 /// Where a record is, for messages.
 fn at(pointer: Pointer) -> String {
     format!("{}@{}", pointer.segment, pointer.offset)
+}
+
+/// A frame read by a check: its header and, for a version, its content
+/// (hash verified); or why it is damaged.
+enum Read {
+    Version(RecordHeader, Box<StoredArticle>),
+    Deletion(RecordHeader, record::DeletionNote),
+    Damaged(String),
+}
+
+fn read(shared: &Shared, frame: Frame) -> Read {
+    let bytes = match frame.record {
+        Ok(bytes) => bytes,
+        Err(reason) => return Read::Damaged(reason),
+    };
+    let header = match record::decode_header(&bytes) {
+        Ok(header) => header,
+        Err(reason) => return Read::Damaged(reason),
+    };
+    match header.kind {
+        RecordKind::Deletion => match record::decode_deletion(&bytes) {
+            Ok((header, note)) => Read::Deletion(header, note),
+            Err(reason) => Read::Damaged(reason),
+        },
+        RecordKind::Version => match record::decode_verified(&shared.codec, &bytes) {
+            Ok(stored) => Read::Version(header, Box::new(stored)),
+            Err(reason) => Read::Damaged(reason),
+        },
+    }
 }
 
 /// Verifies the whole store. Problems are collected, not returned as
@@ -44,31 +88,37 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let trees = &shared.trees;
     let mut report = CheckReport::default();
     let mut last_sequence = 0;
+    // Per id, the sequence of its last deletion record.
+    let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
     for frame in shared.log.scan()? {
         let frame = frame?;
+        let pointer = frame.pointer;
         report.records += 1;
-        let stored = frame.record.and_then(|bytes| {
-            let stored = record::decode_verified(&shared.codec, &bytes)?;
-            let header = record::decode_header(&bytes)?;
-            Ok((header.sequence, stored))
-        });
-        let (sequence, stored) = match stored {
-            Ok(sound) => sound,
-            Err(reason) => {
+        let (header, stored) = match read(shared, frame) {
+            Read::Damaged(reason) => {
                 report
                     .problems
-                    .push(format!("record at {}: {reason}", at(frame.pointer)));
+                    .push(format!("record at {}: {reason}", at(pointer)));
                 report.damaged_records += 1;
                 continue;
             }
+            Read::Deletion(header, _) => {
+                check_deletion(shared, &header, &mut report)?;
+                deletions.insert(header.id.clone(), header.sequence);
+                (header, None)
+            }
+            Read::Version(header, stored) => (header, Some(stored)),
         };
-        if sequence <= last_sequence {
+        if header.sequence <= last_sequence {
             report.problems.push(format!(
-                "record {sequence} comes after record {last_sequence} in the log"
+                "record {} comes after record {last_sequence} in the log",
+                header.sequence
             ));
         }
-        last_sequence = last_sequence.max(sequence);
-        check_record_indexes(shared, sequence, frame.pointer, &stored, &mut report)?;
+        last_sequence = last_sequence.max(header.sequence);
+        if let Some(stored) = stored {
+            check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+        }
     }
     for entry in &trees.ids {
         let (key, value) = entry?;
@@ -79,19 +129,27 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 .push(format!("ids key {key:?} is not an id"));
             continue;
         };
-        let entry = match IdEntry::decode(&value) {
-            Ok(entry) => entry,
-            Err(reason) => {
-                report.problems.push(format!("ids entry {id}: {reason}"));
-                continue;
+        match IdState::decode(&value) {
+            Err(reason) => report.problems.push(format!("ids entry {id}: {reason}")),
+            Ok(IdState::Live(entry)) => {
+                if !points_at(shared, entry.pointer, &id, entry.sequence, None) {
+                    report.problems.push(format!(
+                        "ids entry {id}: record {} is not at {}",
+                        entry.sequence,
+                        at(entry.pointer)
+                    ));
+                }
             }
-        };
-        if !points_at(shared, entry.pointer, &id, entry.sequence, None) {
-            report.problems.push(format!(
-                "ids entry {id}: record {} is not at {}",
-                entry.sequence,
-                at(entry.pointer)
-            ));
+            Ok(IdState::Deleted(tombstone)) => {
+                report.articles -= 1;
+                report.deleted += 1;
+                if deletions.get(&id) != Some(&tombstone.sequence) {
+                    report.problems.push(format!(
+                        "ids entry {id}: a tombstone for deletion {}, which the log does not hold",
+                        tombstone.sequence
+                    ));
+                }
+            }
         }
     }
     for entry in &trees.dates {
@@ -103,8 +161,7 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 .push(format!("date key {key:?} cannot be decoded"));
             continue;
         };
-        let current = current_of(shared, &id)?;
-        match (current, DateEntry::locate(&value)) {
+        match (live_entry(shared, &id)?, DateEntry::locate(&value)) {
             (_, Err(reason)) => report
                 .problems
                 .push(format!("date entry for {id}: {reason}")),
@@ -150,22 +207,39 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 at(entry.pointer)
             ));
         }
-        if current_of(shared, &id)?.is_none_or(|current| current.revision <= revision) {
+        if live_entry(shared, &id)?.is_none_or(|current| current.revision <= revision) {
             report.problems.push(format!(
                 "revision {revision} of {id}: not older than the current revision"
+            ));
+        }
+    }
+    for entry in &trees.checkpoints {
+        let (key, value) = entry?;
+        let sequence = keys::parse_u64_key(&key);
+        let holds = index::decode_pointer(&value).ok().and_then(|pointer| {
+            shared
+                .log
+                .read(pointer)
+                .ok()
+                .and_then(|bytes| record::decode_header(&bytes).ok())
+        });
+        if sequence.is_none() || holds.is_none_or(|header| Some(header.sequence) != sequence) {
+            report.problems.push(format!(
+                "checkpoint {sequence:?}: not the place of its record"
             ));
         }
     }
     Ok(report)
 }
 
-/// The decodable `ids` entry of `id`, if any.
-fn current_of(shared: &Shared, id: &ArticleId) -> Result<Option<IdEntry>> {
+/// The live `ids` entry of `id`, if it has one that decodes.
+fn live_entry(shared: &Shared, id: &ArticleId) -> Result<Option<IdEntry>> {
     Ok(shared
         .trees
         .ids
         .get(id.as_str())?
-        .and_then(|bytes| IdEntry::decode(&bytes).ok()))
+        .and_then(|bytes| IdState::decode(&bytes).ok())
+        .and_then(IdState::live))
 }
 
 /// Whether `pointer` holds record `sequence` of `id` (and of `revision`).
@@ -188,8 +262,30 @@ fn points_at(
         })
 }
 
-/// The checks of one sound record against the indexes.
-fn check_record_indexes(
+/// A deletion record must have its tombstone, unless the id came back
+/// later (then its `ids` entry is a live one of a later sequence).
+fn check_deletion(shared: &Shared, header: &RecordHeader, report: &mut CheckReport) -> Result<()> {
+    let state = shared
+        .trees
+        .ids
+        .get(header.id.as_str())?
+        .and_then(|bytes| IdState::decode(&bytes).ok());
+    let settled = match state {
+        Some(IdState::Deleted(tombstone)) => tombstone.sequence >= header.sequence,
+        Some(IdState::Live(entry)) => entry.sequence > header.sequence,
+        None => false,
+    };
+    if !settled {
+        report.problems.push(format!(
+            "record {}: the deletion of {} has no tombstone",
+            header.sequence, header.id
+        ));
+    }
+    Ok(())
+}
+
+/// The checks of one sound version against the indexes.
+fn check_version(
     shared: &Shared,
     sequence: u64,
     pointer: Pointer,
@@ -198,32 +294,22 @@ fn check_record_indexes(
 ) -> Result<()> {
     let trees = &shared.trees;
     let id = &stored.id;
-    let Some(current) = current_of(shared, id)? else {
-        report
-            .problems
-            .push(format!("record {sequence}: {id} has no ids entry"));
-        return Ok(());
-    };
-    if current.sequence != sequence {
-        if current.revision <= stored.revision {
+    let current = live_entry(shared, id)?;
+    let held_as_older = trees
+        .revisions
+        .get(keys::revision_key(id, stored.revision))?
+        .and_then(|bytes| RevisionEntry::decode(&bytes).ok())
+        == Some(RevisionEntry { sequence, pointer });
+    let Some(current) = current.filter(|current| current.sequence == sequence) else {
+        if !held_as_older {
             report.problems.push(format!(
-                "record {sequence}: revision {} of {id} is newer than the current revision {}",
-                stored.revision, current.revision
-            ));
-            return Ok(());
-        }
-        let entry = trees
-            .revisions
-            .get(keys::revision_key(id, stored.revision))?
-            .and_then(|bytes| RevisionEntry::decode(&bytes).ok());
-        if entry != Some(RevisionEntry { sequence, pointer }) {
-            report.problems.push(format!(
-                "record {sequence}: revision {} of {id} has no revisions entry pointing at it",
+                "record {sequence}: revision {} of {id} is held by no index (an index entry \
+                 is missing, or it was deleted or pruned and not yet erased)",
                 stored.revision
             ));
         }
         return Ok(());
-    }
+    };
     if current.pointer != pointer
         || current.revision != stored.revision
         || current.published_at != stored.content.published_at
@@ -286,12 +372,9 @@ pub(super) fn repair(shared: &Shared) -> Result<RepairReport> {
     let mut damaged = Vec::new();
     for frame in shared.log.scan()? {
         let frame = frame?;
-        let sound = frame
-            .record
-            .as_ref()
-            .is_ok_and(|bytes| record::decode_verified(&shared.codec, bytes).is_ok());
-        if !sound {
-            damaged.push(frame.pointer);
+        let pointer = frame.pointer;
+        if let Read::Damaged(_) = read(shared, frame) {
+            damaged.push(pointer);
         }
     }
     for pointer in &damaged {
@@ -304,151 +387,162 @@ pub(super) fn repair(shared: &Shared) -> Result<RepairReport> {
         quarantine.insert(key, bytes)?;
         trees.db.flush()?;
         super::writer::sync_filesystem(&shared.dir)?;
-        shared.log.erase(*pointer)?;
+        shared.log.erase(*pointer, true)?;
     }
     let mut report = rebuild_indexes(shared)?;
     report.quarantined = damaged.len() as u64;
     Ok(report)
 }
 
-/// What the log says an article's current version is.
-struct Newest {
-    revision: u64,
-    sequence: u64,
-    pointer: Pointer,
+/// An id's life as the log tells it, after the first pass.
+#[derive(Default)]
+struct Life {
+    /// The sequence of its last deletion (0: never deleted).
+    deleted_at_sequence: u64,
+    /// That deletion, when it is the id's last word.
+    tombstone: Option<Tombstone>,
+    /// Its newest sound version after the last deletion:
+    /// (revision, sequence, pointer).
+    newest: Option<(u64, u64, Pointer)>,
 }
 
-/// Rebuilds `ids`, `dates` and `revisions` from the sound records: the
-/// newest sound revision of each id is its current version, every other is
-/// history. Entries that are already right are left alone, so a repair of
-/// a sound store writes nothing. Not one transaction (the index of a large
-/// archive is too big for one): an interrupted repair leaves problems that
-/// the next check finds and the next repair finishes.
+/// Rebuilds `ids`, `dates`, `revisions` and `checkpoints` from the log: the
+/// newest sound version of each id's current life is its current version,
+/// the other versions of that life its history (the newest
+/// `--keep-revisions`, if set); versions of an earlier life or beyond what
+/// is kept are erased; an id whose last record is a deletion gets its
+/// tombstone. Entries that are already right are left alone, so a repair
+/// of a sound store writes nothing. Not one transaction (the index of a
+/// large archive is too big for one): an interrupted rebuild leaves
+/// problems that the next check finds and the next rebuild finishes.
 pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     let trees = &shared.trees;
+    let keep = shared.config.keep_revisions;
     let mut report = RepairReport::default();
-    let sound = |frame: super::log::Frame| {
-        let bytes = frame.record.ok()?;
-        let header = record::decode_header(&bytes).ok()?;
-        record::decode_verified(&shared.codec, &bytes).ok()?;
-        Some((header, frame.pointer))
-    };
-    // Pass 1: the newest sound version of each id.
-    let mut newest: HashMap<ArticleId, Newest> = HashMap::new();
+    // Pass 1: each id's life, in sequence order.
+    let mut lives: HashMap<ArticleId, Life> = HashMap::new();
     for frame in shared.log.scan()? {
-        let Some((header, pointer)) = sound(frame?) else {
-            continue;
-        };
-        let slot = newest.entry(header.id).or_insert(Newest {
-            revision: 0,
-            sequence: 0,
-            pointer,
-        });
-        if header.revision >= slot.revision {
-            *slot = Newest {
-                revision: header.revision,
-                sequence: header.sequence,
-                pointer,
-            };
+        let frame = frame?;
+        let pointer = frame.pointer;
+        match read(shared, frame) {
+            Read::Damaged(_) => {}
+            Read::Deletion(header, note) => {
+                let life = lives.entry(header.id).or_default();
+                life.deleted_at_sequence = header.sequence;
+                life.newest = None;
+                life.tombstone = Some(Tombstone {
+                    sequence: header.sequence,
+                    deleted_at: header.ingested_at,
+                    allow_reingest: note.allow_reingest,
+                });
+            }
+            Read::Version(header, _) => {
+                let life = lives.entry(header.id).or_default();
+                life.tombstone = None;
+                if life
+                    .newest
+                    .is_none_or(|(revision, _, _)| header.revision >= revision)
+                {
+                    life.newest = Some((header.revision, header.sequence, pointer));
+                }
+            }
         }
     }
-    // Pass 2: a revisions entry for every older version.
-    for frame in shared.log.scan()? {
-        let Some((header, pointer)) = sound(frame?) else {
-            continue;
+    // Pass 2: history entries for the other versions of each current life;
+    // the rest is erased; a checkpoint every so many records.
+    let mut erase = Vec::new();
+    let mut wanted_checkpoints = std::collections::BTreeMap::new();
+    for (i, frame) in shared.log.scan()?.enumerate() {
+        let frame = frame?;
+        let pointer = frame.pointer;
+        let header = match read(shared, frame) {
+            Read::Damaged(_) => continue,
+            Read::Deletion(header, _) => header,
+            Read::Version(header, _) => {
+                let life = &lives[&header.id];
+                let held = life.newest.is_some_and(|(newest, sequence, _)| {
+                    sequence != header.sequence
+                        && header.sequence > life.deleted_at_sequence
+                        && (keep == 0 || header.revision + keep > newest)
+                });
+                let current = life
+                    .newest
+                    .is_some_and(|(_, sequence, _)| sequence == header.sequence);
+                if held {
+                    let key = keys::revision_key(&header.id, header.revision);
+                    let wanted = RevisionEntry {
+                        sequence: header.sequence,
+                        pointer,
+                    }
+                    .encode();
+                    if trees.revisions.get(&key)?.as_deref() != Some(wanted.as_slice()) {
+                        trees.revisions.insert(key, wanted)?;
+                        report.added += 1;
+                    }
+                } else if !current {
+                    erase.push(pointer);
+                }
+                header
+            }
         };
-        if newest[&header.id].sequence == header.sequence {
-            continue;
-        }
-        let key = keys::revision_key(&header.id, header.revision);
-        let wanted = RevisionEntry {
-            sequence: header.sequence,
-            pointer,
-        }
-        .encode();
-        if trees.revisions.get(&key)?.as_deref() != Some(wanted.as_slice()) {
-            trees.revisions.insert(key, wanted)?;
-            report.added += 1;
+        if i % CHECKPOINT_EVERY == 0 {
+            wanted_checkpoints.insert(keys::u64_key(header.sequence).to_vec(), pointer);
         }
     }
-    // Pass 3: the ids and date entries of each current version.
-    for (id, newest) in &newest {
-        let bytes = shared.log.read(newest.pointer)?;
-        let stored =
-            record::decode_verified(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
-                key: format!("record {}", newest.sequence),
-                reason,
-            })?;
-        let entry = IdEntry {
-            sequence: newest.sequence,
-            pointer: newest.pointer,
-            revision: stored.revision,
-            published_at: stored.content.published_at,
-            content_sha256: stored.content_sha256,
-        }
-        .encode();
+    // Pass 3: the ids (and date) entries of each id.
+    for (id, life) in &lives {
+        let state = match (life.newest, life.tombstone) {
+            (None, Some(tombstone)) => IdState::Deleted(tombstone),
+            (None, None) => continue,
+            (Some((_, sequence, pointer)), _) => {
+                let bytes = shared.log.read(pointer)?;
+                let stored = record::decode_verified(&shared.codec, &bytes).map_err(|reason| {
+                    Error::Corrupt {
+                        key: format!("record {sequence}"),
+                        reason,
+                    }
+                })?;
+                rebuild_date_entry(shared, id, sequence, pointer, &stored, &mut report)?;
+                IdState::Live(IdEntry {
+                    sequence,
+                    pointer,
+                    revision: stored.revision,
+                    published_at: stored.content.published_at,
+                    content_sha256: stored.content_sha256,
+                })
+            }
+        };
+        let entry = state.encode();
         if trees.ids.get(id.as_str())?.as_deref() != Some(entry.as_slice()) {
-            if let Some(old) = trees
-                .ids
-                .insert(id.as_str(), entry)?
-                .and_then(|old| IdEntry::decode(&old).ok())
+            let old = trees.ids.insert(id.as_str(), entry)?;
+            if let (Some(Ok(IdState::Live(old))), IdState::Live(new)) =
+                (old.map(|old| IdState::decode(&old)), state)
             {
-                if old.revision > stored.revision {
+                if old.revision > new.revision && life.deleted_at_sequence < old.sequence {
                     report.reverted.push(format!(
                         "{id} now serves revision {} (revision {} was damaged and is quarantined)",
-                        stored.revision, old.revision
+                        new.revision, old.revision
                     ));
                 }
             }
             report.added += 1;
         }
-        let date_key = keys::date_key(stored.content.published_at, id);
-        let expected = index::encode_date_entry(
-            &VersionFacts {
-                sequence: newest.sequence,
-                pointer: newest.pointer,
-                revision: stored.revision,
-                ingested_at: stored.ingested_at,
-                content_sha256: stored.content_sha256,
-                body_bytes: stored.content.body.len() as u64,
-            },
-            &BasicFields::of(&shared.codec, &stored.content),
-        );
-        let present = trees
-            .dates
-            .get(&date_key)?
-            .and_then(|bytes| {
-                DateEntry::decode(
-                    &shared.codec,
-                    stored.content.published_at,
-                    id.clone(),
-                    &bytes,
-                )
-                .ok()
-            })
-            .is_some_and(|entry| {
-                entry.sequence == newest.sequence
-                    && entry.pointer == newest.pointer
-                    && entry.body_bytes == stored.content.body.len() as u64
-                    && entry.article == without_body(&stored)
-            });
-        if !present {
-            trees.dates.insert(date_key, expected)?;
-            report.added += 1;
-        }
     }
-    // Pass 4: whatever no sound version accounts for.
+    // Pass 4: whatever the log does not account for.
     for entry in &trees.ids {
         let (key, _) = entry?;
-        if id_of_key(&key).is_none_or(|id| !newest.contains_key(&id)) {
+        let known = id_of_key(&key)
+            .and_then(|id| lives.get(&id))
+            .is_some_and(|life| life.newest.is_some() || life.tombstone.is_some());
+        if !known {
             trees.ids.remove(&key)?;
             report.removed += 1;
         }
     }
     for entry in &trees.dates {
         let (key, value) = entry?;
-        let keep = keys::parse_date_key(&key).is_some_and(|(published_at, id)| {
-            current_of(shared, &id)
+        let keep_entry = keys::parse_date_key(&key).is_some_and(|(published_at, id)| {
+            live_entry(shared, &id)
                 .ok()
                 .flatten()
                 .is_some_and(|current| {
@@ -456,28 +550,101 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
                         && DateEntry::locate(&value).is_ok_and(|(seq, _)| seq == current.sequence)
                 })
         });
-        if !keep {
+        if !keep_entry {
             trees.dates.remove(&key)?;
             report.removed += 1;
         }
     }
     for entry in &trees.revisions {
         let (key, value) = entry?;
-        let keep = keys::parse_revision_key(&key).is_some_and(|(id, revision)| {
-            let older = newest
-                .get(&id)
-                .is_some_and(|newest| newest.revision > revision);
-            older
-                && RevisionEntry::decode(&value).is_ok_and(|entry| {
-                    points_at(shared, entry.pointer, &id, entry.sequence, Some(revision))
-                })
+        let keep_entry = keys::parse_revision_key(&key).is_some_and(|(id, revision)| {
+            let life = lives.get(&id);
+            let current_life = life.and_then(|life| {
+                life.newest
+                    .map(|(newest, _, _)| (newest, life.deleted_at_sequence))
+            });
+            current_life.is_some_and(|(newest, deleted_at)| {
+                newest > revision
+                    && (keep == 0 || revision + keep > newest)
+                    && RevisionEntry::decode(&value).is_ok_and(|entry| {
+                        entry.sequence > deleted_at
+                            && points_at(shared, entry.pointer, &id, entry.sequence, Some(revision))
+                    })
+            })
         });
-        if !keep {
+        if !keep_entry {
             trees.revisions.remove(&key)?;
             report.removed += 1;
         }
     }
+    for entry in &trees.checkpoints {
+        let (key, value) = entry?;
+        let right = wanted_checkpoints
+            .get(key.as_ref())
+            .is_some_and(|pointer| index::decode_pointer(&value).ok() == Some(*pointer));
+        if right {
+            wanted_checkpoints.remove(key.as_ref());
+        } else {
+            trees.checkpoints.remove(&key)?;
+        }
+    }
+    for (key, pointer) in wanted_checkpoints {
+        trees
+            .checkpoints
+            .insert(key, index::encode_pointer(pointer))?;
+    }
     trees.db.flush()?;
+    for pointer in &erase {
+        shared.log.erase(*pointer, false)?;
+    }
+    report.erased = erase.len() as u64;
     super::writer::sync_filesystem(&shared.dir)?;
     Ok(report)
+}
+
+/// Makes the date entry of a current version right.
+fn rebuild_date_entry(
+    shared: &Shared,
+    id: &ArticleId,
+    sequence: u64,
+    pointer: Pointer,
+    stored: &StoredArticle,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let trees = &shared.trees;
+    let date_key = keys::date_key(stored.content.published_at, id);
+    let present = trees
+        .dates
+        .get(&date_key)?
+        .and_then(|bytes| {
+            DateEntry::decode(
+                &shared.codec,
+                stored.content.published_at,
+                id.clone(),
+                &bytes,
+            )
+            .ok()
+        })
+        .is_some_and(|entry| {
+            entry.sequence == sequence
+                && entry.pointer == pointer
+                && entry.body_bytes == stored.content.body.len() as u64
+                && entry.article == without_body(stored)
+        });
+    if !present {
+        let expected = index::encode_date_entry(
+            &VersionFacts {
+                sequence,
+                pointer,
+                revision: stored.revision,
+                ingested_at: stored.ingested_at,
+                content_sha256: stored.content_sha256,
+                body_bytes: stored.content.body.len() as u64,
+            },
+            &BasicFields::of(&shared.codec, &stored.content),
+        );
+        trees.dates.insert(date_key, expected)?;
+        report.added += 1;
+    }
+    Ok(())
 }

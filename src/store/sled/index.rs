@@ -1,8 +1,9 @@
 //! The values of the index trees, all pointing into the record log.
 //!
-//! - `ids`: id → [`IdEntry`]: where the current version is, its revision,
+//! - `ids`: id → [`IdState`]: where the current version is, its revision,
 //!   date and hash, so the writer decides CREATED / UPDATED / UNCHANGED and
-//!   moves the date entry without reading a record;
+//!   moves the date entry without reading a record; or, for a deleted
+//!   article, its [`Tombstone`];
 //! - `dates`: `published_at ‖ id` → [`DateEntry`]: the current version's
 //!   place and every field but the body (compressed with a dictionary of
 //!   their own), so a BASIC page is one range scan and a FULL page knows
@@ -42,6 +43,19 @@ impl From<Pointer> for PointerV2 {
     }
 }
 
+/// The stored form of a bare pointer (the `checkpoints` tree).
+pub fn encode_pointer(pointer: Pointer) -> Vec<u8> {
+    PointerV2::from(pointer).encode_to_vec()
+}
+
+/// The inverse of [`encode_pointer`].
+///
+/// # Errors
+/// A description of the damage.
+pub fn decode_pointer(bytes: &[u8]) -> Result<Pointer, DecodeError> {
+    pointer(Some(PointerV2::decode(bytes).map_err(|e| e.to_string())?))
+}
+
 fn pointer(raw: Option<PointerV2>) -> Result<Pointer, DecodeError> {
     let raw = raw.ok_or("no record pointer")?;
     Ok(Pointer {
@@ -65,9 +79,86 @@ struct IdEntryV2 {
     content_sha256: Vec<u8>,
     #[prost(message, optional, tag = "6")]
     pointer: Option<PointerV2>,
+    #[prost(bool, tag = "7")]
+    deleted: bool,
+    #[prost(int64, tag = "8")]
+    deleted_seconds: i64,
+    #[prost(uint32, tag = "9")]
+    deleted_nanos: u32,
+    #[prost(bool, tag = "10")]
+    allow_reingest: bool,
 }
 
-/// The `ids` entry of an article.
+/// What the `ids` tree holds for an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdState {
+    /// A stored article.
+    Live(IdEntry),
+    /// A deleted one.
+    Deleted(Tombstone),
+}
+
+/// What is kept of a deleted article: that it was deleted, when, and
+/// whether it may come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The sequence number of the DELETED change.
+    pub sequence: u64,
+    /// When the deletion was stored.
+    pub deleted_at: Timestamp,
+    /// Whether a later ingest may store the id again.
+    pub allow_reingest: bool,
+}
+
+impl IdState {
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            IdState::Live(entry) => entry.encode(),
+            IdState::Deleted(tombstone) => IdEntryV2 {
+                sequence: tombstone.sequence,
+                deleted: true,
+                deleted_seconds: tombstone.deleted_at.seconds,
+                deleted_nanos: tombstone.deleted_at.nanos,
+                allow_reingest: tombstone.allow_reingest,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    /// Decodes a stored entry.
+    ///
+    /// # Errors
+    /// A description of the damage.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let raw = IdEntryV2::decode(bytes).map_err(|e| e.to_string())?;
+        if raw.deleted {
+            return Ok(IdState::Deleted(Tombstone {
+                sequence: raw.sequence,
+                deleted_at: timestamp(raw.deleted_seconds, raw.deleted_nanos)?,
+                allow_reingest: raw.allow_reingest,
+            }));
+        }
+        Ok(IdState::Live(IdEntry {
+            sequence: raw.sequence,
+            pointer: pointer(raw.pointer)?,
+            revision: raw.revision,
+            published_at: timestamp(raw.published_seconds, raw.published_nanos)?,
+            content_sha256: sha(&raw.content_sha256)?,
+        }))
+    }
+
+    /// The live entry, if the article is not deleted.
+    pub fn live(self) -> Option<IdEntry> {
+        match self {
+            IdState::Live(entry) => Some(entry),
+            IdState::Deleted(_) => None,
+        }
+    }
+}
+
+/// The `ids` entry of a stored (not deleted) article.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdEntry {
     /// Sequence number of the current version.
@@ -92,23 +183,19 @@ impl IdEntry {
             published_nanos: self.published_at.nanos,
             content_sha256: self.content_sha256.to_vec(),
             pointer: Some(self.pointer.into()),
+            ..Default::default()
         }
         .encode_to_vec()
     }
 
-    /// Decodes a stored entry.
+    /// Decodes a stored entry that must be a live article's.
     ///
     /// # Errors
-    /// A description of the damage.
+    /// A description of the damage, or that the article was deleted.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let raw = IdEntryV2::decode(bytes).map_err(|e| e.to_string())?;
-        Ok(Self {
-            sequence: raw.sequence,
-            pointer: pointer(raw.pointer)?,
-            revision: raw.revision,
-            published_at: timestamp(raw.published_seconds, raw.published_nanos)?,
-            content_sha256: sha(&raw.content_sha256)?,
-        })
+        IdState::decode(bytes)?
+            .live()
+            .ok_or_else(|| "the article was deleted".into())
     }
 }
 

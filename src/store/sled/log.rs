@@ -112,6 +112,15 @@ impl PendingBatch {
         pointer
     }
 
+    /// Where the batch's first frame will be, if it has any.
+    pub fn first(&self) -> Option<Pointer> {
+        (!self.buffer.is_empty()).then(|| Pointer {
+            segment: self.segment,
+            offset: self.start,
+            len: u32::from_le_bytes(self.buffer[..4].try_into().expect("a frame head")),
+        })
+    }
+
     /// The tail once this batch is committed.
     pub fn tail(&self) -> Tail {
         Tail {
@@ -381,36 +390,58 @@ impl RecordLog {
     /// Every frame up to the committed tail, in order: its pointer and its
     /// record (or why it cannot be read; an erased frame is skipped).
     pub fn scan(&self) -> Result<Scan<'_>> {
-        let tail = self.tail();
-        let segments = match tail {
-            None => Vec::new(),
-            Some(tail) => self
-                .segments()?
-                .into_iter()
-                .filter(|s| *s <= tail.segment)
-                .collect(),
-        };
+        match self.tail() {
+            None => Ok(Scan {
+                log: self,
+                bound: None,
+                segments: Vec::new().into_iter(),
+                start: None,
+                current: None,
+            }),
+            Some(tail) => self.scan_from(None, tail),
+        }
+    }
+
+    /// The frames from `start` (the frame at that pointer; `None`: the
+    /// beginning of the log) up to `bound`, in order.
+    pub fn scan_from(&self, start: Option<Pointer>, bound: Tail) -> Result<Scan<'_>> {
+        let first = start.map_or(0, |p| p.segment);
+        let segments: Vec<u64> = self
+            .segments()?
+            .into_iter()
+            .filter(|s| *s >= first && *s <= bound.segment)
+            .collect();
         Ok(Scan {
             log: self,
-            tail,
+            bound: Some(bound),
             segments: segments.into_iter(),
+            start,
             current: None,
         })
     }
 
     /// Removes a record for good: its bytes are zeroed (the frame keeps
-    /// its length, marked erased, so scans step over it) and made durable.
+    /// its length, marked erased, so scans step over it); with `sync`, made
+    /// durable before this returns (otherwise the caller syncs).
     ///
     /// # Errors
-    /// [`Error::DataDir`] when the segment cannot be written.
-    pub fn erase(&self, pointer: Pointer) -> Result<()> {
+    /// [`Error::SyncFailed`] when the segment cannot be written.
+    pub fn erase(&self, pointer: Pointer, sync: bool) -> Result<()> {
         let path = self.path(pointer.segment);
-        let failed = |e| io(&path, "erasing a record", e);
+        let failed = |e: std::io::Error| {
+            Error::SyncFailed(Arc::new(std::io::Error::new(
+                e.kind(),
+                format!("erasing a record in {}: {e}", path.display()),
+            )))
+        };
         let file = OpenOptions::new().write(true).open(&path).map_err(failed)?;
         let mut frame = vec![0u8; FRAME_HEAD as usize + pointer.len as usize];
         frame[..4].copy_from_slice(&(pointer.len | ERASED).to_le_bytes());
         file.write_all_at(&frame, pointer.offset).map_err(failed)?;
-        file.sync_data().map_err(failed)
+        if sync {
+            file.sync_data().map_err(failed)?;
+        }
+        Ok(())
     }
 }
 
@@ -422,11 +453,14 @@ pub struct Frame {
     pub record: std::result::Result<Vec<u8>, String>,
 }
 
-/// The iterator of [`RecordLog::scan`].
+/// The iterator of [`RecordLog::scan`] and [`RecordLog::scan_from`].
 pub struct Scan<'a> {
     log: &'a RecordLog,
-    tail: Option<Tail>,
+    /// Where to stop.
+    bound: Option<Tail>,
     segments: std::vec::IntoIter<u64>,
+    /// Where to begin in the first segment.
+    start: Option<Pointer>,
     current: Option<(u64, u64, u64, BufReader<File>)>,
 }
 
@@ -438,18 +472,33 @@ impl Iterator for Scan<'_> {
             if self.current.is_none() {
                 let segment = self.segments.next()?;
                 let path = self.log.path(segment);
-                let file = match File::open(&path) {
+                let mut file = match File::open(&path) {
                     Ok(file) => file,
                     Err(e) => return Some(Err(io(&path, "reading the record log", e))),
                 };
-                let end = match self.tail {
+                let end = match self.bound {
                     Some(tail) if tail.segment == segment => tail.end,
                     _ => match file.metadata() {
                         Ok(meta) => meta.len(),
                         Err(e) => return Some(Err(io(&path, "reading the record log", e))),
                     },
                 };
-                self.current = Some((segment, 0, end, BufReader::with_capacity(1 << 20, file)));
+                let offset = match self.start.take() {
+                    Some(start) if start.segment == segment => start.offset,
+                    _ => 0,
+                };
+                if offset > 0 {
+                    use std::io::Seek;
+                    if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
+                        return Some(Err(io(&path, "reading the record log", e)));
+                    }
+                }
+                self.current = Some((
+                    segment,
+                    offset,
+                    end,
+                    BufReader::with_capacity(256 * 1024, file),
+                ));
             }
             let (segment, offset, end, reader) = self.current.as_mut().expect("set above");
             if *offset + FRAME_HEAD > *end {
@@ -521,7 +570,7 @@ mod tests {
             .collect();
         assert_eq!(scanned, [b"first record".to_vec(), b"second".to_vec()]);
 
-        log.erase(a).unwrap();
+        log.erase(a, true).unwrap();
         assert!(log.read(a).is_err());
         let scanned: Vec<_> = log.scan().unwrap().map(|f| f.unwrap().pointer).collect();
         assert_eq!(scanned, [b], "an erased frame is stepped over");

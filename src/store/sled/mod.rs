@@ -60,16 +60,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 pub use writer::BatchLimits;
+pub(crate) use writer::Op;
 
 use self::{
     codec::{Codec, Kind},
-    index::{BasicFields, DateEntry, IdEntry},
+    index::{BasicFields, DateEntry, IdEntry, IdState, RevisionEntry},
     log::{Pointer, RecordLog, Tail},
-    record::Payload,
+    record::{Payload, RecordKind},
 };
 use super::{
-    keys, CheckReport, DateRange, Order, PageRequest, Position, RepairReport, StartupCheck,
-    StoreConfig, StoredPage, WriteHealth, WriteOutcome,
+    keys, Change, ChangeKind, ChangesPage, ChangesRequest, CheckReport, DateRange, Order,
+    PageRequest, Position, RepairReport, RevisionsPage, StartupCheck, StoreConfig, StoredPage,
+    WriteHealth, WriteOutcome, FILTER_SCAN_BUDGET,
 };
 use crate::{
     article::{Article, ArticleId, StoredArticle, Timestamp},
@@ -87,6 +89,7 @@ pub(crate) const PAGE_TOKEN_KEY: &str = "page_token_key";
 pub(crate) const FORMAT_KEY: &str = "format";
 pub(crate) const SEQUENCE_HIGH_KEY: &str = "sequence_high";
 pub(crate) const LOG_TAIL_KEY: &str = "log_tail";
+pub(crate) const CHECKPOINTS_TREE: &str = "checkpoints";
 /// The format this engine reads and writes.
 pub(crate) const FORMAT_VERSION: &[u8] = b"2";
 
@@ -98,6 +101,10 @@ pub(crate) struct Trees {
     pub revisions: sled::Tree,
     pub dicts: sled::Tree,
     pub meta: sled::Tree,
+    /// Sequence number of each batch's first record → where it is in the
+    /// log: where the change feed starts reading to resume after a given
+    /// sequence number (one entry per batch).
+    pub checkpoints: sled::Tree,
 }
 
 impl Trees {
@@ -108,6 +115,7 @@ impl Trees {
             revisions: db.open_tree(REVISIONS_TREE)?,
             dicts: db.open_tree(DICTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
+            checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
             db,
         })
     }
@@ -124,8 +132,11 @@ pub struct Prepared {
     pub(crate) encoded: Encoded,
     pub(crate) body_bytes: u64,
     /// The time to record as `ingested_at`; `None`: when it is committed.
-    /// Set when a stored version is copied (the format upgrade).
+    /// Set when a stored version is copied (the format upgrade) or
+    /// restored.
     pub(crate) ingested_at: Option<Timestamp>,
+    /// Store it as exactly this revision (restoring a full-history export).
+    pub(crate) restore_revision: Option<u64>,
 }
 
 /// The stored form of a prepared article's content.
@@ -179,6 +190,7 @@ impl Prepared {
             encoded,
             body_bytes: content.body.len() as u64,
             ingested_at: None,
+            restore_revision: None,
         }
     }
 
@@ -212,6 +224,19 @@ pub(crate) struct Shared {
     /// Whether the writer's last batch was mostly UNCHANGED: then articles
     /// are looked up before they are compressed (see `SledStore::prepare`).
     expect_unchanged: AtomicBool,
+    /// The newest durable change (after the filesystem sync) and the log's
+    /// end at that point: how far the change feed may read, and what
+    /// followers wait on.
+    durable: watch::Sender<Durable>,
+}
+
+/// How far the archive is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Durable {
+    /// The newest durable sequence number (0: none yet).
+    pub sequence: u64,
+    /// The log's end with it.
+    pub tail: Option<Tail>,
 }
 
 /// A new dictionary is trained each time the archive has grown this many
@@ -224,6 +249,15 @@ impl Shared {
     /// Called by the writer after each commit, with the next sequence
     /// number: starts training a dictionary in the background when one is
     /// due.
+    /// Tells the change feed that everything up to `sequence` is durable.
+    fn durable(&self, sequence: u64, tail: Option<Tail>) {
+        self.durable.send_if_modified(|durable| {
+            let moved = durable.sequence != sequence || durable.tail != tail;
+            *durable = Durable { sequence, tail };
+            moved
+        });
+    }
+
     fn after_commit(self: &Arc<Self>, next_sequence: u64, unchanged: usize, articles: usize) {
         self.expect_unchanged
             .store(unchanged * 2 > articles, Ordering::Relaxed);
@@ -403,7 +437,8 @@ impl SledStore {
             trained_at = trained_at.max(1);
         }
         let next_sequence = next_sequence(&trees)?;
-        let log = RecordLog::open(&config.path, log_tail(&trees)?)?;
+        let log_tail = log_tail(&trees)?;
+        let log = RecordLog::open(&config.path, log_tail)?;
         if trained_at > 0 {
             // Counted from the present size: the next training is due when
             // the archive has grown [`DICTIONARY_GROWTH`] times from here.
@@ -427,6 +462,11 @@ impl SledStore {
             trained_at: AtomicU64::new(trained_at),
             training: AtomicBool::new(false),
             expect_unchanged: AtomicBool::new(false),
+            durable: watch::channel(Durable {
+                sequence: next_sequence - 1,
+                tail: log_tail,
+            })
+            .0,
         });
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
@@ -434,7 +474,10 @@ impl SledStore {
             .max(1);
         let writer_shared = Arc::clone(&shared);
         let limits = config.batch_limits;
-        let state = writer::WriterState { next_sequence };
+        let state = writer::WriterState {
+            next_sequence,
+            keep_revisions: config.keep_revisions,
+        };
         let writer = thread::Builder::new()
             .name("archive-writer".into())
             .spawn(move || writer::run(&writer_shared, state, receiver, limits))
@@ -479,15 +522,271 @@ impl SledStore {
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`].
     pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
-        let trees = &self.shared.trees;
-        let Some(entry) = trees.ids.get(id.as_str())? else {
-            return Ok(None);
+        match self.get_revision(id, 0) {
+            Ok(stored) => Ok(Some(stored)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The live `ids` entry of `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Deleted`], or damage.
+    fn live_entry(&self, id: &ArticleId) -> Result<IdEntry> {
+        let bytes = self
+            .shared
+            .trees
+            .ids
+            .get(id.as_str())?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        match IdState::decode(&bytes) {
+            Ok(IdState::Live(entry)) => Ok(entry),
+            Ok(IdState::Deleted(tombstone)) => Err(Error::Deleted {
+                id: id.to_string(),
+                at: tombstone.deleted_at,
+                sequence: tombstone.sequence,
+            }),
+            Err(reason) => Err(Error::Corrupt {
+                key: format!("{IDS_TREE}/{id}"),
+                reason,
+            }),
+        }
+    }
+
+    /// Revision `revision` of `id` (0: the current one). Blocking, but a
+    /// few point reads.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] (unknown id), [`Error::Deleted`],
+    /// [`Error::NoSuchRevision`], or damage.
+    pub fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
+        let current = self.live_entry(id)?;
+        if revision == 0 || revision == current.revision {
+            return self.read_version(current.sequence, current.pointer);
+        }
+        let older = (revision < current.revision)
+            .then(|| {
+                self.shared
+                    .trees
+                    .revisions
+                    .get(keys::revision_key(id, revision))
+            })
+            .transpose()?
+            .flatten();
+        match older {
+            Some(bytes) => {
+                let entry = RevisionEntry::decode(&bytes).map_err(|reason| Error::Corrupt {
+                    key: format!("{REVISIONS_TREE}/{id}/{revision}"),
+                    reason,
+                })?;
+                self.read_version(entry.sequence, entry.pointer)
+            }
+            None => Err(Error::NoSuchRevision {
+                id: id.to_string(),
+                revision,
+                current: current.revision,
+                pruned: self.shared.config.keep_revisions > 0 && revision < current.revision,
+            }),
+        }
+    }
+
+    /// Up to `limit` revisions of `id`, newest first, strictly older than
+    /// `before` when given; the body only `with_body`. Blocking.
+    ///
+    /// # Errors
+    /// As [`SledStore::get_revision`].
+    pub fn revisions(
+        &self,
+        id: &ArticleId,
+        before: Option<u64>,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<RevisionsPage> {
+        let current = self.live_entry(id)?;
+        let below = before.unwrap_or(u64::MAX);
+        let mut places = Vec::new();
+        if current.revision < below {
+            places.push((current.sequence, current.pointer));
+        }
+        let prefix = keys::revision_prefix(id);
+        let upper = keys::revision_key(id, below.min(current.revision));
+        let older = self
+            .shared
+            .trees
+            .revisions
+            .range(prefix.clone()..upper)
+            .rev();
+        let mut more = false;
+        for entry in older {
+            let (_, value) = entry?;
+            if places.len() == limit {
+                more = true;
+                break;
+            }
+            let entry = RevisionEntry::decode(&value).map_err(|reason| Error::Corrupt {
+                key: format!("{REVISIONS_TREE}/{id}"),
+                reason,
+            })?;
+            places.push((entry.sequence, entry.pointer));
+        }
+        if places.len() > limit {
+            places.truncate(limit);
+            more = true;
+        }
+        let mut revisions = Vec::with_capacity(places.len());
+        for (sequence, pointer) in places {
+            let mut stored = self.read_version(sequence, pointer)?;
+            if !with_body {
+                stored.content.body.clear();
+            }
+            revisions.push(stored);
+        }
+        Ok(RevisionsPage { revisions, more })
+    }
+
+    /// The changes after `request.after`, in sequence order, up to the
+    /// newest durable one: every stored revision still held (deleted
+    /// articles' and pruned revisions are gone) and every deletion. Read
+    /// from the log, starting at the checkpoint of the batch that holds
+    /// the next sequence number. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or damage.
+    pub fn changes(&self, request: &ChangesRequest) -> Result<ChangesPage> {
+        let durable = *self.shared.durable.borrow();
+        let mut page = ChangesPage {
+            changes: Vec::new(),
+            resume_after: request.after,
+            reached_end: true,
+            durable: durable.sequence,
         };
-        let entry = IdEntry::decode(&entry).map_err(|reason| Error::Corrupt {
-            key: format!("{IDS_TREE}/{id}"),
-            reason,
-        })?;
-        self.read_version(entry.sequence, entry.pointer).map(Some)
+        let Some(bound) = durable.tail else {
+            return Ok(page);
+        };
+        if durable.sequence <= request.after {
+            return Ok(page);
+        }
+        let start = self
+            .shared
+            .trees
+            .checkpoints
+            .range(..=keys::u64_key(request.after.saturating_add(1)).to_vec())
+            .next_back()
+            .transpose()?
+            .map(|(_, value)| index::decode_pointer(&value))
+            .transpose()
+            .map_err(|reason| Error::Corrupt {
+                key: format!("{CHECKPOINTS_TREE}/{}", request.after),
+                reason,
+            })?;
+        let mut bytes = 0usize;
+        for frame in self.shared.log.scan_from(start, bound)? {
+            let frame = frame?;
+            let record = frame.record.map_err(|reason| Error::Corrupt {
+                key: format!("records/{}@{}", frame.pointer.segment, frame.pointer.offset),
+                reason,
+            })?;
+            let header = record::decode_header(&record).map_err(|reason| Error::Corrupt {
+                key: format!("records/{}@{}", frame.pointer.segment, frame.pointer.offset),
+                reason,
+            })?;
+            if header.sequence <= request.after {
+                continue;
+            }
+            if header.sequence > durable.sequence {
+                break;
+            }
+            let change =
+                match header.kind {
+                    RecordKind::Deletion => {
+                        let (_, note) =
+                            record::decode_deletion(&record).map_err(|reason| Error::Corrupt {
+                                key: format!("record {}", header.sequence),
+                                reason,
+                            })?;
+                        Some(Change {
+                            sequence: header.sequence,
+                            kind: ChangeKind::Deleted,
+                            id: header.id,
+                            article: None,
+                            changed_at: header.ingested_at,
+                            reason: note.reason,
+                        })
+                    }
+                    RecordKind::Version if self.still_held(&header, frame.pointer)? => {
+                        let mut stored = record::decode_version(&self.shared.codec, &record)
+                            .map_err(|reason| Error::Corrupt {
+                                key: format!("record {}", header.sequence),
+                                reason,
+                            })?;
+                        request.filter.matches(&stored.content).then(|| {
+                            if !request.with_body {
+                                stored.content.body.clear();
+                            }
+                            Change {
+                                sequence: header.sequence,
+                                kind: if header.revision == 1 {
+                                    ChangeKind::Created
+                                } else {
+                                    ChangeKind::Updated
+                                },
+                                id: header.id,
+                                changed_at: header.ingested_at,
+                                article: Some(stored),
+                                reason: String::new(),
+                            }
+                        })
+                    }
+                    RecordKind::Version => None,
+                };
+            if let Some(change) = change {
+                let size = 64
+                    + change.reason.len()
+                    + change.article.as_ref().map_or(0, |a| {
+                        a.content.body.len()
+                            + a.content.title.len()
+                            + a.content.description.len()
+                            + 512
+                    });
+                if page.changes.len() == request.limit
+                    || (bytes + size > request.byte_budget && !page.changes.is_empty())
+                {
+                    page.reached_end = false;
+                    return Ok(page);
+                }
+                bytes += size;
+                page.changes.push(change);
+            }
+            page.resume_after = header.sequence;
+        }
+        page.resume_after = page.resume_after.max(durable.sequence);
+        Ok(page)
+    }
+
+    /// Whether the version at `pointer` is still one of its article's
+    /// revisions (not deleted, not pruned): only those are in the feed.
+    fn still_held(&self, header: &record::RecordHeader, pointer: Pointer) -> Result<bool> {
+        let trees = &self.shared.trees;
+        let Some(bytes) = trees.ids.get(header.id.as_str())? else {
+            return Ok(false);
+        };
+        let Ok(IdState::Live(current)) = IdState::decode(&bytes) else {
+            return Ok(false);
+        };
+        if current.sequence == header.sequence {
+            return Ok(current.pointer == pointer);
+        }
+        Ok(trees
+            .revisions
+            .get(keys::revision_key(&header.id, header.revision))?
+            .and_then(|bytes| RevisionEntry::decode(&bytes).ok())
+            .is_some_and(|entry| entry.sequence == header.sequence))
+    }
+
+    /// Every change of [`Durable`]: what followers of the feed wait on.
+    pub fn durable_changes(&self) -> watch::Receiver<Durable> {
+        self.shared.durable.subscribe()
     }
 
     /// The version stored at `pointer`, which must be `sequence`.
@@ -543,20 +842,20 @@ impl SledStore {
         )
     }
 
-    /// Queues a prepared article for the writer. Waits while the queue is
-    /// full, so callers feel back-pressure; the returned receiver gets the
-    /// outcome once the article is durable.
+    /// Queues an operation for the writer. Waits while the queue is full,
+    /// so callers feel back-pressure; the returned receiver gets the outcome
+    /// once it is durable.
     ///
     /// # Errors
     /// [`Error::Closed`] when the writer has stopped.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
-        article: Prepared,
+        op: writer::Op,
     ) -> Result<oneshot::Receiver<Result<WriteOutcome>>> {
         let (reply, outcome) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
         // An article larger than the whole budget takes all of it.
-        let kib = u32::try_from(article.size() / 1024 + 1)
+        let kib = u32::try_from(op.size() / 1024 + 1)
             .unwrap_or(u32::MAX)
             .min(self.queued_kib_limit);
         let queued = Arc::clone(&self.queued_kib)
@@ -565,7 +864,7 @@ impl SledStore {
             .map_err(|_| Error::Closed)?;
         queue
             .send(writer::WriteRequest {
-                article,
+                op,
                 reply,
                 _queued: queued,
             })
@@ -587,27 +886,37 @@ impl SledStore {
         let mut entries = Vec::new();
         let mut bytes = 0usize;
         let mut more = false;
-        for next in date_range(
+        let mut resume_after = None;
+        let entries_in_range = date_range(
             &trees.dates,
             request.range,
             request.order,
             request.after.as_ref(),
-        ) {
+        );
+        for (examined, next) in entries_in_range.enumerate() {
             let (key, value) = next?;
-            if entries.len() == request.limit {
+            if entries.len() == request.limit
+                || (!request.filter.is_empty() && examined == FILTER_SCAN_BUDGET)
+            {
                 more = true;
                 break;
             }
-            let (published_at, id) = keys::parse_date_key(&key).ok_or_else(|| Error::Corrupt {
+            let corrupt = |reason: String| Error::Corrupt {
                 key: format!("{DATES_TREE}/{key:?}"),
-                reason: "not a date-index key".into(),
-            })?;
-            let entry = DateEntry::decode(&self.shared.codec, published_at, id, &value).map_err(
-                |reason| Error::Corrupt {
-                    key: format!("{DATES_TREE}/{key:?}"),
-                    reason,
-                },
-            )?;
+                reason,
+            };
+            let (published_at, id) =
+                keys::parse_date_key(&key).ok_or_else(|| corrupt("not a date-index key".into()))?;
+            let entry =
+                DateEntry::decode(&self.shared.codec, published_at, id, &value).map_err(corrupt)?;
+            let position = Position {
+                published_at,
+                id: entry.article.id.clone(),
+            };
+            if !request.filter.matches(&entry.article.content) {
+                resume_after = Some(position);
+                continue;
+            }
             let size = estimated_size(&entry, request.with_body);
             if bytes + size > request.byte_budget && !entries.is_empty() {
                 more = true;
@@ -615,6 +924,7 @@ impl SledStore {
             }
             bytes += size;
             entries.push(entry);
+            resume_after = Some(position);
         }
         let articles = if request.with_body {
             // In log order, so reads go along the segment files.
@@ -628,7 +938,11 @@ impl SledStore {
         } else {
             entries.into_iter().map(|entry| entry.article).collect()
         };
-        Ok(StoredPage { articles, more })
+        Ok(StoredPage {
+            articles,
+            more,
+            resume_after,
+        })
     }
 
     /// Flushes everything written so far to disk. Blocking.

@@ -62,7 +62,7 @@ proptest! {
         let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
         let log = RecordLog::open(dir.path(), None).unwrap();
         let codec = Codec::default();
-        let mut state = WriterState { next_sequence: 1 };
+        let mut state = WriterState { next_sequence: 1, keep_revisions: 0 };
         // id -> every version, oldest first.
         let mut model: BTreeMap<String, Vec<Version>> = BTreeMap::new();
 
@@ -70,7 +70,8 @@ proptest! {
             let articles: Vec<Article> =
                 batch.iter().map(|&(id, time, text)| article(id, time, text)).collect();
             let prepared: Vec<Prepared> = articles.iter().map(|a| Prepared::new(&codec, a)).collect();
-            let refs: Vec<&Prepared> = prepared.iter().collect();
+            let ops: Vec<writer::Op> = prepared.into_iter().map(writer::Op::Put).collect();
+            let refs: Vec<&writer::Op> = ops.iter().collect();
             let first = state.next_sequence;
             let outcomes = writer::commit(&trees, &log, &codec, &mut state, &refs, Timestamp::now()).unwrap();
             let mut next = first;
@@ -83,7 +84,7 @@ proptest! {
                     Some(last) if last.sha == sha => WriteOutcome::Unchanged,
                     Some(_) => WriteOutcome::Updated,
                 };
-                prop_assert_eq!(outcome.unwrap(), expected);
+                prop_assert_eq!(outcome.unwrap(), expected.clone());
                 if expected != WriteOutcome::Unchanged {
                     history.push(Version { sequence: next, pointer: None, published_at: article.content().published_at, sha });
                     next += 1;
@@ -150,10 +151,14 @@ fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
     let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
     let log = RecordLog::open(dir.path(), None).unwrap();
     let codec = Codec::default();
-    let mut state = WriterState { next_sequence: 1 };
+    let mut state = WriterState {
+        next_sequence: 1,
+        keep_revisions: 0,
+    };
     let first = article(1, 0, 0);
     let commit = |state: &mut WriterState, prepared: &Prepared| {
-        writer::commit(&trees, &log, &codec, state, &[prepared], Timestamp::now())
+        let op = writer::Op::Put(prepared.clone());
+        writer::commit(&trees, &log, &codec, state, &[&op], Timestamp::now())
             .unwrap()
             .remove(0)
             .unwrap()

@@ -25,6 +25,8 @@ const FORMAT_2: u8 = 2;
 pub enum RecordKind {
     /// A stored version of an article.
     Version = 1,
+    /// The article's deletion: no payload; the header carries the reason.
+    Deletion = 2,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -51,6 +53,10 @@ struct HeaderV2 {
     dictionary: u32,
     #[prost(uint64, tag = "11")]
     sequence: u64,
+    #[prost(string, tag = "12")]
+    reason: String,
+    #[prost(bool, tag = "13")]
+    allow_reingest: bool,
 }
 
 /// The content fields, before compression. (published_at is in the header.)
@@ -98,6 +104,16 @@ pub struct RecordHeader {
     pub published_at: Timestamp,
     /// How the payload is stored.
     pub compression: Compression,
+}
+
+/// What a deletion record says besides its header's sequence, id and time
+/// (`ingested_at`: when the deletion was stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionNote {
+    /// Why the article was removed.
+    pub reason: String,
+    /// Whether a later ingest may store the id again.
+    pub allow_reingest: bool,
 }
 
 /// The content of an article, encoded and compressed, ready to be put into
@@ -169,8 +185,32 @@ pub fn plain_payload(codec: &Codec, stored: &[u8]) -> Result<Vec<u8>, DecodeErro
     codec.decompress(Kind::Content, header.compression, payload)
 }
 
+/// Encodes a deletion record: a header and no payload. `header.kind` must
+/// be [`RecordKind::Deletion`]; its hash and publication time are unused.
+pub fn encode_deletion(header: &RecordHeader, note: &DeletionNote) -> Vec<u8> {
+    encode(
+        header,
+        note,
+        &Payload {
+            compression: Compression::None,
+            bytes: Vec::new(),
+        },
+    )
+}
+
 /// Encodes a version record.
 pub fn encode_version(header: &RecordHeader, payload: &Payload) -> Vec<u8> {
+    encode(
+        header,
+        &DeletionNote {
+            reason: String::new(),
+            allow_reingest: false,
+        },
+        payload,
+    )
+}
+
+fn encode(header: &RecordHeader, note: &DeletionNote, payload: &Payload) -> Vec<u8> {
     let (compression, dictionary) = payload.compression.to_fields();
     let raw = HeaderV2 {
         sequence: header.sequence,
@@ -184,6 +224,8 @@ pub fn encode_version(header: &RecordHeader, payload: &Payload) -> Vec<u8> {
         published_nanos: header.published_at.nanos,
         compression,
         dictionary,
+        reason: note.reason.clone(),
+        allow_reingest: note.allow_reingest,
     };
     let mut out = Vec::with_capacity(1 + 10 + raw.encoded_len() + payload.bytes.len());
     out.push(FORMAT_2);
@@ -194,6 +236,10 @@ pub fn encode_version(header: &RecordHeader, payload: &Payload) -> Vec<u8> {
 }
 
 fn split(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError> {
+    split_with_note(bytes).map(|(header, _, payload)| (header, payload))
+}
+
+fn split_with_note(bytes: &[u8]) -> Result<(RecordHeader, DeletionNote, &[u8]), DecodeError> {
     let rest = match bytes.split_first() {
         Some((&FORMAT_2, rest)) => rest,
         Some((other, _)) => return Err(format!("unknown record format {other}")),
@@ -206,6 +252,7 @@ fn split(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError> {
         id: ArticleId::parse("id", &raw.id).map_err(|e| format!("record id: {}", e.rule))?,
         kind: match raw.kind {
             1 => RecordKind::Version,
+            2 => RecordKind::Deletion,
             other => return Err(format!("unknown record kind {other}")),
         },
         revision: raw.revision,
@@ -220,7 +267,23 @@ fn split(bytes: &[u8]) -> Result<(RecordHeader, &[u8]), DecodeError> {
         compression: Compression::from_fields(raw.compression, raw.dictionary)
             .ok_or_else(|| format!("unknown compression {}", raw.compression))?,
     };
-    Ok((header, cursor))
+    let note = DeletionNote {
+        reason: raw.reason,
+        allow_reingest: raw.allow_reingest,
+    };
+    Ok((header, note, cursor))
+}
+
+/// Decodes a deletion record's header and note.
+///
+/// # Errors
+/// A description of the damage, or that the record is not a deletion.
+pub fn decode_deletion(bytes: &[u8]) -> Result<(RecordHeader, DeletionNote), DecodeError> {
+    let (header, note, _) = split_with_note(bytes)?;
+    if header.kind != RecordKind::Deletion {
+        return Err("not a deletion record".into());
+    }
+    Ok((header, note))
 }
 
 fn timestamp(seconds: i64, nanos: u32, what: &str) -> Result<Timestamp, DecodeError> {
@@ -260,6 +323,9 @@ pub fn decode_verified(codec: &Codec, bytes: &[u8]) -> Result<StoredArticle, Dec
 /// A description of the damage.
 pub fn decode_version(codec: &Codec, bytes: &[u8]) -> Result<StoredArticle, DecodeError> {
     let (header, payload) = split(bytes)?;
+    if header.kind != RecordKind::Version {
+        return Err("not a version record".into());
+    }
     let plain = codec.decompress(Kind::Content, header.compression, payload)?;
     let raw = ContentV2::decode(plain.as_slice()).map_err(|e| e.to_string())?;
     let content = ArticleContent {

@@ -200,7 +200,10 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
         }
     }
 
-    let mut state = WriterState { next_sequence: 1 };
+    let mut state = WriterState {
+        next_sequence: 1,
+        keep_revisions: 0,
+    };
     let mut batch = Vec::with_capacity(BATCH);
     for entry in &articles {
         let (key, value) = entry?;
@@ -257,7 +260,8 @@ fn convert(
     if batch.is_empty() {
         return Ok(0);
     }
-    let refs: Vec<&Prepared> = batch.iter().collect();
+    let ops: Vec<writer::Op> = batch.iter().cloned().map(writer::Op::Put).collect();
+    let refs: Vec<&writer::Op> = ops.iter().collect();
     let outcomes = writer::commit(
         trees,
         log,

@@ -2,11 +2,13 @@
 //!
 //! Every write goes through one thread that owns the write side of the store.
 //! It takes whatever articles are queued (up to a batch limit), decides each
-//! outcome from the `ids` entry (or an earlier article of the same batch),
-//! gives every new version the next sequence number, appends the new
-//! records to the record log and syncs them, then applies every index entry
-//! of the batch (with the sequence high-water mark and the log's new end)
-//! in one sled transaction; then it flushes, syncs, and only then answers. One
+//! outcome from the `ids` entry (or an earlier operation of the same
+//! batch), gives every new version (and every deletion) the next sequence
+//! number, appends the new records to the record log and syncs them, then
+//! applies every index entry of the batch (with the sequence high-water
+//! mark, the log's new end and a checkpoint for the change feed) in one
+//! sled transaction; then it flushes, erases what deletions and pruning
+//! removed, syncs, and only then answers. One
 //! writer means no write conflicts, a total order of updates to an id, and
 //! one fsync for many articles. It is a plain thread because every step
 //! blocks on sled. Hashing and compression are done before an article gets
@@ -51,9 +53,9 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     codec::Codec,
-    index::{self, IdEntry, RevisionEntry, VersionFacts},
-    log::RecordLog,
-    record::{self, RecordHeader, RecordKind},
+    index::{self, IdEntry, IdState, RevisionEntry, Tombstone, VersionFacts},
+    log::{Pointer, RecordLog},
+    record::{self, DeletionNote, RecordHeader, RecordKind},
     Prepared, Shared, Trees, LOG_TAIL_KEY, SEQUENCE_HIGH_KEY,
 };
 use crate::{
@@ -62,9 +64,28 @@ use crate::{
     store::{keys, WriteHealth, WriteOutcome},
 };
 
-/// One article waiting for the writer, and where to send its outcome.
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Store an article (a new version, unless it is unchanged).
+    Put(Prepared),
+    /// Delete an article for good.
+    Delete { id: ArticleId, note: DeletionNote },
+}
+
+impl Op {
+    /// Bytes this operation adds to a batch (and holds in the queue).
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Op::Put(prepared) => prepared.size(),
+            Op::Delete { note, .. } => 64 + note.reason.len(),
+        }
+    }
+}
+
+/// One operation waiting for the writer, and where to send its outcome.
 pub(super) struct WriteRequest {
-    pub article: Prepared,
+    pub op: Op,
     pub reply: oneshot::Sender<Result<WriteOutcome>>,
     /// Its share of the queue's byte budget, given back once it is answered.
     pub _queued: tokio::sync::OwnedSemaphorePermit,
@@ -96,6 +117,8 @@ pub(super) struct WriterState {
     /// mark in `meta` is committed with each batch), and a failed batch's
     /// numbers are skipped.
     pub next_sequence: u64,
+    /// Revisions kept per article (0: all): older ones are pruned.
+    pub keep_revisions: u64,
 }
 
 /// Runs until every sender is dropped, then returns after the last batch.
@@ -107,7 +130,7 @@ pub(super) fn run(
 ) {
     let mut batch = Vec::with_capacity(limits.max_articles);
     while let Some(first) = queue.blocking_recv() {
-        let mut bytes = first.article.size();
+        let mut bytes = first.op.size();
         // Near a full disk, batches shrink so that one never takes the last
         // of the room the store keeps free.
         let budget = match room_for_writes(&shared.config, bytes) {
@@ -124,19 +147,19 @@ pub(super) fn run(
         while batch.len() < limits.max_articles && bytes < budget {
             match queue.try_recv() {
                 Ok(next) => {
-                    bytes += next.article.size();
+                    bytes += next.op.size();
                     batch.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let articles: Vec<&Prepared> = batch.iter().map(|w| &w.article).collect();
+        let ops: Vec<&Op> = batch.iter().map(|w| &w.op).collect();
         let result = commit(
             &shared.trees,
             &shared.log,
             &shared.codec,
             &mut state,
-            &articles,
+            &ops,
             Timestamp::now(),
         )
         .and_then(|outcomes| {
@@ -147,9 +170,9 @@ pub(super) fn run(
             error!(error = %e, articles = batch.len(), "group commit failed; nothing in it was acknowledged");
         } else {
             debug!(articles = batch.len(), bytes, "group commit flushed");
+            // Durable now: the change feed may show it.
+            shared.durable(state.next_sequence - 1, shared.log.tail());
         }
-        // A failed write or sync leaves sled's handle (or the kernel's
-        // page cache) in a state nothing in this process can repair.
         let unchanged = match &result {
             Ok(outcomes) => outcomes
                 .iter()
@@ -158,6 +181,8 @@ pub(super) fn run(
             Err(_) => 0,
         };
         let articles = batch.len();
+        // A failed write or sync leaves sled's handle (or the kernel's
+        // page cache) in a state nothing in this process can repair.
         let failure = match &result {
             Err(e @ (Error::Storage(_) | Error::SyncFailed(_))) => Some(Arc::new(e.clone())),
             _ => None,
@@ -304,15 +329,84 @@ pub(super) fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
     Ok(())
 }
 
-/// The state of one id as the batch goes: what `ids` holds, or what an
-/// earlier article of the same batch made it.
-type Latest = HashMap<ArticleId, Option<IdEntry>>;
+/// What one batch will change, built up operation by operation. Later
+/// operations of the batch see what earlier ones did.
+struct BatchChanges<'a> {
+    trees: &'a Trees,
+    /// Per id: what `ids` will hold (`None`: nothing).
+    latest: HashMap<ArticleId, Option<IdState>>,
+    ids: sled::Batch,
+    dates: sled::Batch,
+    /// Revision entries this batch wrote (`Some`) or removed (`None`).
+    revisions: HashMap<Vec<u8>, Option<RevisionEntry>>,
+    /// Records no index will point at once the batch commits: erased after.
+    erase: Vec<Pointer>,
+}
 
-/// Applies one batch and flushes it: the new versions' records go to the
-/// log (made durable first), then every index entry and the log's new end
-/// in one sled transaction. Returns the outcome of each article in order:
-/// an article whose `ids` entry cannot be decoded gets that error and is
-/// left alone, the others are written.
+impl BatchChanges<'_> {
+    /// What `ids` holds for `id`, as of the operations so far.
+    fn state(&mut self, id: &ArticleId) -> std::result::Result<Option<IdState>, Error> {
+        if let Some(known) = self.latest.get(id) {
+            return Ok(*known);
+        }
+        match self.trees.ids.get(id.as_str())? {
+            None => Ok(None),
+            Some(bytes) => IdState::decode(&bytes)
+                .map(Some)
+                .map_err(|reason| Error::Corrupt {
+                    key: format!("ids/{id}"),
+                    reason,
+                }),
+        }
+    }
+
+    fn set_state(&mut self, id: &ArticleId, state: IdState) {
+        self.ids.insert(id.as_str(), state.encode());
+        self.latest.insert(id.clone(), Some(state));
+    }
+
+    /// The revision entry of `id` at `revision`, as of the operations so far.
+    fn revision(&self, id: &ArticleId, revision: u64) -> Result<Option<RevisionEntry>> {
+        let key = keys::revision_key(id, revision);
+        if let Some(pending) = self.revisions.get(&key) {
+            return Ok(*pending);
+        }
+        Ok(self
+            .trees
+            .revisions
+            .get(&key)?
+            .and_then(|bytes| RevisionEntry::decode(&bytes).ok()))
+    }
+
+    fn remove_revision(&mut self, id: &ArticleId, revision: u64) -> Result<()> {
+        if let Some(entry) = self.revision(id, revision)? {
+            self.erase.push(entry.pointer);
+        }
+        self.revisions
+            .insert(keys::revision_key(id, revision), None);
+        Ok(())
+    }
+
+    /// Removes every older revision of `id` up to and including `newest`,
+    /// from the newest down, stopping at the first that is gone (older ones
+    /// went before it: revisions are only ever removed from the oldest up).
+    fn remove_revisions_up_to(&mut self, id: &ArticleId, newest: u64) -> Result<()> {
+        let mut revision = newest;
+        while revision >= 1 && self.revision(id, revision)?.is_some() {
+            self.remove_revision(id, revision)?;
+            revision -= 1;
+        }
+        Ok(())
+    }
+}
+
+/// Applies one batch and flushes it: the new records go to the log (made
+/// durable first), then every index entry, the log's new end and the
+/// sequence high-water mark in one sled transaction; records that nothing
+/// points at any more (deleted or pruned) are erased after. Returns the
+/// outcome of each operation in order: one that cannot be carried out
+/// (an undecodable `ids` entry, a deletion of an unknown id) gets its error
+/// and is left alone, the others are applied.
 ///
 /// # Errors
 /// A storage error, which fails the whole batch.
@@ -321,94 +415,31 @@ pub(super) fn commit(
     log: &RecordLog,
     codec: &Codec,
     state: &mut WriterState,
-    batch: &[&Prepared],
-    ingested_at: Timestamp,
+    batch: &[&Op],
+    now: Timestamp,
 ) -> Result<Vec<Result<WriteOutcome>>> {
-    let mut latest = Latest::new();
-    let mut pending = log.begin_batch(state.next_sequence);
-    let mut ids = sled::Batch::default();
-    let mut dates = sled::Batch::default();
-    let mut revisions = sled::Batch::default();
+    let mut changes = BatchChanges {
+        trees,
+        latest: HashMap::new(),
+        ids: sled::Batch::default(),
+        dates: sled::Batch::default(),
+        revisions: HashMap::new(),
+        erase: Vec::new(),
+    };
+    let first_sequence = state.next_sequence;
+    let mut pending = log.begin_batch(first_sequence);
+    let mut checkpoint = None;
     let mut outcomes = Vec::with_capacity(batch.len());
 
-    for article in batch {
-        let previous = match latest.get(&article.id) {
-            Some(known) => *known,
-            None => match trees.ids.get(article.id.as_str())? {
-                None => None,
-                Some(bytes) => match IdEntry::decode(&bytes) {
-                    Ok(entry) => Some(entry),
-                    Err(reason) => {
-                        // Only this article fails: the others of the batch
-                        // do not depend on its entry.
-                        outcomes.push(Err(Error::Corrupt {
-                            key: format!("ids/{}", article.id),
-                            reason,
-                        }));
-                        continue;
-                    }
-                },
-            },
+    for op in batch {
+        let outcome = match op {
+            Op::Put(article) => put(&mut changes, &mut pending, codec, state, article, now),
+            Op::Delete { id, note } => delete(&mut changes, &mut pending, state, id, note, now),
         };
-        if previous.is_some_and(|old| old.content_sha256 == article.content_sha256) {
-            outcomes.push(Ok(WriteOutcome::Unchanged));
-            continue;
+        if checkpoint.is_none() && state.next_sequence > first_sequence {
+            checkpoint = pending.first();
         }
-        let (payload, basic) = article.encoded.ready(codec);
-        let sequence = state.next_sequence;
-        state.next_sequence += 1;
-        let revision = previous.map_or(1, |old| old.revision + 1);
-        let header = RecordHeader {
-            sequence,
-            id: article.id.clone(),
-            kind: RecordKind::Version,
-            revision,
-            ingested_at: article.ingested_at.unwrap_or(ingested_at),
-            content_sha256: article.content_sha256,
-            published_at: article.published_at,
-            compression: payload.compression,
-        };
-        let pointer = pending.push(&record::encode_version(&header, &payload));
-        if let Some(old) = previous {
-            // The version it replaces becomes history.
-            let entry = RevisionEntry {
-                sequence: old.sequence,
-                pointer: old.pointer,
-            };
-            revisions.insert(
-                keys::revision_key(&article.id, old.revision),
-                entry.encode(),
-            );
-            if old.published_at != article.published_at {
-                dates.remove(keys::date_key(old.published_at, &article.id));
-            }
-        }
-        let facts = VersionFacts {
-            sequence,
-            pointer,
-            revision,
-            ingested_at: header.ingested_at,
-            content_sha256: article.content_sha256,
-            body_bytes: article.body_bytes,
-        };
-        dates.insert(
-            keys::date_key(article.published_at, &article.id),
-            index::encode_date_entry(&facts, &basic),
-        );
-        let entry = IdEntry {
-            sequence,
-            pointer,
-            revision,
-            published_at: article.published_at,
-            content_sha256: article.content_sha256,
-        };
-        ids.insert(article.id.as_str(), entry.encode());
-        latest.insert(article.id.clone(), Some(entry));
-        outcomes.push(Ok(if previous.is_some() {
-            WriteOutcome::Updated
-        } else {
-            WriteOutcome::Created
-        }));
+        outcomes.push(outcome);
     }
 
     if !pending.is_empty() {
@@ -420,8 +451,34 @@ pub(super) fn commit(
             &(state.next_sequence - 1).to_be_bytes()[..],
         );
         meta.insert(LOG_TAIL_KEY, &pending.tail().encode()[..]);
-        let batches = [ids, dates, revisions, meta];
-        let views = [&trees.ids, &trees.dates, &trees.revisions, &trees.meta];
+        let mut revisions = sled::Batch::default();
+        for (key, entry) in &changes.revisions {
+            match entry {
+                Some(entry) => revisions.insert(key.as_slice(), entry.encode()),
+                None => revisions.remove(key.as_slice()),
+            }
+        }
+        let mut checkpoints = sled::Batch::default();
+        if let Some(pointer) = checkpoint {
+            checkpoints.insert(
+                &keys::u64_key(first_sequence),
+                index::encode_pointer(pointer),
+            );
+        }
+        let batches = [
+            std::mem::take(&mut changes.ids),
+            std::mem::take(&mut changes.dates),
+            revisions,
+            meta,
+            checkpoints,
+        ];
+        let views = [
+            &trees.ids,
+            &trees.dates,
+            &trees.revisions,
+            &trees.meta,
+            &trees.checkpoints,
+        ];
         // The closure only applies prepared batches, so sled may retry it.
         views[..]
             .transaction(|trees| {
@@ -442,5 +499,177 @@ pub(super) fn commit(
     // only in memory.
     trees.db.flush()?;
     log.committed(&pending);
+    // No index points at these any more; the caller's filesystem sync makes
+    // the erasure durable with the rest.
+    for pointer in changes.erase {
+        log.erase(pointer, false)?;
+    }
     Ok(outcomes)
+}
+
+/// One article: a new version, or UNCHANGED, or REJECTED (a takedown that
+/// sticks, a revision that cannot be restored).
+fn put(
+    changes: &mut BatchChanges<'_>,
+    pending: &mut super::log::PendingBatch,
+    codec: &Codec,
+    state: &mut WriterState,
+    article: &Prepared,
+    now: Timestamp,
+) -> Result<WriteOutcome> {
+    let id = &article.id;
+    let previous = match changes.state(id)? {
+        Some(IdState::Deleted(tombstone)) if !tombstone.allow_reingest => {
+            return Ok(WriteOutcome::Rejected(format!(
+                "id: article {id} was deleted on {} (change {}); it cannot be ingested again",
+                tombstone.deleted_at.to_rfc3339(),
+                tombstone.sequence
+            )));
+        }
+        // Deleted, but allowed back: it starts a new life at revision 1.
+        Some(IdState::Deleted(_)) | None => None,
+        Some(IdState::Live(entry)) => Some(entry),
+    };
+    let revision = match article.restore_revision {
+        None => {
+            if previous.is_some_and(|old| old.content_sha256 == article.content_sha256) {
+                return Ok(WriteOutcome::Unchanged);
+            }
+            previous.map_or(1, |old| old.revision + 1)
+        }
+        Some(restored) => {
+            let current = previous.map_or(0, |old| old.revision);
+            if previous.is_some_and(|old| {
+                old.revision == restored && old.content_sha256 == article.content_sha256
+            }) {
+                return Ok(WriteOutcome::Unchanged);
+            }
+            if restored != current + 1 {
+                return Ok(WriteOutcome::Rejected(format!(
+                    "revision: revision {restored} of {id} cannot be restored: the archive \
+                     holds revision {current} of it, and revisions are restored in order, \
+                     each one after the one before"
+                )));
+            }
+            restored
+        }
+    };
+    let (payload, basic) = article.encoded.ready(codec);
+    let sequence = state.next_sequence;
+    state.next_sequence += 1;
+    let header = RecordHeader {
+        sequence,
+        id: id.clone(),
+        kind: RecordKind::Version,
+        revision,
+        ingested_at: article.ingested_at.unwrap_or(now),
+        content_sha256: article.content_sha256,
+        published_at: article.published_at,
+        compression: payload.compression,
+    };
+    let pointer = pending.push(&record::encode_version(&header, &payload));
+    if let Some(old) = previous {
+        // The version it replaces becomes history, unless it is pruned at
+        // once (--keep-revisions 1).
+        let kept_from = match state.keep_revisions {
+            0 => 1,
+            keep => (revision + 1).saturating_sub(keep).max(1),
+        };
+        if old.revision >= kept_from {
+            changes.revisions.insert(
+                keys::revision_key(id, old.revision),
+                Some(RevisionEntry {
+                    sequence: old.sequence,
+                    pointer: old.pointer,
+                }),
+            );
+        } else {
+            changes.erase.push(old.pointer);
+        }
+        if kept_from > 1 {
+            changes
+                .remove_revisions_up_to(id, (kept_from - 1).min(old.revision.saturating_sub(1)))?;
+        }
+        if old.published_at != article.published_at {
+            changes.dates.remove(keys::date_key(old.published_at, id));
+        }
+    }
+    let facts = VersionFacts {
+        sequence,
+        pointer,
+        revision,
+        ingested_at: header.ingested_at,
+        content_sha256: article.content_sha256,
+        body_bytes: article.body_bytes,
+    };
+    changes.dates.insert(
+        keys::date_key(article.published_at, id),
+        index::encode_date_entry(&facts, &basic),
+    );
+    changes.set_state(
+        id,
+        IdState::Live(IdEntry {
+            sequence,
+            pointer,
+            revision,
+            published_at: article.published_at,
+            content_sha256: article.content_sha256,
+        }),
+    );
+    Ok(if previous.is_some() {
+        WriteOutcome::Updated
+    } else {
+        WriteOutcome::Created
+    })
+}
+
+/// A takedown: one DELETED record in the log; every index entry of the
+/// article removed; the content of every revision erased once the batch
+/// commits; a tombstone in `ids`.
+fn delete(
+    changes: &mut BatchChanges<'_>,
+    pending: &mut super::log::PendingBatch,
+    state: &mut WriterState,
+    id: &ArticleId,
+    note: &DeletionNote,
+    now: Timestamp,
+) -> Result<WriteOutcome> {
+    let current = match changes.state(id)? {
+        None => return Err(Error::NotFound(id.to_string())),
+        Some(IdState::Deleted(tombstone)) => {
+            return Err(Error::Deleted {
+                id: id.to_string(),
+                at: tombstone.deleted_at,
+                sequence: tombstone.sequence,
+            })
+        }
+        Some(IdState::Live(entry)) => entry,
+    };
+    let sequence = state.next_sequence;
+    state.next_sequence += 1;
+    let header = RecordHeader {
+        sequence,
+        id: id.clone(),
+        kind: RecordKind::Deletion,
+        revision: current.revision,
+        ingested_at: now,
+        content_sha256: [0; 32],
+        published_at: current.published_at,
+        compression: super::codec::Compression::None,
+    };
+    pending.push(&record::encode_deletion(&header, note));
+    changes.erase.push(current.pointer);
+    changes.remove_revisions_up_to(id, current.revision.saturating_sub(1))?;
+    changes
+        .dates
+        .remove(keys::date_key(current.published_at, id));
+    changes.set_state(
+        id,
+        IdState::Deleted(Tombstone {
+            sequence,
+            deleted_at: now,
+            allow_reingest: note.allow_reingest,
+        }),
+    );
+    Ok(WriteOutcome::Deleted { sequence })
 }
