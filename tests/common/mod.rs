@@ -41,7 +41,24 @@ impl TestServer {
 
     /// Starts a server over `dir`, which may hold an archive already.
     pub async fn start_in(dir: TempDir, options: ServeOptions) -> Self {
-        let store = open_store(&dir.path().join("data"));
+        Self::start_configured(dir, options, |_| {}).await
+    }
+
+    /// Starts a server over `dir` with store settings changed by `configure`.
+    pub async fn start_configured(
+        dir: TempDir,
+        options: ServeOptions,
+        configure: impl Fn(&mut StoreConfig),
+    ) -> Self {
+        let path = dir.path().join("data");
+        let store = retry_while_locked(
+            || {
+                let mut config = StoreConfig::new(&path);
+                configure(&mut config);
+                Store::open(&config)
+            },
+            |e| matches!(e, article_archive::Error::DataDirLocked { .. }),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -188,6 +205,24 @@ pub fn request(article: proto::Article) -> proto::IngestArticlesRequest {
     }
 }
 
+/// Streams the requests through one IngestArticles call and collects every
+/// response.
+pub async fn ingest_requests(
+    client: &mut Client,
+    requests: Vec<proto::IngestArticlesRequest>,
+) -> Vec<proto::IngestArticlesResponse> {
+    let mut responses = client
+        .ingest_articles(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(response) = responses.next().await {
+        out.push(response.unwrap());
+    }
+    out
+}
+
 /// Streams the articles through one IngestArticles call and collects every
 /// response.
 pub async fn ingest(
@@ -205,6 +240,19 @@ pub async fn ingest(
 
 pub fn outcome(response: &proto::IngestArticlesResponse) -> proto::IngestOutcome {
     proto::IngestOutcome::try_from(response.outcome).unwrap()
+}
+
+/// Every change of the feed after `after` up to the newest (no follow).
+pub async fn all_changes(
+    client: &mut Client,
+    request: proto::WatchChangesRequest,
+) -> Vec<proto::WatchChangesResponse> {
+    let mut stream = client.watch_changes(request).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    while let Some(change) = stream.next().await {
+        out.push(change.unwrap());
+    }
+    out
 }
 
 /// Walks every page of a listing and returns the articles in order.

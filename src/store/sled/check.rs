@@ -216,14 +216,17 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     for entry in &trees.checkpoints {
         let (key, value) = entry?;
         let sequence = keys::parse_u64_key(&key);
-        let holds = index::decode_pointer(&value).ok().and_then(|pointer| {
-            shared
-                .log
-                .read(pointer)
-                .ok()
-                .and_then(|bytes| record::decode_header(&bytes).ok())
+        // A checkpoint is where a read of the log may start: the frame of
+        // its record, which may have been erased since (a deletion).
+        let right = index::decode_pointer(&value).ok().is_some_and(|pointer| {
+            match shared.log.frame_at(pointer) {
+                Ok(Some(bytes)) => record::decode_header(&bytes)
+                    .is_ok_and(|header| Some(header.sequence) == sequence),
+                Ok(None) => sequence.is_some(),
+                Err(_) => false,
+            }
         });
-        if sequence.is_none() || holds.is_none_or(|header| Some(header.sequence) != sequence) {
+        if !right {
             report.problems.push(format!(
                 "checkpoint {sequence:?}: not the place of its record"
             ));
@@ -299,7 +302,11 @@ fn check_version(
         .revisions
         .get(keys::revision_key(id, stored.revision))?
         .and_then(|bytes| RevisionEntry::decode(&bytes).ok())
-        == Some(RevisionEntry { sequence, pointer });
+        == Some(RevisionEntry {
+            sequence,
+            pointer,
+            content_sha256: stored.content_sha256,
+        });
     let Some(current) = current.filter(|current| current.sequence == sequence) else {
         if !held_as_older {
             report.problems.push(format!(
@@ -473,6 +480,7 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
                     let wanted = RevisionEntry {
                         sequence: header.sequence,
                         pointer,
+                        content_sha256: header.content_sha256,
                     }
                     .encode();
                     if trees.revisions.get(&key)?.as_deref() != Some(wanted.as_slice()) {

@@ -205,15 +205,21 @@ struct RevisionEntryV2 {
     sequence: u64,
     #[prost(message, optional, tag = "2")]
     pointer: Option<PointerV2>,
+    #[prost(bytes = "vec", tag = "3")]
+    content_sha256: Vec<u8>,
 }
 
-/// A `revisions` entry: where an older revision is.
+/// A `revisions` entry: where an older revision is, and its content hash
+/// (so restoring a full-history export a second time can answer UNCHANGED
+/// without reading the record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RevisionEntry {
     /// Its sequence number.
     pub sequence: u64,
     /// Where it is in the log.
     pub pointer: Pointer,
+    /// Its content hash.
+    pub content_sha256: [u8; 32],
 }
 
 impl RevisionEntry {
@@ -222,6 +228,7 @@ impl RevisionEntry {
         RevisionEntryV2 {
             sequence: self.sequence,
             pointer: Some(self.pointer.into()),
+            content_sha256: self.content_sha256.to_vec(),
         }
         .encode_to_vec()
     }
@@ -235,6 +242,7 @@ impl RevisionEntry {
         Ok(Self {
             sequence: raw.sequence,
             pointer: pointer(raw.pointer)?,
+            content_sha256: sha(&raw.content_sha256)?,
         })
     }
 }
@@ -541,6 +549,7 @@ mod tests {
         let old = RevisionEntry {
             sequence: 3,
             pointer: at,
+            content_sha256: [4; 32],
         };
         assert_eq!(RevisionEntry::decode(&old.encode()).unwrap(), old);
     }

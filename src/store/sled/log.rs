@@ -360,6 +360,23 @@ impl RecordLog {
         Ok(frame)
     }
 
+    /// The record of the frame at `pointer`, `None` when it was erased; an
+    /// error when no frame of that length is there or its checksum fails.
+    ///
+    /// # Errors
+    /// As [`RecordLog::read`].
+    pub fn frame_at(&self, pointer: Pointer) -> Result<Option<Vec<u8>>> {
+        let file = self.file(pointer.segment)?;
+        let mut head = [0u8; FRAME_HEAD as usize];
+        file.read_exact_at(&mut head, pointer.offset)
+            .map_err(|e| io(&self.path(pointer.segment), "reading a record", e))?;
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        if len & ERASED != 0 && len & !ERASED == pointer.len {
+            return Ok(None);
+        }
+        self.read(pointer).map(Some)
+    }
+
     /// The record bytes at `pointer` as they are, without any check (to set
     /// a damaged record aside byte for byte).
     ///

@@ -13,7 +13,7 @@ use proptest::{collection::vec, prelude::*};
 
 use super::{
     codec::Codec,
-    index::{DateEntry, IdEntry, RevisionEntry},
+    index::{DateEntry, IdEntry, IdState, RevisionEntry},
     log::RecordLog,
     record,
     writer::{self, WriterState},
@@ -51,85 +51,172 @@ struct Version {
     sha: [u8; 32],
 }
 
+/// An id in the model: its current life's versions, oldest first, or how
+/// it was deleted.
+#[derive(Debug, Clone, PartialEq)]
+enum Model {
+    Live(Vec<Version>),
+    Deleted { sequence: u64, allow_reingest: bool },
+}
+
+/// One operation of a batch.
+#[derive(Debug, Clone)]
+enum Step {
+    Put { id: u8, time: usize, text: u8 },
+    Delete { id: u8, allow_reingest: bool },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0u8..8, 0usize..TIMES.len(), 0u8..3).prop_map(|(id, time, text)| Step::Put { id, time, text }),
+        1 => (0u8..8, any::<bool>()).prop_map(|(id, allow_reingest)| Step::Delete { id, allow_reingest }),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn every_index_entry_points_at_the_current_version_and_every_version_is_logged(
-        batches in vec(vec((0u8..8, 0usize..TIMES.len(), 0u8..3), 1..12), 1..10),
+        batches in vec(vec(step(), 1..12), 1..10),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
         let log = RecordLog::open(dir.path(), None).unwrap();
         let codec = Codec::default();
         let mut state = WriterState { next_sequence: 1, keep_revisions: 0 };
-        // id -> every version, oldest first.
-        let mut model: BTreeMap<String, Vec<Version>> = BTreeMap::new();
+        let mut model: BTreeMap<String, Model> = BTreeMap::new();
+        let mut deletions = 0usize;
 
         for batch in batches {
-            let articles: Vec<Article> =
-                batch.iter().map(|&(id, time, text)| article(id, time, text)).collect();
-            let prepared: Vec<Prepared> = articles.iter().map(|a| Prepared::new(&codec, a)).collect();
-            let ops: Vec<writer::Op> = prepared.into_iter().map(writer::Op::Put).collect();
+            let ops: Vec<writer::Op> = batch
+                .iter()
+                .map(|step| match *step {
+                    Step::Put { id, time, text } => {
+                        writer::Op::Put(Prepared::new(&codec, &article(id, time, text)))
+                    }
+                    Step::Delete { id, allow_reingest } => writer::Op::Delete {
+                        id: crate::article::ArticleId::parse("id", &format!("a{id}")).unwrap(),
+                        note: record::DeletionNote { reason: "r".into(), allow_reingest },
+                    },
+                })
+                .collect();
             let refs: Vec<&writer::Op> = ops.iter().collect();
-            let first = state.next_sequence;
+            let mut next = state.next_sequence;
             let outcomes = writer::commit(&trees, &log, &codec, &mut state, &refs, Timestamp::now()).unwrap();
-            let mut next = first;
-            for (article, outcome) in articles.iter().zip(outcomes) {
-                let id = article.id().to_string();
-                let sha = article.content().sha256();
-                let history = model.entry(id).or_default();
-                let expected = match history.last() {
-                    None => WriteOutcome::Created,
-                    Some(last) if last.sha == sha => WriteOutcome::Unchanged,
-                    Some(_) => WriteOutcome::Updated,
-                };
-                prop_assert_eq!(outcome.unwrap(), expected.clone());
-                if expected != WriteOutcome::Unchanged {
-                    history.push(Version { sequence: next, pointer: None, published_at: article.content().published_at, sha });
-                    next += 1;
+            for (step, outcome) in batch.iter().zip(outcomes) {
+                match *step {
+                    Step::Put { id, time, text } => {
+                        let article = article(id, time, text);
+                        let key = format!("a{id}");
+                        let sha = article.content().sha256();
+                        let entry = model.entry(key).or_insert(Model::Live(Vec::new()));
+                        let expected = match &*entry {
+                            Model::Deleted { allow_reingest: false, .. } => None,
+                            Model::Deleted { .. } => Some(WriteOutcome::Created),
+                            Model::Live(history) => Some(match history.last() {
+                                None => WriteOutcome::Created,
+                                Some(last) if last.sha == sha => WriteOutcome::Unchanged,
+                                Some(_) => WriteOutcome::Updated,
+                            }),
+                        };
+                        let outcome = outcome.unwrap();
+                        match expected {
+                            None => prop_assert!(matches!(outcome, WriteOutcome::Rejected(_)), "{outcome:?}"),
+                            Some(expected) => prop_assert_eq!(&outcome, &expected),
+                        }
+                        if matches!(outcome, WriteOutcome::Created | WriteOutcome::Updated) {
+                            if outcome == WriteOutcome::Created {
+                                *entry = Model::Live(Vec::new());
+                            }
+                            let Model::Live(history) = entry else { unreachable!() };
+                            history.push(Version { sequence: next, pointer: None, published_at: article.content().published_at, sha });
+                            next += 1;
+                        }
+                    }
+                    Step::Delete { id, allow_reingest } => {
+                        let key = format!("a{id}");
+                        match model.get(&key) {
+                            Some(Model::Live(history)) if !history.is_empty() => {
+                                prop_assert_eq!(outcome.unwrap(), WriteOutcome::Deleted { sequence: next });
+                                model.insert(key, Model::Deleted { sequence: next, allow_reingest });
+                                next += 1;
+                                deletions += 1;
+                            }
+                            _ => prop_assert!(outcome.is_err()),
+                        }
+                    }
                 }
             }
-            prop_assert_eq!(state.next_sequence, next, "one sequence number per new version");
+            prop_assert_eq!(state.next_sequence, next, "one sequence number per version and deletion");
 
-            // The log: exactly the model's versions, in sequence order.
-            let versions: usize = model.values().map(Vec::len).sum();
-            let mut logged = Vec::new();
+            // The log: the versions of every live article and every
+            // deletion, in sequence order; deleted lives are erased.
+            let mut logged = BTreeMap::new();
+            let mut deletions_logged = 0;
             for frame in log.scan().unwrap() {
                 let frame = frame.unwrap();
-                let stored = record::decode_verified(&codec, &frame.record.unwrap()).unwrap();
-                logged.push((stored, frame.pointer));
+                let bytes = frame.record.unwrap();
+                match record::decode_header(&bytes).unwrap().kind {
+                    record::RecordKind::Deletion => deletions_logged += 1,
+                    record::RecordKind::Version => {
+                        let stored = record::decode_verified(&codec, &bytes).unwrap();
+                        let header = record::decode_header(&bytes).unwrap();
+                        logged.insert(header.sequence, (stored, frame.pointer));
+                    }
+                }
             }
-            prop_assert_eq!(logged.len(), versions);
-            for (id, history) in model.iter_mut() {
+            prop_assert_eq!(deletions_logged, deletions);
+            let mut versions = 0;
+            for (id, entry) in model.iter_mut() {
+                let Model::Live(history) = entry else { continue };
                 for (i, version) in history.iter_mut().enumerate() {
-                    let (stored, pointer) = &logged[(version.sequence - 1) as usize];
+                    let (stored, pointer) = &logged[&version.sequence];
                     prop_assert_eq!(stored.id.as_str(), id.as_str());
                     prop_assert_eq!(stored.revision, i as u64 + 1);
                     prop_assert_eq!(stored.content_sha256, version.sha);
                     version.pointer = Some(*pointer);
+                    versions += 1;
                 }
             }
-            // Older revisions in `revisions`, the current one in `ids`.
-            prop_assert_eq!(trees.revisions.len(), versions - model.len());
+            prop_assert_eq!(logged.len(), versions, "nothing else is left in the log");
+
+            // Older revisions in `revisions`, the current one in `ids`,
+            // tombstones for the deleted.
+            let live = model.values().filter(|m| matches!(m, Model::Live(h) if !h.is_empty())).count();
+            prop_assert_eq!(trees.revisions.len(), versions - live);
             prop_assert_eq!(trees.ids.len(), model.len());
-            prop_assert_eq!(trees.dates.len(), model.len());
-            for (id, history) in &model {
+            prop_assert_eq!(trees.dates.len(), live);
+            for (id, entry) in &model {
                 let parsed = crate::article::ArticleId::parse("id", id).unwrap();
+                let state = IdState::decode(&trees.ids.get(id).unwrap().unwrap()).unwrap();
+                let history = match (entry, state) {
+                    (Model::Deleted { sequence, allow_reingest }, IdState::Deleted(tombstone)) => {
+                        prop_assert_eq!((tombstone.sequence, tombstone.allow_reingest), (*sequence, *allow_reingest));
+                        continue;
+                    }
+                    (Model::Live(history), IdState::Live(entry)) => {
+                        let current = history.last().unwrap();
+                        prop_assert_eq!(entry.sequence, current.sequence);
+                        prop_assert_eq!(Some(entry.pointer), current.pointer);
+                        prop_assert_eq!(entry.revision, history.len() as u64);
+                        prop_assert_eq!(entry.published_at, current.published_at);
+                        prop_assert_eq!(entry.content_sha256, current.sha);
+                        history
+                    }
+                    (model, state) => {
+                        prop_assert!(false, "{id}: model {model:?}, ids {state:?}");
+                        unreachable!()
+                    }
+                };
                 for (i, version) in history.iter().enumerate().take(history.len() - 1) {
                     let entry = trees.revisions.get(keys::revision_key(&parsed, i as u64 + 1)).unwrap().unwrap();
                     let entry = RevisionEntry::decode(&entry).unwrap();
                     prop_assert_eq!(entry.sequence, version.sequence);
                     prop_assert_eq!(Some(entry.pointer), version.pointer);
                 }
-                // The current version: its ids entry and its one date entry.
+                // The current version's one date entry.
                 let current = history.last().unwrap();
-                let entry = IdEntry::decode(&trees.ids.get(id).unwrap().unwrap()).unwrap();
-                prop_assert_eq!(entry.sequence, current.sequence);
-                prop_assert_eq!(Some(entry.pointer), current.pointer);
-                prop_assert_eq!(entry.revision, history.len() as u64);
-                prop_assert_eq!(entry.published_at, current.published_at);
-                prop_assert_eq!(entry.content_sha256, current.sha);
                 let date = trees.dates.get(keys::date_key(current.published_at, &parsed)).unwrap().unwrap();
                 let date = DateEntry::decode(&codec, current.published_at, parsed.clone(), &date).unwrap();
                 prop_assert_eq!(date.sequence, current.sequence);

@@ -539,9 +539,16 @@ fn put(
         }
         Some(restored) => {
             let current = previous.map_or(0, |old| old.revision);
-            if previous.is_some_and(|old| {
-                old.revision == restored && old.content_sha256 == article.content_sha256
-            }) {
+            // Restoring again what is stored (a restore run twice) changes
+            // nothing.
+            let stored_sha = match previous {
+                Some(old) if old.revision == restored => Some(old.content_sha256),
+                Some(old) if restored < old.revision => changes
+                    .revision(id, restored)?
+                    .map(|entry| entry.content_sha256),
+                _ => None,
+            };
+            if stored_sha == Some(article.content_sha256) {
                 return Ok(WriteOutcome::Unchanged);
             }
             if restored != current + 1 {
@@ -581,6 +588,7 @@ fn put(
                 Some(RevisionEntry {
                     sequence: old.sequence,
                     pointer: old.pointer,
+                    content_sha256: old.content_sha256,
                 }),
             );
         } else {
