@@ -5,8 +5,10 @@
 //! keeps splitting, its segments are cleaned and its large values go to its
 //! blob files, all under the kills. After every restart (each one runs the
 //! check at start, since every stop is unclean) each acknowledged article
-//! must be there with its acknowledged content, or a version sent after it;
-//! at the end the check must find every index in agreement with the log.
+//! must be there with its acknowledged content, or a version sent after it,
+//! and a watcher of the change feed from sequence 0 must see every
+//! acknowledged version and nothing that was never sent; at the end the
+//! check must find every index in agreement with the log.
 //!
 //! `cargo test` runs a short version (4 kills). A soak run:
 //! `ARCHIVE_TORTURE_ITERATIONS=500 cargo test --release --test torture -- --nocapture`;
@@ -15,7 +17,7 @@
 mod common;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -90,6 +92,10 @@ struct Ledger {
     owned: Vec<Vec<String>>,
     /// Per id: the next version to send.
     next_version: HashMap<String, u64>,
+    /// Every version ever acknowledged: (id, content hash).
+    acknowledged_versions: HashSet<(String, String)>,
+    /// Every version ever sent: (id, content hash).
+    sent_versions: HashSet<(String, String)>,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -129,13 +135,15 @@ async fn client_stream(
                 };
                 let article = version_of(&id, version, body_size(&mut rng));
                 let sha = sha_of(&article);
-                ledger
-                    .lock()
-                    .unwrap()
-                    .sent
-                    .entry(id.clone())
-                    .or_default()
-                    .insert(version, sha);
+                {
+                    let mut ledger = ledger.lock().unwrap();
+                    ledger.sent_versions.insert((id.clone(), sha.clone()));
+                    ledger
+                        .sent
+                        .entry(id.clone())
+                        .or_default()
+                        .insert(version, sha);
+                }
                 in_flight.lock().unwrap().push((id, version));
                 if tx.send(request(article)).await.is_err() {
                     return;
@@ -152,6 +160,8 @@ async fn client_stream(
         assert_eq!(ack.id, id);
         let mut ledger = ledger.lock().unwrap();
         ledger.acknowledged.insert(id.clone(), version);
+        let sha = ledger.sent[&id][&version].clone();
+        ledger.acknowledged_versions.insert((id.clone(), sha));
         // Versions before the acknowledged one can no longer be stored.
         if let Some(sent) = ledger.sent.get_mut(&id) {
             *sent = sent.split_off(&version);
@@ -180,7 +190,50 @@ async fn verify(server: &ServerProcess, ledger: &Shared) -> usize {
             "{id} is listed twice"
         );
     }
+    // The change feed from the start: every acknowledged version is there
+    // (nothing is deleted or pruned here), nothing that was never sent,
+    // sequences strictly rising, each article's revisions 1, 2, 3 … in
+    // order, and its last change is what it holds now.
+    let changes = all_changes(&mut client, Default::default()).await;
+    assert!(changes.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    let mut revisions: HashMap<&str, u64> = HashMap::new();
+    let mut fed: HashSet<(String, String)> = HashSet::with_capacity(changes.len());
+    let mut newest: HashMap<&str, &str> = HashMap::new();
+    for change in &changes {
+        let article = change
+            .article
+            .as_ref()
+            .expect("only CREATED and UPDATED here");
+        let revision = revisions.entry(change.id.as_str()).or_insert(0);
+        *revision += 1;
+        assert_eq!(
+            article.revision, *revision,
+            "{}: revisions in order",
+            change.id
+        );
+        fed.insert((change.id.clone(), article.content_sha256.clone()));
+        newest.insert(change.id.as_str(), article.content_sha256.as_str());
+    }
     let ledger = ledger.lock().unwrap();
+    for version in &ledger.acknowledged_versions {
+        assert!(
+            fed.contains(version),
+            "acknowledged {version:?} is not in the feed"
+        );
+    }
+    for version in &fed {
+        assert!(
+            ledger.sent_versions.contains(version),
+            "{version:?} is in the feed but was never sent"
+        );
+    }
+    for (id, sha) in &stored {
+        assert_eq!(
+            newest.get(id.as_str()),
+            Some(&sha.as_str()),
+            "{id}: the feed's last change is what is stored"
+        );
+    }
     for (id, version) in &ledger.acknowledged {
         let sha = stored
             .get(id)
@@ -191,7 +244,7 @@ async fn verify(server: &ServerProcess, ledger: &Shared) -> usize {
             "{id}: stored content is not version {version} or a later one sent"
         );
     }
-    ledger.acknowledged.len()
+    ledger.acknowledged_versions.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,8 +320,9 @@ async fn repeated_sigkill_while_the_archive_grows_loses_nothing_acknowledged() {
     assert_eq!(report.articles, report.date_entries);
     assert_eq!(report.revision_entries, report.records - report.articles);
     println!(
-        "torture: {iterations} kills survived; {verified} acknowledged articles verified over \
-         the restarts; {} articles, {} records (stored versions)",
+        "torture: {iterations} kills survived; {verified} acknowledged versions verified over \
+         the restarts (each restart: all of them, in the feed and stored); {} articles, {} \
+         records (stored versions)",
         report.articles, report.records
     );
 }
