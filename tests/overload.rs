@@ -13,7 +13,7 @@ use std::{
 use article_archive::proto::{self, archive_service_client::ArchiveServiceClient};
 use common::*;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{wrappers::ReceiverStream, StreamExt};
 
 fn resident_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -373,6 +373,109 @@ async fn hundreds_of_streams_and_thousands_of_gets_stay_within_the_memory_bound(
          {refused} refused): peak resident memory {peak} MiB"
     );
     assert!(peak < 768, "peak resident memory {peak} MiB");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(30)).0.success());
+}
+
+/// 100 followers of the change feed while 1,000 articles of 30 KB arrive:
+/// 99 read (9 in the FULL view, 90 BASIC) and each sees every change once,
+/// in sequence order; one opens a FULL follow stream over a 64 KiB window
+/// and never reads. Ingest is not held back by the stuck watcher (it
+/// finishes while that stream is still open) and the server's peak memory
+/// stays within the README's bound for the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_followers_and_one_that_never_reads_stay_within_the_memory_bound() {
+    const ARTICLES: usize = 1_000;
+    const READERS: usize = 99;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &["--max-streams", "200"]);
+    let follow = |view: proto::ArticleView| proto::WatchChangesRequest {
+        after_sequence: 0,
+        follow: true,
+        view: view as i32,
+        filter: None,
+    };
+
+    let mut stuck = ArchiveServiceClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let _never_read = stuck
+        .watch_changes(follow(proto::ArticleView::Full))
+        .await
+        .unwrap();
+
+    let mut readers = Vec::new();
+    for r in 0..READERS {
+        let mut client = server.client().await;
+        let view = if r < 9 {
+            proto::ArticleView::Full
+        } else {
+            proto::ArticleView::Basic
+        };
+        let mut stream = client
+            .watch_changes(follow(view))
+            .await
+            .unwrap()
+            .into_inner();
+        readers.push(tokio::spawn(async move {
+            let mut last = 0;
+            for _ in 0..ARTICLES {
+                let change = stream
+                    .next()
+                    .await
+                    .expect("the follow stream stays open")
+                    .unwrap();
+                assert!(change.sequence > last, "in sequence order, each once");
+                last = change.sequence;
+                assert_eq!(
+                    change.article.unwrap().body.is_empty(),
+                    view == proto::ArticleView::Basic
+                );
+            }
+        }));
+    }
+
+    let mut body = fixture_body();
+    while body.len() < 30_000 {
+        body.push_str(&format!(" more {}", body.len()));
+    }
+    let articles: Vec<_> = (0..ARTICLES)
+        .map(|i| proto::Article {
+            body: format!("{i} {body}"),
+            ..article(&format!("f{i:04}"), i as i64)
+        })
+        .collect();
+
+    // The same ingest into a server nobody watches, for the figure.
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = ServerProcess::start(alone_dir.path(), &[]);
+    ingest(&mut alone.client().await, articles.clone()).await;
+    let unwatched_peak = resident_mib(alone.child.id());
+    alone.signal("TERM");
+    assert!(alone.wait(Duration::from_secs(30)).0.success());
+
+    let mut writer = server.client().await;
+    let acks = ingest(&mut writer, articles).await;
+    assert_eq!(
+        acks.len(),
+        ARTICLES,
+        "ingest finished with the stuck watcher open"
+    );
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let peak = resident_mib(server.child.id());
+    println!(
+        "{READERS} followers reading and one stuck, {ARTICLES} articles of 30 KB: \
+         peak resident memory {peak} MiB (the same ingest unwatched: {unwatched_peak} MiB)"
+    );
+    assert!(peak < 512, "peak resident memory {peak} MiB");
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(30)).0.success());
 }
