@@ -694,3 +694,208 @@ async fn counts_of_one_are_singular() {
         stderr(&exported)
     );
 }
+
+/// The revisions of an id, newest first, as lines or JSON.
+async fn revision_list(client: &mut Client, id: &str) -> Vec<proto::Article> {
+    client
+        .list_article_revisions(proto::ListArticleRevisionsRequest {
+            id: id.into(),
+            page_size: 1000,
+            view: ArticleView::Full as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions
+}
+
+/// `revisions`, `changes` (resumable by the printed last sequence, JSON
+/// Lines, --follow until interrupted) and `delete` with its errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_changes_and_delete_from_the_command_line() {
+    let mut server = TestServer::start().await;
+    let url = url(&server);
+    let first = proto::Article {
+        title: "First take".into(),
+        ..article("h", -86_400 * 400)
+    };
+    let corrected = proto::Article {
+        title: "Corrected “take”".into(),
+        body: "Corrected body".into(),
+        ..first.clone()
+    };
+    ingest(&mut server.client, vec![first, corrected, article("k", 5)]).await;
+
+    let output = cli(&url, &["revisions", "h"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("revision 2") && lines[0].contains("Corrected “take”"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("revision 1") && lines[1].contains("First take"),
+        "{text}"
+    );
+    let output = cli(&url, &["revisions", "h", "--json", "--limit", "1"]);
+    let newest: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(newest["revision"], "2");
+
+    let output = cli(&url, &["changes"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout.clone()).unwrap();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines().nth(1).unwrap().contains("updated  h"),
+        "{text}"
+    );
+    assert!(
+        stderr(&output).contains("last sequence 3"),
+        "{}",
+        stderr(&output)
+    );
+    let output = cli(&url, &["changes", "--after", "3"]);
+    assert!(output.stdout.is_empty());
+    assert!(
+        stderr(&output).contains("last sequence 3"),
+        "resuming at the end says where it is"
+    );
+    let output = cli(&url, &["changes", "--after", "1", "--json"]);
+    let sequences: Vec<u64> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let change: serde_json::Value = serde_json::from_str(line).unwrap();
+            change["sequence"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(sequences, [2, 3]);
+
+    let output = cli(&url, &["delete", "h", "--reason", "court order"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted h (change 4)"));
+    let again = cli(&url, &["delete", "h", "--reason", "court order"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("deleted"), "{}", stderr(&again));
+    let unknown = cli(&url, &["delete", "nope", "--reason", "x"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("nope"), "{}", stderr(&unknown));
+    let gone = cli(&url, &["revisions", "h"]);
+    assert_eq!(gone.status.code(), Some(1));
+    let output = cli(&url, &["changes", "--after", "3"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.starts_with("4  deleted  h") && text.contains("reason: court order"),
+        "{text}"
+    );
+
+    // --follow prints a change made after it started, and on interruption
+    // the last sequence to resume from.
+    let mut follower = Command::new(BINARY)
+        .args(["changes", "--follow", "--after", "4"])
+        .env("ARCHIVE_SERVER", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ingest(&mut server.client, vec![article("late", 9)]).await;
+    let mut stdout = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.starts_with("5  created  late"), "{line}");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &follower.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = follower.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains("last sequence 5"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// `export --revisions` into `ingest --revisions` on an empty archive gives
+/// every article the same revisions with the same hashes and ingest times;
+/// a cut-off history export resumes to the same file; restoring twice
+/// changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_history_export_restores_the_same_revisions_and_resumes() {
+    let mut source = TestServer::start().await;
+    let mut versions = Vec::new();
+    for i in 0..60i64 {
+        for revision in 0..=(i % 3) {
+            versions.push(proto::Article {
+                title: format!("Story {i} take {revision}"),
+                body: format!("{revision} {i}\n{}", fixture_body()),
+                ..article(&format!("s{i:02}"), i * 86_400 * 300 - 3_000_000_000)
+            });
+        }
+    }
+    ingest(&mut source.client, versions).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("history.jsonl");
+    let output = cli(
+        &url(&source),
+        &["export", "--revisions", "-o", file.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let history = std::fs::read(&file).unwrap();
+    assert_eq!(history.iter().filter(|b| **b == b'\n').count(), 120);
+
+    let broken = dir.path().join("broken.jsonl");
+    let cut = history
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(50)
+        .unwrap()
+        .0
+        + 100;
+    std::fs::write(&broken, &history[..cut]).unwrap();
+    let output = cli(
+        &url(&source),
+        &[
+            "export",
+            "--revisions",
+            "--resume",
+            "-o",
+            broken.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read(&broken).unwrap(),
+        history,
+        "resumed to the same file"
+    );
+
+    let mut target = TestServer::start().await;
+    let output = cli(
+        &url(&target),
+        &["ingest", "--revisions", file.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    for i in 0..60 {
+        let id = format!("s{i:02}");
+        let before = revision_list(&mut source.client, &id).await;
+        let after = revision_list(&mut target.client, &id).await;
+        assert_eq!(before.len() as i64, i % 3 + 1);
+        assert_eq!(before, after, "{id}: revisions, hashes and ingest times");
+    }
+    let output = cli(
+        &url(&target),
+        &["ingest", "--revisions", file.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("unchanged 120"),
+        "a second restore changes nothing: {}",
+        stderr(&output)
+    );
+}
