@@ -484,6 +484,49 @@ async fn sequence_numbers_are_not_reused_after_a_restart() {
     assert!(after[0].sequence > highest);
 }
 
+/// The same across SIGTERM of the real binary: after the restart the feed
+/// from 0 has every change once, in strictly increasing sequence, and the
+/// new ones come after the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_numbers_are_not_reused_after_sigterm_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    ingest(&mut client, vec![revision_of("a", 1), revision_of("a", 2)]).await;
+    delete(&mut client, "a", "retracted", true).await.unwrap();
+    let highest = all_changes(&mut client, watch_from(0))
+        .await
+        .last()
+        .unwrap()
+        .sequence;
+    server.signal("TERM");
+    assert!(server.wait(std::time::Duration::from_secs(30)).0.success());
+
+    let server = ServerProcess::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    ingest(&mut client, vec![revision_of("a", 3), revision_of("b", 1)]).await;
+    let feed = all_changes(&mut client, watch_from(0)).await;
+    let sequences: Vec<u64> = feed.iter().map(|c| c.sequence).collect();
+    assert!(
+        sequences.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing: {sequences:?}"
+    );
+    assert_eq!(
+        kinds(&feed),
+        [
+            (ChangeKind::Deleted, "a".to_string()),
+            (ChangeKind::Created, "a".to_string()),
+            (ChangeKind::Created, "b".to_string()),
+        ],
+        "the deleted article's history left the feed; it came back as new"
+    );
+    assert_eq!(feed[0].sequence, highest);
+    assert!(feed[1].sequence > highest);
+    assert_eq!(feed[1].article.as_ref().unwrap().revision, 1);
+    server.signal("TERM");
+    assert!(server.wait(std::time::Duration::from_secs(30)).0.success());
+}
+
 /// With --keep-revisions 2 an article keeps its two newest revisions; older
 /// ones are erased (NOT_FOUND, saying they may be pruned), the current one
 /// is untouched, and the feed shows the kept revisions with nothing about

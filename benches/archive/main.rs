@@ -14,7 +14,9 @@
 //! 2. GetArticle at concurrency 1, 16 and 64, against
 //!    `grpc.health.v1.Health/Check` on the same server (one tonic RPC's floor);
 //! 3. a full ListArticles walk (BASIC, 1000 a page; FULL, 100 a page) against
-//!    the store's own FULL pages in this process, and one-day range latency;
+//!    the store's own FULL pages in this process, ExportArticles, the change
+//!    feed from 0 (WatchChanges, FULL and BASIC) against ExportArticles, and
+//!    one-day range latency;
 //! 4. growth: ingest rate, Get rate and p99, one-day and 20-article List
 //!    latency, peak resident memory of the server process and bytes on disk
 //!    per article at each size (10k and 100k; 1M with --large), each row
@@ -342,6 +344,46 @@ async fn list_walk(channel: &Channel, view: ArticleView, page_size: i32) -> (usi
         }
         request.page_token = page.next_page_token;
     }
+}
+
+/// Streams the whole archive through ExportArticles (current versions,
+/// FULL): the reference for the change feed.
+async fn export_stream(channel: &Channel) -> (usize, Duration) {
+    let mut client = ArchiveServiceClient::new(channel.clone());
+    let started = Instant::now();
+    let mut stream = client
+        .export_articles(proto::ExportArticlesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut count = 0;
+    while let Some(response) = stream.next().await {
+        count += usize::from(response.unwrap().article.is_some());
+    }
+    (count, started.elapsed())
+}
+
+/// Reads the change feed from the start to its newest change (no follow) in
+/// `view`.
+async fn feed_stream(channel: &Channel, view: ArticleView) -> (usize, Duration) {
+    let mut client = ArchiveServiceClient::new(channel.clone());
+    let started = Instant::now();
+    let mut stream = client
+        .watch_changes(proto::WatchChangesRequest {
+            after_sequence: 0,
+            follow: false,
+            view: view as i32,
+            filter: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut count = 0;
+    while let Some(change) = stream.next().await {
+        change.unwrap();
+        count += 1;
+    }
+    (count, started.elapsed())
 }
 
 /// One-day range queries (BASIC, up to 1000 a page): latency and mean
@@ -682,8 +724,34 @@ fn main() {
         rows.push(rate_row(name, count, bytes, elapsed, Some(raw_walk_rate)));
         walk_rates.push(count as f64 / elapsed.as_secs_f64());
     }
+    // The change feed streams what ExportArticles streams (every article
+    // once, FULL), in sequence order from the log instead of date order.
+    let (export_count, export_elapsed) = runtime.block_on(export_stream(&channel));
+    assert_eq!(export_count, n);
+    let export_rate = n as f64 / export_elapsed.as_secs_f64();
+    rows.push(rate_row(
+        "stream: ExportArticles FULL (vs in-process)",
+        n,
+        bytes,
+        export_elapsed,
+        Some(raw_walk_rate),
+    ));
+    for (name, view) in [
+        (
+            "stream: WatchChanges FULL from 0 (vs Export)",
+            ArticleView::Full,
+        ),
+        (
+            "stream: WatchChanges BASIC from 0 (vs Export)",
+            ArticleView::Basic,
+        ),
+    ] {
+        let (count, elapsed) = runtime.block_on(feed_stream(&channel, view));
+        assert_eq!(count, n);
+        rows.push(rate_row(name, count, bytes, elapsed, Some(export_rate)));
+    }
     print_rows(
-        "3. ListArticles full walk vs the store's own pages in-process",
+        "3. ListArticles full walk vs the store's own pages in-process; Export and the change feed",
         RATE_HEADER,
         &rows,
     );

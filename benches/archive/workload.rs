@@ -162,3 +162,13 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A benchmark that panics midway must not leave its server running.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

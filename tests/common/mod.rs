@@ -373,6 +373,16 @@ impl ServerProcess {
     }
 }
 
+/// A test that fails midway must not leave its server running.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 pub fn spawn(data_dir: &Path, extra: &[&str]) -> Child {
     Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

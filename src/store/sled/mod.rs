@@ -10,13 +10,16 @@
 //!   is. Old versions stay: they are the article's history.
 //! - the sled database (`db`, `conf`, `snap.*`), whose trees are small:
 //!   - `ids`: id → where the current version is, its revision, date and
-//!     hash ([`index::IdEntry`]); the writer decides CREATED, UPDATED or
-//!     UNCHANGED from it alone;
+//!     hash ([`index::IdEntry`]), or the tombstone of a deleted article
+//!     ([`index::Tombstone`]); the writer decides CREATED, UPDATED,
+//!     UNCHANGED or REJECTED from it alone;
 //!   - `dates`: `published_at ‖ id` ([`keys::date_key`]) → where the
 //!     current version is and every field but the body, compressed
 //!     ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
 //!     reads its records in log order;
 //!   - `revisions`: `id ‖ 0 ‖ revision` → where each older revision is;
+//!   - `checkpoints`: each batch's first sequence number → where it is in
+//!     the log, for the change feed to start reading after a sequence;
 //!   - `dicts`: `kind ‖ id` → a zstd dictionary ([`codec`]);
 //!   - `meta`: the format (`2`), the page-token key, the sequence
 //!     high-water mark, the log's committed end, and the marker set while
