@@ -46,7 +46,8 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: &'static str, rule: impl Into<String>) -> Self {
+    /// A rule `field` breaks.
+    pub fn new(field: &'static str, rule: impl Into<String>) -> Self {
         Self {
             field,
             rule: rule.into(),

@@ -47,6 +47,31 @@ pub enum Error {
         pruned: bool,
     },
 
+    /// Some ids of a batch get are not stored (or were deleted).
+    #[error("{total} of the requested ids are not in the archive (unknown or deleted): {}{}",
+        first.join(", "),
+        if *total > first.len() { format!(" and {} more", total - first.len()) } else { String::new() })]
+    MissingArticles {
+        /// The first few of them, in request order.
+        first: Vec<String>,
+        /// How many in all.
+        total: usize,
+    },
+
+    /// The answer would not fit in one response.
+    #[error(
+        "the {articles} articles would make a response of about {bytes} bytes, more than the \
+             {limit}-byte limit; ask for fewer ids, or the BASIC view"
+    )]
+    ResponseTooLarge {
+        /// Articles asked for.
+        articles: usize,
+        /// Bytes they would take.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+
     /// Another process holds the data directory.
     #[error(
         "data directory {} is locked by another process (is another article-archive \
@@ -219,9 +244,11 @@ impl Error {
         // No `_` arm: a new variant must choose its code here.
         match self {
             Error::InvalidArgument(_) | Error::InvalidPageToken(_) => Code::InvalidArgument,
-            Error::NotFound(_) | Error::Deleted { .. } | Error::NoSuchRevision { .. } => {
-                Code::NotFound
-            }
+            Error::NotFound(_)
+            | Error::Deleted { .. }
+            | Error::NoSuchRevision { .. }
+            | Error::MissingArticles { .. } => Code::NotFound,
+            Error::ResponseTooLarge { .. } => Code::ResourceExhausted,
             Error::DataDirLocked { .. } | Error::Closed => Code::Unavailable,
             Error::DiskLow { .. } => Code::ResourceExhausted,
             Error::Storage(inner) => sled_code(inner),

@@ -10,7 +10,8 @@
 //! `version 2 (1) ‖ kind (1) ‖ fingerprint (16) ‖ cursor ‖ tag (16)`
 //!
 //! where the cursor is a date-index key (a place in (published_at, id)
-//! order), or a revision number (8 bytes, big-endian). Version 1 tokens
+//! order), a revision number (8 bytes, big-endian), or a key of the url
+//! index. Version 1 tokens
 //! (ListArticles, before filters existed) are still accepted: they carried
 //! the order and range in the clear, which give the same fingerprint.
 
@@ -29,8 +30,9 @@ const VERSION_2: u8 = 2;
 const TAG_LEN: usize = 16;
 const FINGERPRINT_LEN: usize = 16;
 const TS_LEN: usize = keys::TIMESTAMP_LEN;
-/// Longest token text accepted; anything longer is not one of ours.
-const MAX_TOKEN_CHARS: usize = 512;
+/// Longest token text accepted; anything longer is not one of ours. A url
+/// listing's cursor holds a url (up to 4096 bytes), base64 a third more.
+const MAX_TOKEN_CHARS: usize = 6 * 1024;
 
 /// What a token pages through; each kind has its own cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +41,8 @@ pub enum Kind {
     Dates = 1,
     /// ListArticleRevisions: the cursor is a revision.
     Revisions = 2,
+    /// ListArticlesByUrl: the cursor is a key of the url index.
+    Urls = 3,
 }
 
 /// Where the next page starts (strictly after).
@@ -48,6 +52,8 @@ pub enum Cursor {
     Date(Position),
     /// A revision of an article, newest first.
     Revision(u64),
+    /// A place in the url index (host-reversed url, scheme, date, id).
+    UrlKey(Vec<u8>),
 }
 
 /// The query a page belongs to, as a fingerprint, and where the next page
@@ -111,6 +117,7 @@ impl PageToken {
                 bytes.extend_from_slice(&keys::date_key(position.published_at, &position.id));
             }
             Cursor::Revision(revision) => bytes.extend_from_slice(&revision.to_be_bytes()),
+            Cursor::UrlKey(key) => bytes.extend_from_slice(key),
         }
         let tag = sign(key, &bytes);
         bytes.extend_from_slice(&tag);
@@ -180,6 +187,24 @@ impl PageToken {
     }
 }
 
+impl PageToken {
+    /// The url-index cursor, for a token that must be of a url listing with
+    /// this fingerprint.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPageToken`] when it belongs to another query.
+    pub fn url_cursor(&self, fingerprint: &[u8; FINGERPRINT_LEN]) -> Result<Vec<u8>, Error> {
+        match &self.cursor {
+            Cursor::UrlKey(key) if self.kind == Kind::Urls && &self.fingerprint == fingerprint => {
+                Ok(key.clone())
+            }
+            _ => Err(Error::InvalidPageToken(
+                "it was issued for a different query (url, match or view)",
+            )),
+        }
+    }
+}
+
 /// `1 ‖ order ‖ bounds flags ‖ start ‖ end ‖ position key`.
 fn decode_version_1(body: &[u8]) -> Result<PageToken, Error> {
     const HEADER: usize = 3 + 2 * TS_LEN;
@@ -231,6 +256,12 @@ fn decode_version_2(body: &[u8]) -> Result<PageToken, Error> {
         2 => {
             let revision = u64::from_be_bytes(cursor.try_into().map_err(|_| GARBAGE)?);
             (Kind::Revisions, Cursor::Revision(revision))
+        }
+        3 => {
+            keys::parse_url_index_key(cursor)
+                .filter(|(_, date)| keys::parse_date_key(date).is_some())
+                .ok_or(GARBAGE)?;
+            (Kind::Urls, Cursor::UrlKey(cursor.to_vec()))
         }
         _ => return Err(GARBAGE),
     };

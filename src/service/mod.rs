@@ -242,6 +242,53 @@ impl ArchiveApi for ArchiveService {
         log_finished(started, result.map(Response::new).map_err(Status::from))
     }
 
+    async fn batch_get_articles(
+        &self,
+        request: Request<proto::BatchGetArticlesRequest>,
+    ) -> Result<Response<proto::BatchGetArticlesResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        let store = self.store.clone();
+        let result = async move {
+            let query = query::BatchGetQuery::parse(request.get_ref())?;
+            // Up to 1000 point reads and records: off the async workers.
+            blocking(move || read::batch_get(&store, &query)).await
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn list_articles_by_url(
+        &self,
+        request: Request<proto::ListArticlesByUrlRequest>,
+    ) -> Result<Response<proto::ListArticlesByUrlResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        let store = self.store.clone();
+        let result = async move {
+            let query = query::UrlListQuery::parse(request.get_ref(), store.page_token_key())?;
+            blocking(move || read::by_url(&store, &query)).await
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
+    async fn count_articles(
+        &self,
+        request: Request<proto::CountArticlesRequest>,
+    ) -> Result<Response<proto::CountArticlesResponse>, Status> {
+        let started = Instant::now();
+        let _call = self.admit_call(Role::Read, request.metadata())?;
+        let store = self.store.clone();
+        let result = async move {
+            let query = query::CountQuery::parse(request.get_ref())?;
+            // A filtered count may scan an index: off the async workers.
+            blocking(move || read::count(&store, &query)).await
+        }
+        .await;
+        log_finished(started, result.map(Response::new).map_err(Status::from))
+    }
+
     async fn delete_article(
         &self,
         request: Request<proto::DeleteArticleRequest>,

@@ -459,3 +459,183 @@ mod tests {
         }
     }
 }
+
+/// Most ids in one BatchGetArticles call (AIP-231 leaves the bound to the
+/// service).
+pub const MAX_BATCH_IDS: usize = 1000;
+
+/// A validated BatchGetArticles request.
+#[derive(Debug)]
+pub struct BatchGetQuery {
+    /// The ids, in request order, duplicates kept.
+    pub ids: Vec<ArticleId>,
+    /// How much of each article (FULL when unset).
+    pub view: View,
+}
+
+impl BatchGetQuery {
+    /// Validates a request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for more than [`MAX_BATCH_IDS`] ids or a
+    /// malformed one (named with its position).
+    pub fn parse(request: &proto::BatchGetArticlesRequest) -> Result<Self, Error> {
+        if request.ids.len() > MAX_BATCH_IDS {
+            return Err(invalid(
+                "ids",
+                &format!(
+                    "must have at most {MAX_BATCH_IDS} ids, got {}",
+                    request.ids.len()
+                ),
+            ));
+        }
+        let ids = request
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                ArticleId::parse("ids", raw)
+                    .map_err(|e| invalid("ids", &format!("id {i} ({raw:?}): {}", e.rule)))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            ids,
+            view: parse_view(request.view, View::Full)?,
+        })
+    }
+}
+
+/// A validated ListArticlesByUrl request.
+#[derive(Debug)]
+pub struct UrlListQuery {
+    /// What to match.
+    pub query: crate::store::url_key::UrlQuery,
+    /// Most articles in the page.
+    pub page_size: usize,
+    /// Start strictly after this url-index key; `None` on the first page.
+    pub after: Option<Vec<u8>>,
+    /// How much of each article.
+    pub view: View,
+    fingerprint: [u8; 16],
+}
+
+impl UrlListQuery {
+    /// Validates a request; a page token must be one this archive signed
+    /// for the same url, match and view.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field, or
+    /// [`Error::InvalidPageToken`].
+    pub fn parse(
+        request: &proto::ListArticlesByUrlRequest,
+        token_key: &[u8; 32],
+    ) -> Result<Self, Error> {
+        use crate::store::url_key::{UrlMatch, UrlQuery};
+        let how = match proto::UrlMatch::try_from(request.r#match) {
+            Ok(proto::UrlMatch::Exact) => UrlMatch::Exact,
+            Ok(proto::UrlMatch::Prefix) => UrlMatch::Prefix,
+            Ok(proto::UrlMatch::Host) => UrlMatch::Host,
+            Ok(proto::UrlMatch::Domain) => UrlMatch::Domain,
+            Ok(proto::UrlMatch::Unspecified) => {
+                return Err(invalid(
+                    "match",
+                    "must be set: URL_MATCH_EXACT, URL_MATCH_PREFIX, URL_MATCH_HOST or URL_MATCH_DOMAIN",
+                ))
+            }
+            Err(_) => return Err(invalid("match", "is not a known UrlMatch")),
+        };
+        if request.url.len() > article::MAX_URL_BYTES {
+            return Err(invalid(
+                "url",
+                &format!(
+                    "must be at most {} bytes, got {}",
+                    article::MAX_URL_BYTES,
+                    request.url.len()
+                ),
+            ));
+        }
+        let query = UrlQuery::new(&request.url, how).ok_or_else(|| {
+            if request.url.is_empty() {
+                invalid("url", "must not be empty")
+            } else if matches!(how, UrlMatch::Host | UrlMatch::Domain) {
+                invalid("url", "must be a url or host name with a host")
+            } else {
+                invalid("url", "must be an absolute http(s) URL with a host")
+            }
+        })?;
+        let page_size = parse_page_size(request.page_size)?;
+        let view = parse_view(request.view, View::Basic)?;
+        let mut parts = Vec::new();
+        for prefix in &query.prefixes {
+            parts.extend_from_slice(prefix.as_bytes());
+            parts.push(0);
+        }
+        let fingerprint = page_token::fingerprint(
+            page_token::Kind::Urls,
+            &[
+                &parts,
+                query.scheme.as_deref().unwrap_or("").as_bytes(),
+                &[how as u8, u8::from(query.whole), u8::from(view.with_body())],
+            ],
+        );
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(PageToken::decode(&request.page_token, token_key)?.url_cursor(&fingerprint)?)
+        };
+        Ok(Self {
+            query,
+            page_size,
+            after,
+            view,
+            fingerprint,
+        })
+    }
+
+    /// The token for the page after one that ended at url-index key `last`.
+    pub fn next_token(&self, last: Vec<u8>, token_key: &[u8; 32]) -> String {
+        PageToken {
+            kind: page_token::Kind::Urls,
+            fingerprint: self.fingerprint,
+            cursor: page_token::Cursor::UrlKey(last),
+        }
+        .encode(token_key)
+    }
+}
+
+/// A validated CountArticles request.
+#[derive(Debug)]
+pub struct CountQuery {
+    /// Publication times to count.
+    pub range: DateRange,
+    /// Bucket length.
+    pub interval: crate::store::calendar::Interval,
+    /// Which articles.
+    pub filter: Filter,
+}
+
+impl CountQuery {
+    /// Validates a request.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the field.
+    pub fn parse(request: &proto::CountArticlesRequest) -> Result<Self, Error> {
+        use crate::store::calendar::Interval;
+        let interval =
+            match proto::CountInterval::try_from(request.interval) {
+                Ok(proto::CountInterval::Day) => Interval::Day,
+                Ok(proto::CountInterval::Month) => Interval::Month,
+                Ok(proto::CountInterval::Year) => Interval::Year,
+                Ok(proto::CountInterval::Unspecified) => return Err(invalid(
+                    "interval",
+                    "must be set: COUNT_INTERVAL_DAY, COUNT_INTERVAL_MONTH or COUNT_INTERVAL_YEAR",
+                )),
+                Err(_) => return Err(invalid("interval", "is not a known CountInterval")),
+            };
+        Ok(Self {
+            range: parse_range(request.start_time.as_ref(), request.end_time.as_ref())?,
+            interval,
+            filter: parse_filter(request.filter.as_ref())?,
+        })
+    }
+}

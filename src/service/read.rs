@@ -1,14 +1,15 @@
-//! The read RPCs: GetArticle, ListArticles, ListArticleRevisions, and the
-//! page reader that ExportArticles shares.
+//! The read RPCs: GetArticle, BatchGetArticles, ListArticles,
+//! ListArticlesByUrl, ListArticleRevisions, CountArticles, and the page
+//! reader that ExportArticles shares.
 
 use prost::Message;
 
-use super::query::{ListQuery, RevisionsQuery, View};
+use super::query::{BatchGetQuery, CountQuery, ListQuery, RevisionsQuery, UrlListQuery, View};
 use crate::{
     article::ArticleId,
     error::Error,
     proto,
-    store::{DateRange, Filter, Order, PageRequest, Position, Store},
+    store::{DateRange, Filter, Order, PageRequest, Position, Store, UrlPageRequest},
 };
 
 /// Largest response, the default receive limit of gRPC clients.
@@ -162,5 +163,102 @@ pub(super) fn read_page(
         articles,
         resume_after: stored.resume_after,
         more: stored.more,
+    })
+}
+
+/// Ids named in a NOT_FOUND message, at most.
+const MISSING_NAMED: usize = 10;
+
+/// BatchGetArticles: every article or none (AIP-231). Blocking.
+pub(super) fn batch_get(
+    store: &Store,
+    query: &BatchGetQuery,
+) -> Result<proto::BatchGetArticlesResponse, Error> {
+    // Each id read once, however often it is asked for.
+    let mut unique: Vec<ArticleId> = query.ids.clone();
+    unique.sort();
+    unique.dedup();
+    let found = store.batch_get(&unique, query.view.with_body())?;
+    let missing: Vec<&ArticleId> = unique
+        .iter()
+        .zip(&found)
+        .filter(|(_, article)| article.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    if !missing.is_empty() {
+        let first = query.ids.iter().filter(|id| missing.contains(id)).fold(
+            Vec::new(),
+            |mut named: Vec<String>, id| {
+                if named.len() < MISSING_NAMED && !named.contains(&id.to_string()) {
+                    named.push(id.to_string());
+                }
+                named
+            },
+        );
+        return Err(Error::MissingArticles {
+            first,
+            total: missing.len(),
+        });
+    }
+    let by_id: std::collections::HashMap<&ArticleId, proto::Article> = unique
+        .iter()
+        .zip(found)
+        .filter_map(|(id, article)| article.map(|a| (id, a.into_proto(query.view.with_body()))))
+        .collect();
+    let articles: Vec<proto::Article> = query.ids.iter().map(|id| by_id[id].clone()).collect();
+    let bytes: usize = articles.iter().map(framed_len).sum();
+    if bytes > MAX_RESPONSE_BYTES - RESPONSE_HEADROOM {
+        return Err(Error::ResponseTooLarge {
+            articles: articles.len(),
+            bytes,
+            limit: MAX_RESPONSE_BYTES,
+        });
+    }
+    Ok(proto::BatchGetArticlesResponse { articles })
+}
+
+/// ListArticlesByUrl: one page of matches. Blocking.
+pub(super) fn by_url(
+    store: &Store,
+    query: &UrlListQuery,
+) -> Result<proto::ListArticlesByUrlResponse, Error> {
+    let page = store.by_url(&UrlPageRequest {
+        query: query.query.clone(),
+        after: query.after.clone(),
+        limit: query.page_size,
+        with_body: query.view.with_body(),
+        byte_budget: MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
+    })?;
+    let articles: Vec<proto::Article> = page
+        .articles
+        .into_iter()
+        .map(|a| a.into_proto(query.view.with_body()))
+        .collect();
+    let next_page_token = match (page.more, page.resume_after) {
+        (true, Some(last)) => query.next_token(last, store.page_token_key()),
+        _ => String::new(),
+    };
+    Ok(proto::ListArticlesByUrlResponse {
+        articles,
+        next_page_token,
+    })
+}
+
+/// CountArticles. Blocking.
+pub(super) fn count(
+    store: &Store,
+    query: &CountQuery,
+) -> Result<proto::CountArticlesResponse, Error> {
+    let buckets = store.count(query.range, query.interval, &query.filter)?;
+    let total = buckets.iter().map(|b| b.count).sum();
+    Ok(proto::CountArticlesResponse {
+        buckets: buckets
+            .into_iter()
+            .map(|b| proto::CountBucket {
+                start_time: Some(b.start.to_proto()),
+                count: b.count,
+            })
+            .collect(),
+        total,
     })
 }

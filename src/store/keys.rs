@@ -1,5 +1,5 @@
-//! Order-preserving key encodings: the date index, sequence numbers and
-//! revisions.
+//! Order-preserving key encodings: the date index, sequence numbers,
+//! revisions, the label and url indexes, and counters.
 //!
 //! A date-index key is `seconds ‖ nanos ‖ id`:
 //! - seconds: the i64 Unix seconds with the sign bit flipped (so 1851 sorts
@@ -135,6 +135,127 @@ pub fn parse_date_key(key: &[u8]) -> Option<(Timestamp, ArticleId)> {
     Some((published_at, id))
 }
 
+/// Appends `value` so that it ends at a 0x00 no value byte can be taken
+/// for: 0x00 is written 0x01 0x01 and 0x01 is written 0x01 0x02. Byte order
+/// of the results is the order of the values, a value before every longer
+/// value it starts, so `escaped(value) ‖ rest` keys sort by value first.
+pub fn push_terminated(out: &mut Vec<u8>, value: &[u8]) {
+    push_escaped(out, value);
+    out.push(0);
+}
+
+/// Appends `value` escaped as in [`push_terminated`], without the end: the
+/// prefix shared by the keys of every value that starts with `value`.
+pub fn push_escaped(out: &mut Vec<u8>, value: &[u8]) {
+    for &byte in value {
+        match byte {
+            0 => out.extend_from_slice(&[1, 1]),
+            1 => out.extend_from_slice(&[1, 2]),
+            other => out.push(other),
+        }
+    }
+}
+
+/// Reads a value written by [`push_terminated`] from the start of `key`:
+/// the value and the rest of the key; `None` when there is no end.
+pub fn split_terminated(key: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut value = Vec::new();
+    let mut i = 0;
+    while i < key.len() {
+        match key[i] {
+            0 => return Some((value, &key[i + 1..])),
+            1 => {
+                value.push(match key.get(i + 1)? {
+                    1 => 0,
+                    2 => 1,
+                    _ => return None,
+                });
+                i += 2;
+            }
+            other => {
+                value.push(other);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// The key of an article in a label index (`sources`, `sections`):
+/// `label ‖ 0x00 ‖ date key`, so one label's entries are a range in
+/// (published_at, id) order.
+pub fn label_key(label: &str, published_at: Timestamp, id: &ArticleId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(label.len() + 2 + TIMESTAMP_LEN + id.as_str().len());
+    push_terminated(&mut key, label.as_bytes());
+    key.extend_from_slice(&date_key(published_at, id));
+    key
+}
+
+/// What every key of `label` in a label index starts with.
+pub fn label_prefix(label: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(label.len() + 1);
+    push_terminated(&mut key, label.as_bytes());
+    key
+}
+
+/// The key of an article in the `urls` index: `surt ‖ 0x00 ‖ scheme ‖ 0x00
+/// ‖ date key` (see [`super::url_key`]).
+pub fn url_index_key(
+    url: &super::url_key::UrlKey,
+    published_at: Timestamp,
+    id: &ArticleId,
+) -> Vec<u8> {
+    let mut key = url_scheme_prefix(url);
+    key.extend_from_slice(&date_key(published_at, id));
+    key
+}
+
+/// What the keys of exactly this url and scheme start with.
+pub fn url_scheme_prefix(url: &super::url_key::UrlKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(url.surt.len() + url.scheme.len() + 2);
+    push_terminated(&mut key, url.surt.as_bytes());
+    push_terminated(&mut key, url.scheme.as_bytes());
+    key
+}
+
+/// Splits a `urls` key into its url key and date key.
+pub fn parse_url_index_key(key: &[u8]) -> Option<(super::url_key::UrlKey, &[u8])> {
+    let (surt, rest) = split_terminated(key)?;
+    let (scheme, date) = split_terminated(rest)?;
+    Some((
+        super::url_key::UrlKey {
+            surt: String::from_utf8(surt).ok()?,
+            scheme: String::from_utf8(scheme).ok()?,
+        },
+        date,
+    ))
+}
+
+/// The key of a counter: `kind ‖ number`, the signed number sign-flipped in
+/// 7-bit digits, so counters of one kind are in numeric order.
+pub fn counter_key(kind: u8, number: i64) -> [u8; 1 + U64_LEN] {
+    let mut key = [0u8; 1 + U64_LEN];
+    key[0] = kind;
+    key[1..].copy_from_slice(&u64_key((number as u64) ^ SIGN_BIT));
+    key
+}
+
+/// The number of a [`counter_key`] of `kind`.
+pub fn parse_counter_key(kind: u8, key: &[u8]) -> Option<i64> {
+    let (&first, rest) = key.split_first()?;
+    if first != kind {
+        return None;
+    }
+    Some((parse_u64_key(rest)? ^ SIGN_BIT) as i64)
+}
+
+/// The key of a per-label counter: `kind ‖ label ‖ 0x00`.
+pub fn label_counter_key(kind: u8, label: &str) -> Vec<u8> {
+    let mut key = vec![kind];
+    push_terminated(&mut key, label.as_bytes());
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +304,33 @@ mod tests {
             }
             // One id's keys are exactly those with its prefix.
             prop_assert_eq!(ka.starts_with(&revision_prefix(&b.0)), a.0 == b.0);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn terminated_values_keep_their_order_and_parse_back(
+            a in proptest::collection::vec(0u8..4, 0..8),
+            b in proptest::collection::vec(0u8..4, 0..8),
+            rest in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let (mut ka, mut kb) = (Vec::new(), Vec::new());
+            push_terminated(&mut ka, &a);
+            push_terminated(&mut kb, &b);
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            let mut prefix = Vec::new();
+            push_escaped(&mut prefix, &b);
+            prop_assert_eq!(ka.starts_with(&prefix), a.starts_with(&b));
+            ka.extend_from_slice(&rest);
+            let (value, tail) = split_terminated(&ka).unwrap();
+            prop_assert_eq!(value, a);
+            prop_assert_eq!(tail, &rest[..]);
+        }
+
+        #[test]
+        fn counter_keys_sort_numerically(a in any::<i64>(), b in any::<i64>()) {
+            prop_assert_eq!(counter_key(b'd', a).cmp(&counter_key(b'd', b)), a.cmp(&b));
+            prop_assert_eq!(parse_counter_key(b'd', &counter_key(b'd', a)), Some(a));
         }
     }
 

@@ -14,8 +14,10 @@
 //! a restart. Reads go on throughout (after a disk failure, as far as the
 //! engine allows).
 
+pub mod calendar;
 pub mod keys;
 pub mod sled;
+pub mod url_key;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -250,6 +252,45 @@ pub struct StoredPage {
     /// starts strictly after it.
     pub resume_after: Option<Position>,
 }
+
+/// One page of a url query ([`Store::by_url`]).
+#[derive(Debug, Clone)]
+pub struct UrlPageRequest {
+    /// What to match.
+    pub query: url_key::UrlQuery,
+    /// Start strictly after this `urls` key (from the previous page).
+    pub after: Option<Vec<u8>>,
+    /// Most articles.
+    pub limit: usize,
+    /// Whether articles carry their body.
+    pub with_body: bool,
+    /// Stop before the articles' estimated size passes this (one article
+    /// is always taken).
+    pub byte_budget: usize,
+}
+
+/// What [`Store::by_url`] read.
+#[derive(Debug, Clone)]
+pub struct UrlPage {
+    /// The articles, in (host-reversed url, scheme, published_at, id) order.
+    pub articles: Vec<StoredArticle>,
+    /// Whether more may follow.
+    pub more: bool,
+    /// The last `urls` key examined: the next page starts after it.
+    pub resume_after: Option<Vec<u8>>,
+}
+
+/// The number of articles in one calendar bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CountBucket {
+    /// When the bucket starts (UTC).
+    pub start: Timestamp,
+    /// Articles published in it (within the range asked).
+    pub count: u64,
+}
+
+/// Most buckets one count may span.
+pub const MAX_COUNT_INTERVALS: i64 = 100_000;
 
 /// A page of an article's history, newest first.
 #[derive(Debug, Clone)]
@@ -544,6 +585,46 @@ impl Store {
             .submit(sled::Op::Delete { id, note })
             .await
             .map(PendingWrite)
+    }
+
+    /// The current version of each id, in order, `None` for one that is not
+    /// stored (unknown or deleted); BASIC (no record read) unless
+    /// `with_body`. Blocking: a few point reads per id.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or damage.
+    pub fn batch_get(
+        &self,
+        ids: &[ArticleId],
+        with_body: bool,
+    ) -> Result<Vec<Option<StoredArticle>>> {
+        self.sled().batch_get(ids, with_body)
+    }
+
+    /// A page of articles whose url matches. Blocking.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or damage.
+    pub fn by_url(&self, request: &UrlPageRequest) -> Result<UrlPage> {
+        self.sled().by_url(request)
+    }
+
+    /// Articles per `interval` published in `range` that match `filter`:
+    /// the non-empty buckets, ascending. Unfiltered counts come from
+    /// counters kept with the writes; filtered ones scan an index (or the
+    /// date range). Blocking.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range (or, for an open bound,
+    /// the archive's first or last article) spans more than
+    /// [`MAX_COUNT_INTERVALS`] buckets; [`Error::Storage`] or damage.
+    pub fn count(
+        &self,
+        range: DateRange,
+        interval: calendar::Interval,
+        filter: &Filter,
+    ) -> Result<Vec<CountBucket>> {
+        self.sled().count(range, interval, filter)
     }
 
     /// Revision `revision` of `id` (0: the current one). Blocking, but a

@@ -20,7 +20,9 @@
 //!   tombstone with its deletion record;
 //! - each date entry is at the date of its id's current version and points
 //!   at it; each `revisions` entry at that revision's record, older than
-//!   the current one; each checkpoint at a record of that sequence.
+//!   the current one; each checkpoint at a record of that sequence;
+//! - the query indexes and counters agree with the date entries
+//!   ([`super::queries::check`]).
 //!
 //! Repair copies damaged records to `quarantined_records` byte for byte,
 //! erases them in the log, and rebuilds the indexes from what is left (an
@@ -232,6 +234,7 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             ));
         }
     }
+    super::queries::check(trees, &shared.codec, &mut report.problems)?;
     Ok(report)
 }
 
@@ -602,6 +605,8 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             .insert(key, index::encode_pointer(pointer))?;
     }
     trees.db.flush()?;
+    // Derived from `dates`, which is right from here on.
+    super::queries::rebuild(trees, &shared.codec, &mut report)?;
     for pointer in &erase {
         shared.log.erase(*pointer, false)?;
     }

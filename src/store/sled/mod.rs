@@ -40,6 +40,7 @@ pub mod codec;
 pub mod format1;
 pub mod index;
 pub mod log;
+pub(crate) mod queries;
 pub mod record;
 pub mod upgrade;
 mod writer;
@@ -72,9 +73,10 @@ use self::{
     record::{Payload, RecordKind},
 };
 use super::{
-    keys, Change, ChangeKind, ChangesPage, ChangesRequest, CheckReport, DateRange, Order,
-    PageRequest, Position, RepairReport, RevisionsPage, StartupCheck, StoreConfig, StoredPage,
-    WriteHealth, WriteOutcome, FILTER_SCAN_BUDGET,
+    calendar::Interval, keys, Change, ChangeKind, ChangesPage, ChangesRequest, CheckReport,
+    CountBucket, DateRange, Filter, Order, PageRequest, Position, RepairReport, RevisionsPage,
+    StartupCheck, StoreConfig, StoredPage, UrlPage, UrlPageRequest, WriteHealth, WriteOutcome,
+    FILTER_SCAN_BUDGET, MAX_COUNT_INTERVALS,
 };
 use crate::{
     article::{Article, ArticleId, StoredArticle, Timestamp},
@@ -108,6 +110,11 @@ pub(crate) struct Trees {
     /// log: where the change feed starts reading to resume after a given
     /// sequence number (one entry per batch).
     pub checkpoints: sled::Tree,
+    /// The query indexes and counters ([`queries`]).
+    pub sources: sled::Tree,
+    pub sections: sled::Tree,
+    pub urls: sled::Tree,
+    pub counts: sled::Tree,
 }
 
 impl Trees {
@@ -119,6 +126,10 @@ impl Trees {
             dicts: db.open_tree(DICTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
+            sources: db.open_tree(queries::SOURCES_TREE)?,
+            sections: db.open_tree(queries::SECTIONS_TREE)?,
+            urls: db.open_tree(queries::URLS_TREE)?,
+            counts: db.open_tree(queries::COUNTS_TREE)?,
             db,
         })
     }
@@ -140,6 +151,8 @@ pub struct Prepared {
     pub(crate) ingested_at: Option<Timestamp>,
     /// Store it as exactly this revision (restoring a full-history export).
     pub(crate) restore_revision: Option<u64>,
+    /// What the query indexes will hold of it.
+    pub(crate) labels: queries::Labels,
 }
 
 /// The stored form of a prepared article's content.
@@ -194,6 +207,7 @@ impl Prepared {
             body_bytes: content.body.len() as u64,
             ingested_at: None,
             restore_revision: None,
+            labels: queries::Labels::of(content),
         }
     }
 
@@ -471,6 +485,21 @@ impl SledStore {
             })
             .0,
         });
+        if shared.trees.meta.get(queries::QUERY_INDEXES_KEY)?.is_none() {
+            // Made before the query indexes existed, or their build was
+            // interrupted: build them from the date index now.
+            let started = std::time::Instant::now();
+            let mut report = RepairReport::default();
+            queries::rebuild(&shared.trees, &shared.codec, &mut report)?;
+            if report.added + report.removed > 0 {
+                info!(
+                    added = report.added,
+                    removed = report.removed,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "built the query indexes (sources, sections, urls, counts)"
+                );
+            }
+        }
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
             .unwrap_or(u32::MAX)
@@ -592,6 +621,180 @@ impl SledStore {
                 pruned: self.shared.config.keep_revisions > 0 && revision < current.revision,
             }),
         }
+    }
+
+    /// See [`crate::Store::batch_get`].
+    pub fn batch_get(
+        &self,
+        ids: &[ArticleId],
+        with_body: bool,
+    ) -> Result<Vec<Option<StoredArticle>>> {
+        ids.iter()
+            .map(|id| {
+                let current = match self.live_entry(id) {
+                    Ok(current) => current,
+                    Err(Error::NotFound(_) | Error::Deleted { .. }) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                if with_body {
+                    return self
+                        .read_version(current.sequence, current.pointer)
+                        .map(Some);
+                }
+                let key = keys::date_key(current.published_at, id);
+                Ok(
+                    queries::entry_at(&self.shared.trees, &self.shared.codec, &key)?
+                        .map(|entry| entry.article),
+                )
+            })
+            .collect()
+    }
+
+    /// See [`crate::Store::by_url`].
+    pub fn by_url(&self, request: &UrlPageRequest) -> Result<UrlPage> {
+        let trees = &self.shared.trees;
+        let (hits, last, mut more) = queries::url_scan(
+            trees,
+            &request.query,
+            request.after.as_deref(),
+            request.limit,
+            FILTER_SCAN_BUDGET,
+        )?;
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        let mut resume_after = last;
+        for hit in hits {
+            let Some(entry) = queries::entry_at(trees, &self.shared.codec, &hit.date_key)? else {
+                continue;
+            };
+            let size = estimated_size(&entry, request.with_body);
+            if bytes + size > request.byte_budget && !entries.is_empty() {
+                more = true;
+                break;
+            }
+            bytes += size;
+            entries.push(entry);
+            resume_after = Some(hit.key);
+        }
+        Ok(UrlPage {
+            articles: self.with_bodies(entries, request.with_body)?,
+            more,
+            resume_after,
+        })
+    }
+
+    /// The articles of `entries`, with their bodies read from the log (in
+    /// log order, so reads go along the segment files) when asked.
+    fn with_bodies(&self, entries: Vec<DateEntry>, with_body: bool) -> Result<Vec<StoredArticle>> {
+        if !with_body {
+            return Ok(entries.into_iter().map(|entry| entry.article).collect());
+        }
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| (entries[i].pointer.segment, entries[i].pointer.offset));
+        let mut full: Vec<Option<StoredArticle>> = vec![None; entries.len()];
+        for i in order {
+            full[i] = Some(self.read_version(entries[i].sequence, entries[i].pointer)?);
+        }
+        Ok(full.into_iter().flatten().collect())
+    }
+
+    /// See [`crate::Store::count`].
+    pub fn count(
+        &self,
+        range: DateRange,
+        interval: Interval,
+        filter: &Filter,
+    ) -> Result<Vec<CountBucket>> {
+        let trees = &self.shared.trees;
+        // An open bound counts from the archive's first (or to its last)
+        // article.
+        let edge = |last: bool| -> Result<Option<Timestamp>> {
+            let entry = if last {
+                trees.dates.last()?
+            } else {
+                trees.dates.first()?
+            };
+            Ok(entry
+                .and_then(|(key, _)| keys::parse_date_key(&key))
+                .map(|(t, _)| t))
+        };
+        let (Some(first), Some(last)) = (
+            range.start.map_or_else(|| edge(false), |t| Ok(Some(t)))?,
+            match range.end {
+                Some(end) => Some(queries::before(end)),
+                None => edge(true)?,
+            },
+        ) else {
+            return Ok(Vec::new());
+        };
+        let spanned = interval.bucket(last) - interval.bucket(first) + 1;
+        if spanned > MAX_COUNT_INTERVALS {
+            return Err(Error::InvalidArgument(crate::article::ValidationError::new(
+                "interval",
+                format!(
+                    "the range spans {spanned} buckets from {} to {}, more than \
+                     {MAX_COUNT_INTERVALS}; narrow start_time/end_time or count by a longer interval",
+                    first.to_rfc3339(),
+                    last.to_rfc3339()
+                ),
+            )));
+        }
+        let counts = if filter.is_empty() {
+            queries::count_unfiltered(trees, range, interval)?
+        } else {
+            self.count_filtered(range, interval, filter)?
+        };
+        Ok(counts
+            .into_iter()
+            .map(|(bucket, count)| CountBucket {
+                start: interval.start(bucket),
+                count,
+            })
+            .collect())
+    }
+
+    /// A filtered count: every candidate of the plan is looked at (its date
+    /// key alone when the filter has only the planned field).
+    fn count_filtered(
+        &self,
+        range: DateRange,
+        interval: Interval,
+        filter: &Filter,
+    ) -> Result<std::collections::BTreeMap<i64, u64>> {
+        let trees = &self.shared.trees;
+        let plan = queries::plan(trees, filter)?;
+        let rest = match plan {
+            queries::Plan::Sources => Filter {
+                sources: Vec::new(),
+                ..filter.clone()
+            },
+            queries::Plan::Sections => Filter {
+                sections: Vec::new(),
+                ..filter.clone()
+            },
+            queries::Plan::Dates => filter.clone(),
+        };
+        let keys: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if plan == queries::Plan::Dates {
+            Box::new(
+                date_range(&trees.dates, range, Order::OldestFirst, None)
+                    .map(|entry| entry.map(|(key, _)| key.to_vec()).map_err(Error::from)),
+            )
+        } else {
+            queries::candidates(trees, plan, filter, range, Order::OldestFirst, None)?
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for key in keys {
+            let key = key?;
+            if !rest.is_empty() {
+                match queries::entry_at(trees, &self.shared.codec, &key)? {
+                    Some(entry) if rest.matches(&entry.article.content) => {}
+                    _ => continue,
+                }
+            }
+            let (published_at, _) = queries::date_of(&key)?;
+            *out.entry(interval.bucket(published_at)).or_insert(0) += 1;
+        }
+        Ok(out)
     }
 
     /// Up to `limit` revisions of `id`, newest first, strictly older than
@@ -890,13 +1093,42 @@ impl SledStore {
         let mut bytes = 0usize;
         let mut more = false;
         let mut resume_after = None;
-        let entries_in_range = date_range(
-            &trees.dates,
-            request.range,
-            request.order,
-            request.after.as_ref(),
-        );
-        for (examined, next) in entries_in_range.enumerate() {
+        let plan = queries::plan(trees, &request.filter)?;
+        let candidates: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> =
+            if plan == queries::Plan::Dates {
+                Box::new(
+                    date_range(
+                        &trees.dates,
+                        request.range,
+                        request.order,
+                        request.after.as_ref(),
+                    )
+                    .map(|entry| entry.map_err(Error::from)),
+                )
+            } else {
+                // An index entry and its date entry change in one
+                // transaction, but this read is not one: an article changed
+                // between the two reads is passed over.
+                Box::new(
+                    queries::candidates(
+                        trees,
+                        plan,
+                        &request.filter,
+                        request.range,
+                        request.order,
+                        request.after.as_ref(),
+                    )?
+                    .filter_map(|date_key| match date_key {
+                        Err(e) => Some(Err(e)),
+                        Ok(key) => match trees.dates.get(&key) {
+                            Err(e) => Some(Err(e.into())),
+                            Ok(None) => None,
+                            Ok(Some(value)) => Some(Ok((sled::IVec::from(key), value))),
+                        },
+                    }),
+                )
+            };
+        for (examined, next) in candidates.enumerate() {
             let (key, value) = next?;
             if entries.len() == request.limit
                 || (!request.filter.is_empty() && examined == FILTER_SCAN_BUDGET)
@@ -929,18 +1161,7 @@ impl SledStore {
             entries.push(entry);
             resume_after = Some(position);
         }
-        let articles = if request.with_body {
-            // In log order, so reads go along the segment files.
-            let mut order: Vec<usize> = (0..entries.len()).collect();
-            order.sort_by_key(|&i| (entries[i].pointer.segment, entries[i].pointer.offset));
-            let mut full: Vec<Option<StoredArticle>> = vec![None; entries.len()];
-            for i in order {
-                full[i] = Some(self.read_version(entries[i].sequence, entries[i].pointer)?);
-            }
-            full.into_iter().flatten().collect()
-        } else {
-            entries.into_iter().map(|entry| entry.article).collect()
-        };
+        let articles = self.with_bodies(entries, request.with_body)?;
         Ok(StoredPage {
             articles,
             more,

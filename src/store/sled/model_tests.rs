@@ -33,6 +33,14 @@ fn article(id: u8, time: usize, text: u8) -> Article {
         id: format!("a{id}"),
         title: format!("title {text}"),
         body: format!("body {text} of a{id}"),
+        // Labels that change with the text, so updates move index entries.
+        source: ["Example.com", "example.org", ""][usize::from(text % 3)].into(),
+        section: ["World", "world", ""][usize::from(text / 3 % 3)].into(),
+        url: if text % 4 == 0 {
+            String::new()
+        } else {
+            format!("https://example.com/{id}/{}?utm_source=x", text % 2)
+        },
         published_at: Some(prost_types::Timestamp {
             seconds: TIMES[time],
             nanos: 0,
@@ -224,6 +232,12 @@ proptest! {
                 prop_assert_eq!(date.article.revision, history.len() as u64);
                 prop_assert_eq!(date.article.content_sha256, current.sha);
             }
+            // The query indexes and counters agree with the date entries,
+            // which were just checked against the model.
+            let mut problems = Vec::new();
+            super::queries::check(&trees, &codec, &mut problems).unwrap();
+            prop_assert!(problems.is_empty(), "{problems:?}");
+            prop_assert_eq!(trees.sources.len(), live);
         }
     }
 }

@@ -55,6 +55,7 @@ use super::{
     codec::Codec,
     index::{self, IdEntry, IdState, RevisionEntry, Tombstone, VersionFacts},
     log::{Pointer, RecordLog},
+    queries::{self, Labels, QueryChanges},
     record::{self, DeletionNote, RecordHeader, RecordKind},
     Prepared, Shared, Trees, LOG_TAIL_KEY, SEQUENCE_HIGH_KEY,
 };
@@ -66,6 +67,9 @@ use crate::{
 
 /// What the writer is asked to do.
 #[derive(Debug)]
+// Deletions are rare and the queue is bounded: boxing every article to
+// shrink them would cost an allocation per write for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Op {
     /// Store an article (a new version, unless it is unchanged).
     Put(Prepared),
@@ -333,6 +337,7 @@ pub(super) fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
 /// operations of the batch see what earlier ones did.
 struct BatchChanges<'a> {
     trees: &'a Trees,
+    codec: &'a Codec,
     /// Per id: what `ids` will hold (`None`: nothing).
     latest: HashMap<ArticleId, Option<IdState>>,
     ids: sled::Batch,
@@ -341,6 +346,10 @@ struct BatchChanges<'a> {
     revisions: HashMap<Vec<u8>, Option<RevisionEntry>>,
     /// Records no index will point at once the batch commits: erased after.
     erase: Vec<Pointer>,
+    /// The query indexes' changes.
+    query: QueryChanges,
+    /// Per id: the labels of the current version this batch stored.
+    labels: HashMap<ArticleId, Labels>,
 }
 
 impl BatchChanges<'_> {
@@ -358,6 +367,20 @@ impl BatchChanges<'_> {
                     reason,
                 }),
         }
+    }
+
+    /// The labels of `id`'s current version (at `published_at`), as of the
+    /// operations so far.
+    fn current_labels(&self, id: &ArticleId, published_at: Timestamp) -> Result<Labels> {
+        if let Some(labels) = self.labels.get(id) {
+            return Ok(labels.clone());
+        }
+        queries::stored_labels(self.trees, self.codec, id, published_at)?.ok_or_else(|| {
+            Error::Corrupt {
+                key: format!("dates/{id}"),
+                reason: "the current version has no date entry".into(),
+            }
+        })
     }
 
     fn set_state(&mut self, id: &ArticleId, state: IdState) {
@@ -420,11 +443,14 @@ pub(super) fn commit(
 ) -> Result<Vec<Result<WriteOutcome>>> {
     let mut changes = BatchChanges {
         trees,
+        codec,
         latest: HashMap::new(),
         ids: sled::Batch::default(),
         dates: sled::Batch::default(),
         revisions: HashMap::new(),
         erase: Vec::new(),
+        query: QueryChanges::default(),
+        labels: HashMap::new(),
     };
     let first_sequence = state.next_sequence;
     let mut pending = log.begin_batch(first_sequence);
@@ -465,12 +491,18 @@ pub(super) fn commit(
                 index::encode_pointer(pointer),
             );
         }
+        let [sources, sections, urls, counts] =
+            std::mem::take(&mut changes.query).into_batches(&trees.counts)?;
         let batches = [
             std::mem::take(&mut changes.ids),
             std::mem::take(&mut changes.dates),
             revisions,
             meta,
             checkpoints,
+            sources,
+            sections,
+            urls,
+            counts,
         ];
         let views = [
             &trees.ids,
@@ -478,6 +510,10 @@ pub(super) fn commit(
             &trees.revisions,
             &trees.meta,
             &trees.checkpoints,
+            &trees.sources,
+            &trees.sections,
+            &trees.urls,
+            &trees.counts,
         ];
         // The closure only applies prepared batches, so sled may retry it.
         views[..]
@@ -601,7 +637,11 @@ fn put(
         if old.published_at != article.published_at {
             changes.dates.remove(keys::date_key(old.published_at, id));
         }
+        let old_labels = changes.current_labels(id, old.published_at)?;
+        changes.query.remove(&old_labels, old.published_at, id);
     }
+    changes.query.add(&article.labels, article.published_at, id);
+    changes.labels.insert(id.clone(), article.labels.clone());
     let facts = VersionFacts {
         sequence,
         pointer,
@@ -665,6 +705,9 @@ fn delete(
         published_at: current.published_at,
         compression: super::codec::Compression::None,
     };
+    let labels = changes.current_labels(id, current.published_at)?;
+    changes.query.remove(&labels, current.published_at, id);
+    changes.labels.remove(id);
     pending.push(&record::encode_deletion(&header, note));
     changes.erase.push(current.pointer);
     changes.remove_revisions_up_to(id, current.revision.saturating_sub(1))?;
