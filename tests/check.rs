@@ -171,6 +171,61 @@ fn index_damage_is_found_and_repaired_from_the_log() {
     );
 }
 
+/// The query indexes (sources, sections, urls) and counters are checked
+/// against the date index and rebuilt from it; a store whose indexes were
+/// never built (as one made before they existed) gets them at open.
+#[test]
+fn query_index_damage_is_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with(dir.path(), 5);
+    {
+        let db = open_sled(dir.path());
+        let sources = db.open_tree("sources").unwrap();
+        let counts = db.open_tree("counts").unwrap();
+        let mut missing = keys::label_key(
+            "example.com",
+            Timestamp {
+                seconds: seconds_of(2),
+                nanos: 0,
+            },
+            &id("a2"),
+        );
+        sources.remove(&missing).unwrap().unwrap();
+        missing.extend_from_slice(b"-orphan");
+        sources.insert(missing, &[][..]).unwrap();
+        let (key, _) = counts.first().unwrap().unwrap();
+        counts.insert(key, &7u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    for expected in [
+        "sources index: no entry for a2",
+        "counts: 1 counters are wrong",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    let (code, text) = check(dir.path(), true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("problems 0"), "{text}");
+
+    // Indexes never built: the next open builds them.
+    {
+        let db = open_sled(dir.path());
+        for tree in ["sources", "sections", "urls", "counts"] {
+            db.drop_tree(tree).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .remove("query_indexes")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    drop(open_store(dir.path()));
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 /// Stops a server on `dir` the hard way, so the archive is not closed
 /// cleanly and the next server start checks it.
 fn crash_a_server_on(dir: &Path) {

@@ -899,3 +899,121 @@ async fn a_full_history_export_restores_the_same_revisions_and_resumes() {
         stderr(&output)
     );
 }
+
+/// `get` with several ids (one BatchGet, all or nothing), `urls` with each
+/// match and a continuation token, `count` as a calendar and as JSON, and
+/// `list`'s filter flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_several_urls_count_and_filters_from_the_command_line() {
+    let mut server = TestServer::start().await;
+    let url = url(&server);
+    let day = 86_400;
+    let y2022 = 1_640_995_200;
+    let mut articles = Vec::new();
+    for i in 0..6i64 {
+        articles.push(proto::Article {
+            url: format!(
+                "https://{}example.com/world/{i}",
+                if i % 2 == 0 { "" } else { "news." }
+            ),
+            source: if i < 4 { "Example.com" } else { "other.org" }.into(),
+            section: "World".into(),
+            ..article(&format!("q{i}"), y2022 + i * 40 * day)
+        });
+    }
+    ingest(&mut server.client, articles).await;
+
+    let output = cli(&url, &["get", "q2", "q0", "q2"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let summaries: Vec<&str> = text.lines().filter(|l| l.starts_with("2022-")).collect();
+    assert_eq!(summaries.len(), 3, "{text}");
+    assert!(
+        summaries[0].ends_with("q2") && summaries[1].ends_with("q0"),
+        "{text}"
+    );
+    let missing = cli(&url, &["get", "q1", "nope", "q3"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("nope"), "{}", stderr(&missing));
+    let refused = cli(&url, &["get", "q1", "q2", "--revision", "1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("--revision takes one id"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let output = cli(&url, &["urls", "https://EXAMPLE.com/world/2?utm_source=x"]);
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("https://example.com/world/2  2022-"),
+        "{text}"
+    );
+    let output = cli(
+        &url,
+        &[
+            "urls",
+            "example.com",
+            "--match",
+            "domain",
+            "--limit",
+            "4",
+            "--json",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--page-token"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 4);
+    let output = cli(&url, &["urls", "example.com", "--match", "host"]);
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 3);
+    let output = cli(
+        &url,
+        &["urls", "https://example.com/world/", "--match", "prefix"],
+    );
+    assert_eq!(String::from_utf8(output.stdout).unwrap().lines().count(), 3);
+    let bad = cli(&url, &["urls", "no url here"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("url"), "{}", stderr(&bad));
+
+    let output = cli(&url, &["count", "--by", "month"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("Jan"), "{text}");
+    let row = text.lines().find(|l| l.starts_with(" 2022")).unwrap();
+    // Jan 1, Feb 10, Mar 22, May 1, Jun 10, Jul 20: one each.
+    assert!(row.trim_end().ends_with('6'), "{text}");
+    assert!(text.contains("total 6 articles"), "{text}");
+    let output = cli(
+        &url,
+        &[
+            "count",
+            "--by",
+            "day",
+            "--source",
+            "other.org",
+            "--to",
+            "2022-07-01",
+        ],
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("2022-06") && text.contains("total 1 article\n"),
+        "{text}"
+    );
+    let output = cli(&url, &["count", "--by", "year", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["total"], "6");
+    assert_eq!(json["buckets"][0]["startTime"], "2022-01-01T00:00:00Z");
+
+    let output = cli(
+        &url,
+        &["list", "--source", "OTHER.org", "--section", "World"],
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+}

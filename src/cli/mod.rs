@@ -1,6 +1,7 @@
 //! The command line: [`Cli`] is every command and flag, and [`run`]
-//! dispatches to one. `serve` runs the server; `ingest`, `export`, `get` and
-//! `list` talk to a running server over gRPC, like any other client;
+//! dispatches to one. `serve` runs the server; `ingest`, `export`, `get`,
+//! `list`, `urls`, `count`, `revisions`, `delete` and `changes` talk to a
+//! running server over gRPC, like any other client;
 //! `check` works on a data directory no server is using. Only this module
 //! knows the command line: the layers below take plain settings structs.
 
@@ -10,6 +11,7 @@ pub mod history;
 pub mod ingest;
 pub mod jsonl;
 mod progress;
+pub mod queries;
 pub mod serve;
 pub mod show;
 
@@ -44,10 +46,15 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Write articles from a running server as JSON Lines (protobuf JSON).
     Export(export::ExportArgs),
-    /// Show one article.
+    /// Show articles by id (several ids: one BatchGetArticles call, all or
+    /// nothing).
     Get(show::GetArgs),
     /// Show articles by publication date, one per line.
     List(show::ListArgs),
+    /// Show articles by url: exactly, by prefix, by host or by domain.
+    Urls(queries::UrlsArgs),
+    /// Count articles per day, month or year, as a calendar.
+    Count(queries::CountArgs),
     /// Show an article's revisions, newest first.
     Revisions(history::RevisionsArgs),
     /// Delete an article for good (a takedown): every revision's content is
@@ -95,6 +102,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => runtime.block_on(export::run(args)),
         Command::Get(args) => runtime.block_on(show::get(args)),
         Command::List(args) => runtime.block_on(show::list(args)),
+        Command::Urls(args) => runtime.block_on(queries::urls(args)),
+        Command::Count(args) => runtime.block_on(queries::count(args)),
         Command::Revisions(args) => runtime.block_on(history::revisions(args)),
         Command::Delete(args) => runtime.block_on(history::delete(args)),
         Command::Changes(args) => runtime.block_on(history::changes(args)),

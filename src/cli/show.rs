@@ -18,12 +18,14 @@ pub struct GetArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// That revision instead of the current one.
+    /// That revision instead of the current one (one id only).
     #[arg(long, value_name = "N")]
     pub revision: Option<u64>,
 
-    /// The article id.
-    pub id: String,
+    /// The article ids: one is a GetArticle call; several are one
+    /// BatchGetArticles call (at most 1000; all or nothing).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 /// Flags of `article-archive list`.
@@ -83,22 +85,38 @@ pub(super) fn summary_line(article: &proto::Article) -> String {
 /// A [`CliError`] when the server cannot be reached or answers with an error
 /// (NOT_FOUND included).
 pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
+    let [id] = args.ids.as_slice() else {
+        if args.revision.is_some() {
+            return Err(CliError::Usage(
+                "--revision takes one id; ask for each revision on its own".into(),
+            ));
+        }
+        return super::queries::batch_get(&args.server, &args.ids, args.json).await;
+    };
     let mut client = args.server.connect().await?;
     let request = proto::GetArticleRequest {
-        id: args.id.clone(),
+        id: id.clone(),
         revision: args.revision.unwrap_or(0),
     };
     let article = match client.get_article(request).await {
         Ok(response) => response.into_inner().article.unwrap_or_default(),
         Err(status) => {
-            let context = format!("GetArticle {}", args.id);
+            let context = format!("GetArticle {id}");
             return Err(args.server.call_failed(&context, status).await);
         }
     };
     if args.json {
         println!("{}", jsonl::to_line(&article));
     } else {
-        println!("{}", summary_line(&article));
+        print_article(&article);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A summary line, the other fields one per line, a blank line, the body.
+pub(super) fn print_article(article: &proto::Article) {
+    {
+        println!("{}", summary_line(article));
         for (label, value) in [
             ("url", article.url.clone()),
             ("authors", article.authors.join(", ")),
@@ -123,7 +141,6 @@ pub async fn get(args: GetArgs) -> Result<ExitCode, CliError> {
         println!();
         println!("{}", article.body);
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs `list`.
