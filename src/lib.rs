@@ -4,9 +4,10 @@
 //! # Layout
 //! - [`cli`]: the command line (only it knows flags and environment
 //!   variables): `serve` ([`cli::serve`]), the client commands (`ingest`,
-//!   `export`, `get`, `list`) that talk to a server over gRPC like any other
-//!   client, `check`, and [`cli::jsonl`], the JSON Lines mapping (protobuf
-//!   JSON and news-please).
+//!   `export`, `get`, `list`, `urls`, `count`, `revisions`, `delete`,
+//!   `changes`) that talk to a server over gRPC like any other client,
+//!   `check` and `upgrade`, and [`cli::jsonl`], the JSON Lines mapping
+//!   (protobuf JSON and news-please).
 //! - [`server`]: [`server::run`] serves the archive, health and reflection on
 //!   a bound listener until a shutdown future completes; admission of
 //!   connections, the check at start.
@@ -15,11 +16,15 @@
 //!   views and page tokens once for every RPC.
 //! - [`article`]: the validated domain article, id derivation, content hash.
 //! - [`page_token`]: opaque, signed keyset page tokens.
-//! - [`auth`]: optional bearer tokens for writing and reading.
-//! - [`store`]: the sled store; [`store::keys`] is the order-preserving key
-//!   encoding, [`store::record`] the on-disk record, and a single writer
-//!   thread does group commit, flush and filesystem sync, then acknowledge;
-//!   it refuses writes while the disk is short of space.
+//! - [`auth`]: optional bearer tokens for writing, reading and deleting.
+//! - [`store`]: the storage interface the service calls, and its sled
+//!   engine ([`store::sled`], storage format 2: a record log of every
+//!   version and deletion, small indexes, query indexes and counters; a
+//!   single writer thread does group commit, flush and filesystem sync,
+//!   then acknowledges, and refuses writes while the disk is short of
+//!   space). [`store::keys`] is the order-preserving key encoding,
+//!   [`store::url_key`] the host-reversed url keys, [`store::calendar`]
+//!   the count buckets.
 //! - [`error`]: the one error type and its mapping to gRPC status codes.
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`proto`]: code generated from `proto/archive/v1/archive.proto`, and the

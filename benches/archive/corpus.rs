@@ -1361,6 +1361,17 @@ fn slug(title: &str) -> String {
 
 /// Article number `i`. The same `i` always gives the same article, and no
 /// two numbers give the same url (so the same derived id).
+/// The corpus's sources, sections and tags, most frequent first (each is
+/// drawn by rank, with a Zipf law): what the query benchmark filters on.
+pub fn labels() -> (&'static [String], &'static [String], &'static [String]) {
+    let lexicon = lexicon();
+    (
+        &lexicon.sources.names,
+        &lexicon.sections.names,
+        &lexicon.tags.names,
+    )
+}
+
 pub fn article(i: usize) -> proto::Article {
     let lexicon = lexicon();
     let mut rng = Rng::new(i as u64);

@@ -21,6 +21,10 @@
 //!    latency, peak resident memory of the server process and bytes on disk
 //!    per article at each size (10k and 100k; 1M with --large), each row
 //!    followed by PostgreSQL's figures on the same articles and the ratios;
+//!    Then, at the largest size, the query RPCs (`queries.rs`): pages
+//!    filtered by an indexed source of about 0.1 % and by other fields
+//!    against the same unfiltered page, url matches, counts from the
+//!    counters and from scans, and BatchGetArticles against GetArticle;
 //! 5. PostgreSQL on the articles of sections 1-3: the same batches, lookups,
 //!    keyset range queries and full walks without and with bodies.
 //!
@@ -40,6 +44,7 @@
 mod calibration;
 mod corpus;
 mod postgres;
+mod queries;
 mod workload;
 
 use std::{
@@ -852,6 +857,16 @@ fn main() {
     );
     if let Err(reason) = &postgres {
         println!("PostgreSQL twins skipped: {reason}");
+    }
+    if let Some(&largest) = options.growth.last() {
+        print_rows(
+            &format!(
+                "4b. Queries on the growth archive at {largest} articles: filtered pages (ratio: p50 against\n    \
+                 the unfiltered page of 20), url matches, counts, BatchGetArticles (ratio: against 100 GetArticle)"
+            ),
+            queries::HEADER,
+            &runtime.block_on(queries::run(&channel, largest, 200)),
+        );
     }
     server.stop();
 

@@ -22,7 +22,7 @@
 //!   at it; each `revisions` entry at that revision's record, older than
 //!   the current one; each checkpoint at a record of that sequence;
 //! - the query indexes and counters agree with the date entries
-//!   ([`super::queries::check`]).
+//!   (`queries::check`).
 //!
 //! Repair copies damaged records to `quarantined_records` byte for byte,
 //! erases them in the log, and rebuilds the indexes from what is left (an
