@@ -39,7 +39,8 @@
 //! Options (anything else is refused, with the list): `--articles N`
 //! (sections 1-3 and 5, default 20000), `--large` (growth up to 1,000,000),
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
-//! `--no-postgres`, `--corpus-only` (print the calibration and stop).
+//! `--no-postgres`, `--corpus-only` (print the calibration and stop),
+//! `--write-corpus N` (the articles as JSON Lines on standard output).
 
 mod calibration;
 mod corpus;
@@ -71,6 +72,7 @@ struct Options {
     seconds: f64,
     postgres: bool,
     corpus_only: bool,
+    write_corpus: Option<usize>,
 }
 
 const USAGE: &str = "accepted options:
@@ -80,6 +82,8 @@ const USAGE: &str = "accepted options:
   --seconds S       length of each latency run (default 3)
   --no-postgres     skip PostgreSQL
   --corpus-only     print the corpus calibration and stop
+  --write-corpus N  write articles 0..N as JSON Lines (the ingest command's input) to
+                    standard output and stop: for A/B runs of whole binaries
   --help            this list";
 
 /// The command line; an option we do not know is an error, so a typo never
@@ -91,6 +95,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 3.0,
         postgres: true,
         corpus_only: false,
+        write_corpus: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -116,6 +121,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--no-postgres" => options.postgres = false,
             "--corpus-only" => options.corpus_only = true,
+            "--write-corpus" => options.write_corpus = Some(number(value()?)?),
             "--help" => return Err(String::new()),
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
@@ -604,6 +610,14 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(n) = options.write_corpus {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for i in 0..n {
+            writeln!(out, "{}", article_archive::cli::jsonl::to_line(&article(i))).unwrap();
+        }
+        return;
+    }
     println!("article-archive benchmark on {}", machine());
     let on_target = calibration::run();
     if options.corpus_only {

@@ -46,12 +46,17 @@ const FORMAT_1_TREES: [&str; 2] = ["articles", "by_date"];
 /// Where format 1 and the conversion put damaged records (keyed by id).
 const FORMAT_1_QUARANTINE: &str = "quarantine";
 /// Format 2's trees, dropped when an interrupted conversion starts again.
-const FORMAT_2_TREES: [&str; 5] = [
+const FORMAT_2_TREES: [&str; 10] = [
     super::IDS_TREE,
     super::DATES_TREE,
     super::REVISIONS_TREE,
     DICTS_TREE,
     super::QUARANTINED_RECORDS_TREE,
+    super::CHECKPOINTS_TREE,
+    super::queries::SOURCES_TREE,
+    super::queries::SECTIONS_TREE,
+    super::queries::URLS_TREE,
+    super::queries::COUNTS_TREE,
 ];
 /// Articles converted per transaction.
 const BATCH: usize = 1024;
@@ -150,6 +155,7 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     }
     meta.remove(SEQUENCE_HIGH_KEY)?;
     meta.remove(LOG_TAIL_KEY)?;
+    meta.remove(super::queries::QUERY_INDEXES_KEY)?;
     db.flush()?;
     RecordLog::remove_all(&config.path)?;
     let log = RecordLog::open(&config.path, None)?;
@@ -223,6 +229,8 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     trees.db.flush()?;
     writer::sync_filesystem(&dir)?;
 
+    // The writer's commits kept the query indexes with every article.
+    trees.meta.insert(super::queries::QUERY_INDEXES_KEY, &b"1"[..])?;
     // The commit point.
     trees.meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
     trees.db.flush()?;
