@@ -39,6 +39,7 @@ pub mod index;
 pub mod log;
 pub mod record;
 pub mod upgrade;
+mod usage;
 mod writer;
 
 #[cfg(test)]
@@ -228,6 +229,10 @@ pub(crate) struct Shared {
     /// end at that point: how far the change feed may read, and what
     /// followers wait on.
     durable: watch::Sender<Durable>,
+    /// Where the writer and submitters record, once a server with metrics
+    /// attaches them ([`SledStore::attach_metrics`]); unset, nothing is
+    /// recorded.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// How far the archive is durable.
@@ -467,6 +472,7 @@ impl SledStore {
                 tail: log_tail,
             })
             .0,
+            metrics: std::sync::OnceLock::new(),
         });
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
@@ -854,6 +860,8 @@ impl SledStore {
     ) -> Result<oneshot::Receiver<Result<WriteOutcome>>> {
         let (reply, outcome) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        let metrics = self.shared.metrics.get();
+        let waiting = metrics.map(|_| std::time::Instant::now());
         // An article larger than the whole budget takes all of it.
         let kib = u32::try_from(op.size() / 1024 + 1)
             .unwrap_or(u32::MAX)
@@ -870,6 +878,9 @@ impl SledStore {
             })
             .await
             .map_err(|_| Error::Closed)?;
+        if let (Some(metrics), Some(waiting)) = (metrics, waiting) {
+            metrics.queue_waited(waiting.elapsed());
+        }
         Ok(outcome)
     }
 
