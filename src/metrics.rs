@@ -861,8 +861,10 @@ impl<B: http_body::Body> http_body::Body for RpcBody<B> {
                 // The body broke off or ended without a status.
                 Some(Err(_)) | None => Some(UNKNOWN),
             };
-            if let (Some(code), Some(call)) = (code, this.call.take()) {
-                call.finish(code);
+            if let Some(code) = code {
+                if let Some(call) = this.call.take() {
+                    call.finish(code);
+                }
             }
         }
         Poll::Ready(frame)
