@@ -107,10 +107,15 @@ pub async fn run(
         Some(_) => {
             let metrics = Arc::new(Metrics::new());
             // Before the first write: the live-article count starts here.
+            let started = std::time::Instant::now();
             let (attaching, attached) = (store.clone(), Arc::clone(&metrics));
             tokio::task::spawn_blocking(move || attaching.attach_metrics(attached))
                 .await
                 .map_err(|e| Error::TaskFailed(format!("attaching metrics: {e}")))??;
+            info!(
+                elapsed = ?started.elapsed(),
+                "metrics on: counted the live articles"
+            );
             Some(metrics)
         }
         None => None,
