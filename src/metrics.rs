@@ -1508,6 +1508,53 @@ mod tests {
         assert_eq!(value(&text, "archive_watchers_open"), Some(0.0));
     }
 
+    /// A measurement, not a check (run it in release with `--ignored
+    /// --nocapture`): what recording costs per RPC, per submitted article
+    /// and per batch, on one thread and on two threads recording the same
+    /// method at once (its atomics then bounce between cores).
+    #[test]
+    #[ignore = "a measurement: cargo test --release --lib recording_cost -- --ignored --nocapture"]
+    fn recording_cost() {
+        const N: u32 = 2_000_000;
+        let metrics = Arc::new(Metrics::new());
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let rpc = |metrics: &Arc<Metrics>| {
+            for _ in 0..N {
+                let call = Call::start(metrics, "/archive.v1.ArchiveService/GetArticle");
+                call.finish(std::hint::black_box(grpc_status(&trailers)).unwrap_or(UNKNOWN));
+            }
+        };
+        let started = Instant::now();
+        rpc(&metrics);
+        let one = started.elapsed() / N;
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            scope.spawn(|| rpc(&metrics));
+            rpc(&metrics);
+        });
+        let two = started.elapsed() / N;
+        let started = Instant::now();
+        for _ in 0..N {
+            let waiting = Instant::now();
+            metrics.queue_waited(std::hint::black_box(waiting).elapsed());
+        }
+        let submit = started.elapsed() / N;
+        let outcomes = BatchOutcomes {
+            created: 100,
+            ..BatchOutcomes::default()
+        };
+        let started = Instant::now();
+        for _ in 0..N {
+            metrics.batch_committed(100, Duration::from_millis(3), &outcomes);
+        }
+        let batch = started.elapsed() / N;
+        println!(
+            "recording an RPC: {one:?} (two threads on one method: {two:?} each); \
+             a submission: {submit:?}; a batch: {batch:?}"
+        );
+    }
+
     /// `/proc/self/stat` is read past a command name with spaces and
     /// parentheses.
     #[test]

@@ -245,7 +245,8 @@ pub async fn run(
     };
     let serve = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
-        // Outermost, so it sees every call's status, refusals included.
+        // Every call's status and duration: the archive's, health's and
+        // reflection's, refusals and unknown methods included.
         .layer(RpcLayer::new(metrics.clone()))
         // What a client may send before the server reads it is memory the
         // server holds: 256 KiB per stream (hyper's default is 1 MiB) keeps

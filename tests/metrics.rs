@@ -700,3 +700,173 @@ async fn a_real_prometheus_scrapes_the_archive() {
     drop(prometheus);
     server.stop().await;
 }
+
+/// Articles/s of one ingest stream of `count` articles of about 5 KB.
+async fn ingest_rate(client: &mut Client, prefix: &str, count: u64) -> f64 {
+    let body = "word ".repeat(1000);
+    let sent = (0..count)
+        .map(|i| {
+            let mut a = article(&format!("{prefix}-{i}"), 1_700_000_000 + i as i64);
+            a.body = format!("{i} {body}");
+            a
+        })
+        .collect();
+    let started = Instant::now();
+    let acks = ingest(client, sent).await;
+    assert_eq!(acks.len() as u64, count);
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// GetArticle calls/s at `concurrency` for `seconds`, over ids
+/// `{prefix}-0` to `{prefix}-{count - 1}`.
+async fn get_rate(
+    client: &Client,
+    prefix: &str,
+    count: u64,
+    concurrency: u64,
+    seconds: f64,
+) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let mut client = client.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                let mut i = task;
+                while Instant::now() < deadline {
+                    let request = proto::GetArticleRequest {
+                        id: format!("{prefix}-{}", i % count),
+                        revision: 0,
+                    };
+                    client.get_article(request).await.unwrap();
+                    done += 1;
+                    i += concurrency;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        done += task.await.unwrap();
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+/// CPU time the process `pid` has used so far (all its threads, those
+/// that ended too), from `/proc/PID/stat`, in seconds (10 ms steps).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15; the list starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// A measurement, not a check (BENCHMARKS.md "Metrics overhead"): two
+/// server processes side by side, one with `--metrics-listen`, given the
+/// same ingest and Get load in turns (which goes first alternates), so
+/// that what else the machine does falls on both alike. Wall-clock rates
+/// on a shared machine move by tens of percent from one second to the
+/// next; the CPU time each server process spends per article and per Get
+/// is what recording would add to. Prints each round and the totals. Run
+/// it in release:
+/// `cargo test --release --test metrics metrics_overhead -- --ignored --nocapture`
+/// (`ARCHIVE_OVERHEAD_ROUNDS`, default 10; `ARCHIVE_OVERHEAD_DIR` for the
+/// data directories' parent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+async fn metrics_overhead_side_by_side() {
+    let rounds: u64 = std::env::var("ARCHIVE_OVERHEAD_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    const ARTICLES: u64 = 4000;
+    const GET_SECONDS: f64 = 2.0;
+    // A tmpfs (/dev/shm) takes the disk, which others on the machine share,
+    // out of the ingest figures.
+    let dir = match std::env::var_os("ARCHIVE_OVERHEAD_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let servers = [
+        ServerProcess::start(&dir.path().join("off"), &[]),
+        ServerProcess::start(&dir.path().join("on"), &["--metrics-listen", "127.0.0.1:0"]),
+    ];
+    let mut clients = [servers[0].client().await, servers[1].client().await];
+    let pids = [servers[0].child.id(), servers[1].child.id()];
+    // Per server: articles, ingest seconds and CPU; gets, get seconds and CPU.
+    let mut totals = [[0.0f64; 6]; 2];
+    let (mut ingest_ratios, mut get_ratios) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let prefix = format!("r{round}");
+        let mut rates = [[0.0; 2]; 2];
+        for turn in 0..2 {
+            let s = usize::try_from((round + turn) % 2).unwrap();
+            let cpu = cpu_seconds(pids[s]);
+            let started = Instant::now();
+            rates[s][0] = ingest_rate(&mut clients[s], &prefix, ARTICLES).await;
+            totals[s][0] += ARTICLES as f64;
+            totals[s][1] += started.elapsed().as_secs_f64();
+            totals[s][2] += cpu_seconds(pids[s]) - cpu;
+        }
+        for turn in 0..2 {
+            let s = usize::try_from((round + turn) % 2).unwrap();
+            let cpu = cpu_seconds(pids[s]);
+            let rate = get_rate(&clients[s], &prefix, ARTICLES, 16, GET_SECONDS).await;
+            rates[s][1] = rate;
+            totals[s][3] += rate * GET_SECONDS;
+            totals[s][4] += GET_SECONDS;
+            totals[s][5] += cpu_seconds(pids[s]) - cpu;
+        }
+        println!(
+            "round {round}: ingest off {:.0} on {:.0} a/s; get c=16 off {:.0} on {:.0} req/s",
+            rates[0][0], rates[1][0], rates[0][1], rates[1][1]
+        );
+        ingest_ratios.push(rates[1][0] / rates[0][0]);
+        get_ratios.push(rates[1][1] / rates[0][1]);
+    }
+    for (s, name) in ["off", "on "].iter().enumerate() {
+        let t = totals[s];
+        println!(
+            "metrics {name}: ingest {:.0} a/s, server CPU {:.1} us/article; \
+             get c=16 {:.0} req/s, server CPU {:.1} us/get",
+            t[0] / t[1],
+            t[2] / t[0] * 1e6,
+            t[3] / t[4],
+            t[5] / t[3] * 1e6
+        );
+    }
+    let (off, on) = (totals[0], totals[1]);
+    println!(
+        "on/off over {rounds} rounds: ingest rate {:.3} (median of rounds {:.3}), CPU per article {:.3}; \
+         get rate {:.3} (median of rounds {:.3}), CPU per get {:.3}",
+        (on[0] / on[1]) / (off[0] / off[1]),
+        median(ingest_ratios),
+        (on[2] / on[0]) / (off[2] / off[0]),
+        (on[3] / on[4]) / (off[3] / off[4]),
+        median(get_ratios),
+        (on[5] / on[3]) / (off[5] / off[3]),
+    );
+    for server in servers {
+        server.signal("TERM");
+        assert!(server.wait(Duration::from_secs(30)).0.success());
+    }
+}
