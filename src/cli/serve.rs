@@ -255,6 +255,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
             warn!("no write token is configured: anyone who can reach {addr} can write (set --write-token-file)");
         }
     }
+    if let Some(metrics) = &options.metrics {
+        if !metrics.local_addr().ip().is_loopback() {
+            warn!("metrics on a non-loopback address without a token: anyone who can reach {} can read the archive's traffic and sizes (never article text, ids or tokens)", metrics.local_addr());
+        }
+    }
     server::run(listener, store, shutdown, options).await
 }
 
