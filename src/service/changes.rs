@@ -43,8 +43,8 @@ pub(super) fn watch_outbox() -> (
 
 /// Feeds one watcher until the history is sent (without follow), or the
 /// client goes away or the server shuts down (with follow). Returns the
-/// final code and how many changes were sent. `cursor`, when given,
-/// follows how far it got, for the metrics.
+/// final code and how many changes were sent. `cursor_metric`, when
+/// given, follows how far it got, for the metrics.
 pub(super) async fn run_watch(
     query: WatchQuery,
     store: Store,
