@@ -5,8 +5,8 @@
 //! `protoc`. The descriptor set includes the imported well-known types
 //! (google/protobuf/timestamp.proto) so reflection clients can resolve them.
 //!
-//! Tests that need a program of the machine (grpcurl, PostgreSQL, root to
-//! mount filesystems) are marked `#[cfg_attr(missing_X, ignore = "why")]`:
+//! Tests that need a program of the machine (grpcurl, PostgreSQL,
+//! Prometheus, root to mount filesystems) are marked `#[cfg_attr(missing_X, ignore = "why")]`:
 //! where the program is missing, `cargo test` lists them as ignored with the
 //! reason instead of passing them silently. Under CI (`CI` set) nothing is
 //! marked missing, so such a test runs and fails loudly when its program is
@@ -33,13 +33,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure().compile_fds(descriptors)?;
 
     probe_test_prerequisites();
+    record_git_commit();
     Ok(())
 }
 
-/// Emits `missing_grpcurl`, `missing_mount` and `missing_postgres` for
-/// what this machine lacks (never under CI).
+/// Sets `ARCHIVE_GIT_COMMIT` to the commit being built, for the
+/// `archive_build_info` metric: `unknown` outside a git checkout or
+/// without git (a crate tarball), which never fails the build.
+fn record_git_commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .filter(|out| !out.is_empty())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ARCHIVE_GIT_COMMIT={commit}");
+    // Build again when HEAD moves: a commit, a checkout. (In a worktree
+    // these files are under the main repository's .git.) A file that does
+    // not exist (a packed ref) would make every build run this again.
+    let mut watched = vec!["HEAD".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(file) = git(&["rev-parse", "--git-path", &name]) {
+            if Path::new(&file).is_file() {
+                println!("cargo:rerun-if-changed={file}");
+            }
+        }
+    }
+}
+
+/// Emits `missing_grpcurl`, `missing_mount`, `missing_postgres` and
+/// `missing_prometheus` for what this machine lacks (never under CI).
 fn probe_test_prerequisites() {
-    let flags = ["missing_grpcurl", "missing_mount", "missing_postgres"];
+    let flags = [
+        "missing_grpcurl",
+        "missing_mount",
+        "missing_postgres",
+        "missing_prometheus",
+    ];
     for flag in flags {
         println!("cargo::rustc-check-cfg=cfg({flag})");
     }
@@ -75,5 +110,9 @@ fn probe_test_prerequisites() {
         });
     if !postgres {
         println!("cargo:rustc-cfg=missing_postgres");
+    }
+    // Debian's `prometheus` package brings both.
+    if !(on_path("prometheus") && on_path("promtool")) {
+        println!("cargo:rustc-cfg=missing_prometheus");
     }
 }

@@ -25,19 +25,24 @@
 //!   space). [`store::keys`] is the order-preserving key encoding,
 //!   [`store::url_key`] the host-reversed url keys, [`store::calendar`]
 //!   the count buckets.
+//! - [`metrics`]: what the server records for Prometheus (atomics shared
+//!   with the service, the RPC layer and the store's writer) and the
+//!   `/metrics` endpoint on its own listener (`serve --metrics-listen`).
 //! - [`error`]: the one error type and its mapping to gRPC status codes.
 //! - [`telemetry`]: tracing subscriber set-up.
 //! - [`proto`]: code generated from `proto/archive/v1/archive.proto`, and the
 //!   descriptor set served by reflection.
 //!
 //! Dependencies point one way: cli → server → service → (article, store) →
-//! keys. Settings structs belong to the layer that uses them
+//! keys; `metrics` depends on none of them (the server hands it a probe of
+//! the store), so any of them may record into it. Settings structs belong to the layer that uses them
 //! ([`store::StoreConfig`], [`server::ServeOptions`]).
 
 pub mod article;
 pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod metrics;
 pub mod page_token;
 pub mod proto;
 pub mod server;

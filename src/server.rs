@@ -18,6 +18,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::{
     auth::Tokens,
     error::Error,
+    metrics::{self, Metrics, MetricsListener, RpcLayer, StartCheck, StoreSample, WritesRefused},
     proto::{self, archive_service_server::ArchiveServiceServer},
     service::{ArchiveService, CallLimits, ShutdownHooks},
     store::{Store, WriteHealth},
@@ -43,6 +44,11 @@ pub struct ServeOptions {
     /// A connection that sends nothing for this long after it was accepted
     /// is closed.
     pub handshake_timeout: Duration,
+    /// Serve `GET /metrics` for Prometheus on this listener. None: no
+    /// metrics are recorded at all.
+    pub metrics: Option<MetricsListener>,
+    /// What the check at start found ([`check_at_open`]), for the metrics.
+    pub start_check: StartCheck,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +59,8 @@ impl Default for ServeOptions {
             tokens: Tokens::default(),
             tls: None,
             handshake_timeout: Duration::from_secs(10),
+            metrics: None,
+            start_check: StartCheck::NotRun,
         }
     }
 }
@@ -77,15 +85,42 @@ const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// finish, streams still open after that end with UNAVAILABLE, and the store
 /// is flushed.
 ///
+/// With `options.metrics`, every RPC and the store's work are recorded and
+/// `/metrics` is served on that listener until `run` returns.
+///
 /// # Errors
 /// [`Error::Transport`] when the transport fails, [`Error::Storage`] when the
-/// final flush fails.
+/// final flush fails (or, with metrics, counting the articles at start).
 pub async fn run(
     listener: TcpListener,
     store: Store,
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> Result<(), Error> {
+    let metrics_listener = match &options.metrics {
+        Some(listener) => Some(listener.take().ok_or_else(|| {
+            Error::Config("the metrics listener was already served by another run".into())
+        })?),
+        None => None,
+    };
+    let metrics = match &metrics_listener {
+        Some(_) => {
+            let metrics = Arc::new(Metrics::new());
+            // Before the first write: the live-article count starts here.
+            let started = std::time::Instant::now();
+            let (attaching, attached) = (store.clone(), Arc::clone(&metrics));
+            tokio::task::spawn_blocking(move || attaching.attach_metrics(attached))
+                .await
+                .map_err(|e| Error::TaskFailed(format!("attaching metrics: {e}")))??;
+            info!(
+                elapsed = ?started.elapsed(),
+                "metrics on: counted the live articles"
+            );
+            Some(metrics)
+        }
+        None => None,
+    };
+
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<ArchiveServiceServer<ArchiveService>>()
@@ -111,12 +146,10 @@ pub async fn run(
         draining,
         in_flight: in_flight.downgrade(),
     };
-    let archive = ArchiveServiceServer::new(ArchiveService::new(
-        store.clone(),
-        hooks,
-        options.tokens.clone(),
-        options.limits,
-    ))
+    let archive = ArchiveServiceServer::new(
+        ArchiveService::new(store.clone(), hooks, options.tokens.clone(), options.limits)
+            .with_metrics(metrics.clone()),
+    )
     .accept_compressed(CompressionEncoding::Gzip)
     .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -178,13 +211,43 @@ pub async fn run(
         }
     };
 
-    let incoming = accept_connections(listener, options.handshake_timeout, stop_accepting);
+    let incoming = accept_connections(
+        listener,
+        options.handshake_timeout,
+        stop_accepting,
+        metrics.clone(),
+    );
     let mut builder = Server::builder();
     if let Some(tls) = options.tls.clone() {
         builder = builder.tls_config(tls).map_err(tls_error)?;
     }
+    // Last before serving, so no early return leaves it running (it holds a
+    // store handle).
+    let (stop_metrics, metrics_stopped) = watch::channel(false);
+    let endpoint = match (metrics_listener, &metrics) {
+        (Some(listener), Some(metrics)) => {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| Error::io("reading the metrics address", e))?;
+            let probe_store = store.clone();
+            let registry = metrics.registry(
+                Box::new(move || store_sample(&probe_store)),
+                options.start_check,
+            );
+            info!("metrics listening on {addr}");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                registry,
+                metrics_stopped,
+            )))
+        }
+        _ => None,
+    };
     let serve = builder
         .trace_fn(|request| info_span!("rpc", method = %request.uri().path()))
+        // Every call's status and duration: the archive's, health's and
+        // reflection's, refusals and unknown methods included.
+        .layer(RpcLayer::new(metrics.clone()))
         // What a client may send before the server reads it is memory the
         // server holds: 256 KiB per stream (hyper's default is 1 MiB) keeps
         // hundreds of busy ingest streams bounded and still fills a
@@ -240,6 +303,16 @@ pub async fn run(
         Ok(Err(e)) => Err(Error::Transport(e.to_string())),
         Err(e) => Err(Error::TaskFailed(e.to_string())),
     };
+    // Metrics are served until the calls are done; their connections end
+    // here, and with them the store handle the scrapes read.
+    let _ = stop_metrics.send(true);
+    if let Some(endpoint) = endpoint {
+        match endpoint.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "the metrics endpoint failed"),
+            Err(e) => warn!(error = %e, "the metrics endpoint task failed"),
+        }
+    }
     let failed = match &*store.write_health().borrow() {
         WriteHealth::Failed(cause) => Some(cause.clone()),
         _ => None,
@@ -278,12 +351,14 @@ fn tls_error(e: tonic::transport::Error) -> Error {
 /// `article-archive check --repair`). A cleanly closed store is served at
 /// once.
 ///
+/// Returns what it found, for the metrics.
+///
 /// # Errors
 /// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when sled
 /// fails.
-pub async fn check_at_open(store: &Store) -> Result<(), Error> {
+pub async fn check_at_open(store: &Store) -> Result<StartCheck, Error> {
     if store.closed_cleanly() {
-        return Ok(());
+        return Ok(StartCheck::CleanStop);
     }
     warn!("the archive was not closed cleanly; checking it before serving");
     let started = std::time::Instant::now();
@@ -299,17 +374,40 @@ pub async fn check_at_open(store: &Store) -> Result<(), Error> {
         elapsed = ?started.elapsed(),
         "startup check done"
     );
-    if let Some(repaired) = result.repaired {
-        for problem in &report.problems {
-            warn!("startup check: {problem}");
-        }
-        warn!(
-            added = repaired.added,
-            removed = repaired.removed,
-            "startup check: rebuilt the indexes from the record log"
-        );
+    let Some(repaired) = result.repaired else {
+        return Ok(StartCheck::Sound);
+    };
+    for problem in &report.problems {
+        warn!("startup check: {problem}");
     }
-    Ok(())
+    warn!(
+        added = repaired.added,
+        removed = repaired.removed,
+        "startup check: rebuilt the indexes from the record log"
+    );
+    Ok(StartCheck::Repaired)
+}
+
+/// What a scrape reports of the store. Blocking (a few `stat` calls); the
+/// endpoint calls it off the async workers.
+fn store_sample(store: &Store) -> StoreSample {
+    let usage = store.usage();
+    let writes_refused = match &*store.write_health().borrow() {
+        WriteHealth::Writable => None,
+        WriteHealth::DiskLow(_) => Some(WritesRefused::DiskLow),
+        WriteHealth::Failed(_) => Some(WritesRefused::Failed),
+    };
+    let durable_sequence = store.durable_sequence().borrow().sequence;
+    StoreSample {
+        record_log_bytes: usage.record_log_bytes,
+        index_bytes: usage.other_bytes,
+        free_bytes: usage.free_bytes,
+        min_free_bytes: usage.min_free_bytes,
+        queued_operations: usage.queued_operations,
+        queued_bytes: usage.queued_bytes,
+        writes_refused,
+        durable_sequence,
+    }
 }
 
 /// Accepts connections until `accepting` turns false (then drops the
@@ -322,6 +420,7 @@ fn accept_connections(
     listener: TcpListener,
     handshake_timeout: Duration,
     mut accepting: watch::Receiver<bool>,
+    metrics: Option<Arc<Metrics>>,
 ) -> ReceiverStream<io::Result<TcpStream>> {
     let (ready, incoming) = mpsc::channel(64);
     let waiting = Arc::new(Semaphore::new(MAX_WAITING_CONNECTIONS));
@@ -344,10 +443,14 @@ fn accept_connections(
             };
             let Ok(permit) = Arc::clone(&waiting).try_acquire_owned() else {
                 warn!(%peer, "too many connections waiting for their first bytes; closing this one");
+                if let Some(metrics) = &metrics {
+                    metrics.too_many_waiting();
+                }
                 continue;
             };
             configure_socket(&stream);
             let ready = ready.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 let mut first = [0u8; 1];
                 match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
@@ -358,6 +461,9 @@ fn accept_connections(
                     Ok(_) => debug!(%peer, "connection closed before it sent anything"),
                     Err(_) => {
                         debug!(%peer, timeout = ?handshake_timeout, "closing a connection that sent nothing");
+                        if let Some(metrics) = &metrics {
+                            metrics.handshake_timed_out();
+                        }
                     }
                 }
             });

@@ -802,15 +802,31 @@ async fn revisions_changes_and_delete_from_the_command_line() {
         .spawn()
         .unwrap();
     ingest(&mut server.client, vec![article("late", 9)]).await;
-    let mut stdout = std::io::BufReader::new(follower.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = follower.kill();
+        panic!("the follower printed nothing within 60 s");
+    };
     assert!(line.starts_with("5  created  late"), "{line}");
     let interrupted = Command::new("kill")
         .args(["-INT", &follower.id().to_string()])
         .status()
         .unwrap();
     assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while follower.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = follower.kill();
+            panic!("the follower did not stop on SIGINT within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let output = follower.wait_with_output().unwrap();
     assert!(output.status.success());
     assert!(

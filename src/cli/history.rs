@@ -195,10 +195,15 @@ pub async fn changes(args: ChangesArgs) -> Result<ExitCode, CliError> {
     };
     let mut last = args.after;
     let stdout = std::io::stdout();
+    // One listener for the whole run: a Ctrl-C that came while a change was
+    // being printed is still seen at the next wait (a listener made anew in
+    // each round would miss it, and the command would never stop).
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     let outcome = loop {
         let next = tokio::select! {
             next = stream.message() => next,
-            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = &mut interrupted => break Ok(()),
         };
         match next {
             Ok(Some(change)) => {

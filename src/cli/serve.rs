@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::{
     auth::Tokens,
+    metrics::{MetricsListener, StartCheck},
     server::{self, ServeOptions},
     service::CallLimits,
     store::{Store, StoreConfig},
@@ -125,6 +126,13 @@ pub struct ServeArgs {
     )]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port, plain
+    /// HTTP, its own listener: no gRPC limits, no tokens); port 0 picks a
+    /// free port, which is logged. Off unless given: then nothing is
+    /// recorded.
+    #[arg(long, env = "ARCHIVE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// Log line format.
     #[arg(long, env = "ARCHIVE_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
     pub log_format: LogFormatArg,
@@ -201,18 +209,22 @@ impl ServeArgs {
             tokens,
             tls,
             handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            // Bound by `run`, after the gRPC address.
+            metrics: None,
+            start_check: StartCheck::NotRun,
         })
     }
 }
 
-/// Serves until SIGTERM or Ctrl-C: reads tokens and TLS, binds, opens the
-/// store (checking it after an unclean stop), logs the address, serves.
+/// Serves until SIGTERM or Ctrl-C: reads tokens and TLS, binds (gRPC, then
+/// metrics), opens the store (checking it after an unclean stop), logs the
+/// address, serves.
 ///
 /// # Errors
 /// Whatever stops the server from starting or serving; each names what
 /// was being done.
 pub async fn run(args: ServeArgs) -> Result<(), Error> {
-    let options = args.serve_options()?;
+    let mut options = args.serve_options()?;
     let shutdown = shutdown_signal();
     let listener = TcpListener::bind(&args.listen)
         .await
@@ -220,11 +232,20 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the bound address", e))?;
-    let store = Store::open_async(args.store_config()).await?;
-    if let Err(e) = server::check_at_open(&store).await {
-        store.close().await?;
-        return Err(e);
+    if let Some(metrics_listen) = &args.metrics_listen {
+        let listener = MetricsListener::bind(metrics_listen)
+            .await
+            .map_err(|e| Error::io(format!("binding {metrics_listen} for metrics"), e))?;
+        options.metrics = Some(listener);
     }
+    let store = Store::open_async(args.store_config()).await?;
+    options.start_check = match server::check_at_open(&store).await {
+        Ok(found) => found,
+        Err(e) => {
+            store.close().await?;
+            return Err(e);
+        }
+    };
     info!(data_dir = %args.data_dir.display(), "listening on {addr}");
     if !addr.ip().is_loopback() {
         if options.tls.is_none() {
@@ -232,6 +253,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         }
         if !options.tokens.write_protected() {
             warn!("no write token is configured: anyone who can reach {addr} can write (set --write-token-file)");
+        }
+    }
+    if let Some(metrics) = &options.metrics {
+        if !metrics.local_addr().ip().is_loopback() {
+            warn!("metrics on a non-loopback address without a token: anyone who can reach {} can read the archive's traffic and sizes (never article text, ids or tokens)", metrics.local_addr());
         }
     }
     server::run(listener, store, shutdown, options).await

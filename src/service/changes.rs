@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     error::Error,
+    metrics::WatchCursor,
     proto::{self, ChangeKind as ProtoChangeKind},
     store::{Change, ChangeKind, ChangesRequest, Store},
 };
@@ -42,12 +43,14 @@ pub(super) fn watch_outbox() -> (
 
 /// Feeds one watcher until the history is sent (without follow), or the
 /// client goes away or the server shuts down (with follow). Returns the
-/// final code and how many changes were sent.
+/// final code and how many changes were sent. `cursor_metric`, when
+/// given, follows how far it got, for the metrics.
 pub(super) async fn run_watch(
     query: WatchQuery,
     store: Store,
     out: &Outbox<proto::WatchChangesResponse>,
     mut draining: watch::Receiver<bool>,
+    cursor_metric: Option<&WatchCursor>,
 ) -> (Code, u64) {
     let mut durable = store.durable_sequence();
     let mut cursor = query.after;
@@ -90,8 +93,14 @@ pub(super) async fn run_watch(
             }
             cursor = sequence;
             sent += 1;
+            if let Some(metric) = cursor_metric {
+                metric.advance(cursor);
+            }
         }
         cursor = cursor.max(page.resume_after);
+        if let Some(metric) = cursor_metric {
+            metric.advance(cursor);
+        }
         if !page.reached_end {
             continue;
         }

@@ -8,7 +8,7 @@
 //! client that never reads its responses stops being read, and HTTP/2 flow
 //! control holds it back.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status, Streaming};
@@ -17,6 +17,7 @@ use tracing::info;
 use super::stopped;
 use crate::{
     article::{Article, ArticleId, Timestamp, ValidationError},
+    metrics::Metrics,
     proto::{self, IngestOutcome},
     store::{PendingWrite, Store, WriteOutcome},
 };
@@ -46,6 +47,7 @@ pub(super) async fn read_requests(
     store: Store,
     pending: mpsc::Sender<Pending>,
     mut stop: watch::Receiver<bool>,
+    metrics: Option<Arc<Metrics>>,
 ) {
     let mut index = 0u64;
     loop {
@@ -61,7 +63,13 @@ pub(super) async fn read_requests(
         };
         let next = match message {
             Ok(Some(request)) => match parse(request) {
-                Err(invalid) => Pending::Ready(rejected(index, &invalid.to_string())),
+                Err(invalid) => {
+                    // The writer counts the outcomes of what reaches it.
+                    if let Some(metrics) = &metrics {
+                        metrics.rejected_invalid();
+                    }
+                    Pending::Ready(rejected(index, &invalid.to_string()))
+                }
                 Ok((article, restore)) => {
                     let id = article.id().clone();
                     let submitted = match restore {

@@ -35,6 +35,7 @@ pub use read::MAX_RESPONSE_BYTES;
 use crate::{
     auth::{Role, Tokens},
     error::Error,
+    metrics::{Limit, Metrics},
     proto::{self, archive_service_server::ArchiveService as ArchiveApi},
     store::{Store, WriteOutcome},
 };
@@ -55,6 +56,9 @@ pub struct ArchiveService {
     streams: Arc<Semaphore>,
     /// Permits for running unary read calls.
     calls: Arc<Semaphore>,
+    /// Where refusals, ingest rejections, exports and watchers are
+    /// recorded; `None` records nothing.
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// How many calls may run at once; a call over a limit is refused with
@@ -111,7 +115,27 @@ impl ArchiveService {
             limits,
             streams: Arc::new(Semaphore::new(limits.streams)),
             calls: Arc::new(Semaphore::new(limits.calls)),
+            metrics: None,
         }
+    }
+
+    /// The same service, recording into `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Checks the token for `role`, counting a refusal.
+    fn check_token(
+        &self,
+        role: Role,
+        request_metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
+        let checked = self.tokens.check(role, request_metadata);
+        if let (Err(status), Some(metrics)) = (&checked, &self.metrics) {
+            metrics.refused_for_token(status.code());
+        }
+        checked
     }
 
     /// Checks the token for `role`, then takes a call permit.
@@ -120,8 +144,8 @@ impl ArchiveService {
         role: Role,
         request_metadata: &tonic::metadata::MetadataMap,
     ) -> Result<CallGuard, Status> {
-        self.tokens.check(role, request_metadata)?;
-        self.admit(&self.calls, self.limits.calls, "calls")
+        self.check_token(role, request_metadata)?;
+        self.admit(&self.calls, self.limits.calls, Limit::Calls)
     }
 
     /// Checks the token for `role`, then takes a stream permit.
@@ -130,19 +154,22 @@ impl ArchiveService {
         role: Role,
         request_metadata: &tonic::metadata::MetadataMap,
     ) -> Result<CallGuard, Status> {
-        self.tokens.check(role, request_metadata)?;
-        self.admit(&self.streams, self.limits.streams, "streams")
+        self.check_token(role, request_metadata)?;
+        self.admit(&self.streams, self.limits.streams, Limit::Streams)
     }
 
     /// Admits a call under `limit` permits: refuses it when the server is
     /// draining and every earlier call has finished, or when all are taken.
-    fn admit(&self, limit: &Arc<Semaphore>, max: usize, what: &str) -> Result<CallGuard, Status> {
+    fn admit(&self, limit: &Arc<Semaphore>, max: usize, what: Limit) -> Result<CallGuard, Status> {
         let in_flight = self
             .shutdown
             .in_flight
             .upgrade()
             .ok_or_else(|| Status::unavailable("the server is shutting down"))?;
         let permit = Arc::clone(limit).try_acquire_owned().map_err(|_| {
+            if let Some(metrics) = &self.metrics {
+                metrics.refused_for_limit(what);
+            }
             Status::resource_exhausted(format!(
                 "too many concurrent {what} (limit {max}); retry later"
             ))
@@ -207,6 +234,7 @@ impl ArchiveApi for ArchiveService {
         };
         let (out, stream) = export::export_outbox();
         let (store, stop) = (self.store.clone(), self.shutdown.stop_streams.clone());
+        let open = self.metrics.as_ref().map(Metrics::export_opened);
         tokio::spawn(
             async move {
                 let (code, exported) = export::run_export(query, store, &out, stop).await;
@@ -218,7 +246,7 @@ impl ArchiveApi for ArchiveService {
                 );
                 // The permit goes before the stream ends, so the client may
                 // open a new stream at once.
-                drop(call);
+                drop((call, open));
                 drop(out);
             }
             .instrument(Span::current()),
@@ -328,16 +356,18 @@ impl ArchiveApi for ArchiveService {
         };
         let (out, stream) = changes::watch_outbox();
         let (store, draining) = (self.store.clone(), self.shutdown.draining.clone());
+        let cursor = self.metrics.as_ref().map(|m| m.watcher(query.after));
         tokio::spawn(
             async move {
-                let (code, sent) = changes::run_watch(query, store, &out, draining).await;
+                let (code, sent) =
+                    changes::run_watch(query, store, &out, draining, cursor.as_ref()).await;
                 info!(
                     ?code,
                     sent,
                     latency_ms = round_ms(started.elapsed()),
                     "rpc finished"
                 );
-                drop(call);
+                drop((call, cursor));
                 drop(out);
             }
             .instrument(Span::current()),
@@ -363,6 +393,7 @@ impl ArchiveApi for ArchiveService {
                 self.store.clone(),
                 pending_tx,
                 self.shutdown.stop_streams.clone(),
+                self.metrics.clone(),
             )
             .instrument(span.clone()),
         );

@@ -360,6 +360,27 @@ pub struct ChangesPage {
     pub durable: u64,
 }
 
+/// What the store holds and waits for at one moment, for monitoring
+/// ([`Store::usage`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreUsage {
+    /// Bytes allocated on disk to the record log.
+    pub record_log_bytes: u64,
+    /// Bytes allocated to the rest of the data directory (the engine's
+    /// indexes, snapshots and blobs).
+    pub other_bytes: u64,
+    /// Bytes free for the server on the data directory's filesystem, when
+    /// they can be read.
+    pub free_bytes: Option<u64>,
+    /// The free space writes keep ([`StoreConfig::min_free_bytes`]).
+    pub min_free_bytes: u64,
+    /// Operations queued for the writer and not yet in a batch.
+    pub queued_operations: u64,
+    /// Bytes (compressed article text, rounded up to KiB each) queued for
+    /// the writer or in its current batch.
+    pub queued_bytes: u64,
+}
+
 /// A waiting acknowledgement for one submitted article.
 pub struct PendingWrite(oneshot::Receiver<Result<WriteOutcome>>);
 
@@ -672,6 +693,22 @@ impl Store {
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
         self.sled().flush()
+    }
+
+    /// Size on disk, free space and the writer's queue, now. Blocking, but
+    /// cheap: a few `stat` calls.
+    pub fn usage(&self) -> StoreUsage {
+        self.sled().usage()
+    }
+
+    /// Makes the store record its writer's work into `metrics` (see
+    /// [`sled::SledStore::attach_metrics`]). Blocking: it counts the live
+    /// articles once.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when the index cannot be read.
+    pub fn attach_metrics(&self, metrics: Arc<crate::metrics::Metrics>) -> Result<()> {
+        self.sled().attach_metrics(metrics)
     }
 
     /// Flushes and gives up this handle, off the async workers: when it is

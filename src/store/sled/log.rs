@@ -215,6 +215,11 @@ impl RecordLog {
         Ok(log)
     }
 
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, segment: u64) -> PathBuf {
         self.dir.join(segment_name(segment))
     }

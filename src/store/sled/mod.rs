@@ -43,6 +43,7 @@ pub mod log;
 pub(crate) mod queries;
 pub mod record;
 pub mod upgrade;
+mod usage;
 mod writer;
 
 #[cfg(test)]
@@ -245,6 +246,10 @@ pub(crate) struct Shared {
     /// end at that point: how far the change feed may read, and what
     /// followers wait on.
     durable: watch::Sender<Durable>,
+    /// Where the writer and submitters record, once a server with metrics
+    /// attaches them ([`SledStore::attach_metrics`]); unset, nothing is
+    /// recorded.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 /// How far the archive is durable.
@@ -484,6 +489,7 @@ impl SledStore {
                 tail: log_tail,
             })
             .0,
+            metrics: std::sync::OnceLock::new(),
         });
         if shared.trees.meta.get(queries::QUERY_INDEXES_KEY)?.is_none() {
             // Made before the query indexes existed, or their build was
@@ -1060,6 +1066,8 @@ impl SledStore {
     ) -> Result<oneshot::Receiver<Result<WriteOutcome>>> {
         let (reply, outcome) = oneshot::channel();
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
+        let metrics = self.shared.metrics.get();
+        let waiting = metrics.map(|_| std::time::Instant::now());
         // An article larger than the whole budget takes all of it.
         let kib = u32::try_from(op.size() / 1024 + 1)
             .unwrap_or(u32::MAX)
@@ -1076,6 +1084,9 @@ impl SledStore {
             })
             .await
             .map_err(|_| Error::Closed)?;
+        if let (Some(metrics), Some(waiting)) = (metrics, waiting) {
+            metrics.queue_waited(waiting.elapsed());
+        }
         Ok(outcome)
     }
 

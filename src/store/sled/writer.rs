@@ -158,6 +158,7 @@ pub(super) fn run(
             }
         }
         let ops: Vec<&Op> = batch.iter().map(|w| &w.op).collect();
+        let started = Instant::now();
         let result = commit(
             &shared.trees,
             &shared.log,
@@ -176,6 +177,13 @@ pub(super) fn run(
             debug!(articles = batch.len(), bytes, "group commit flushed");
             // Durable now: the change feed may show it.
             shared.durable(state.next_sequence - 1, shared.log.tail());
+        }
+        if let (Some(metrics), Ok(outcomes)) = (shared.metrics.get(), &result) {
+            metrics.batch_committed(
+                batch.len(),
+                started.elapsed(),
+                &super::usage::tally(&batch, outcomes),
+            );
         }
         let unchanged = match &result {
             Ok(outcomes) => outcomes
@@ -240,7 +248,7 @@ fn room_for_writes(config: &crate::store::StoreConfig, first_bytes: usize) -> Re
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `path`.
-fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+pub(super) fn available_bytes(path: &std::path::Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;

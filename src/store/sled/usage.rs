@@ -1,0 +1,130 @@
+//! What a server's metrics read from the engine: its size on disk, the free
+//! space, the writer's queue, the live articles; and how metrics are
+//! attached to it. Kept apart from the engine's work so the few lines that
+//! record (in the writer and in `submit`) are all it adds there.
+
+use std::{path::Path, sync::Arc};
+
+use super::{index::IdState, writer, SledStore};
+use crate::{
+    error::Result,
+    metrics::{BatchOutcomes, Metrics},
+    store::{StoreUsage, WriteOutcome},
+};
+
+impl SledStore {
+    /// What the store holds and waits for now. A few `stat` calls and a
+    /// read of the data directory (the record log's segments are 256 MiB
+    /// each, so they are few); no sled read.
+    pub fn usage(&self) -> StoreUsage {
+        let config = &self.shared.config;
+        let record_log_bytes = allocated_bytes(self.shared.log.dir(), 0);
+        let all_bytes = allocated_bytes(&config.path, 0);
+        let (queued_operations, queued_bytes) = match &self.queue {
+            Some(queue) => {
+                let queued_kib = (self.queued_kib_limit as usize)
+                    .saturating_sub(self.queued_kib.available_permits());
+                (
+                    queue.max_capacity().saturating_sub(queue.capacity()),
+                    queued_kib * 1024,
+                )
+            }
+            None => (0, 0),
+        };
+        StoreUsage {
+            record_log_bytes,
+            other_bytes: all_bytes.saturating_sub(record_log_bytes),
+            free_bytes: writer::available_bytes(&config.path).ok(),
+            min_free_bytes: config.min_free_bytes,
+            queued_operations: queued_operations as u64,
+            queued_bytes: queued_bytes as u64,
+        }
+    }
+
+    /// Live articles: the `ids` entries that are not tombstones. Reads
+    /// the whole `ids` index (0.7–1.2 s for 300,000 articles, measured).
+    ///
+    /// # Errors
+    /// [`crate::Error::Storage`] when sled cannot be read.
+    pub fn count_articles(&self) -> Result<u64> {
+        let mut live = 0;
+        for value in self.shared.trees.ids.iter().values() {
+            if matches!(IdState::decode(&value?), Ok(IdState::Live(_))) {
+                live += 1;
+            }
+        }
+        Ok(live)
+    }
+
+    /// Makes the writer and submitters record into `metrics` from now on,
+    /// starting the live-article gauge at a count of the `ids` index: the
+    /// writer, the only one that changes it, then adds what each batch
+    /// created and deleted. So no scrape has to read the index. Call it
+    /// before writes begin (a batch committed during the count may be
+    /// counted twice or not at all). A store takes metrics once; later
+    /// calls change nothing.
+    ///
+    /// # Errors
+    /// [`crate::Error::Storage`] when the index cannot be read.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) -> Result<()> {
+        if self.shared.metrics.get().is_some() {
+            return Ok(());
+        }
+        metrics.set_articles(self.count_articles()?);
+        let _ = self.shared.metrics.set(metrics);
+        Ok(())
+    }
+}
+
+/// What a committed batch did, counted for the metrics.
+pub(super) fn tally(
+    batch: &[writer::WriteRequest],
+    outcomes: &[Result<WriteOutcome>],
+) -> BatchOutcomes {
+    let mut tally = BatchOutcomes::default();
+    for (request, outcome) in batch.iter().zip(outcomes) {
+        let body_bytes = match &request.op {
+            writer::Op::Put(prepared) => prepared.body_bytes,
+            writer::Op::Delete { .. } => 0,
+        };
+        match outcome {
+            Ok(WriteOutcome::Created) => {
+                tally.created += 1;
+                tally.text_bytes += body_bytes;
+            }
+            Ok(WriteOutcome::Updated) => {
+                tally.updated += 1;
+                tally.text_bytes += body_bytes;
+            }
+            Ok(WriteOutcome::Unchanged) => tally.unchanged += 1,
+            Ok(WriteOutcome::Rejected(_)) => tally.rejected += 1,
+            Ok(WriteOutcome::Deleted { .. }) => tally.deleted += 1,
+            // Not carried out (a deletion of an unknown id): nothing changed.
+            Err(_) => {}
+        }
+    }
+    tally
+}
+
+/// Bytes allocated on disk (as `du` counts them) to the files under `dir`;
+/// what cannot be read counts as nothing. Symbolic links are not followed,
+/// and the walk stops a few levels down (sled's `blobs/` is one level).
+fn allocated_bytes(dir: &Path, depth: usize) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() && depth < 3 {
+            total += allocated_bytes(&entry.path(), depth + 1);
+        } else if meta.is_file() {
+            // st_blocks counts 512-byte units whatever the block size.
+            total += meta.blocks() * 512;
+        }
+    }
+    total
+}
