@@ -538,19 +538,31 @@ impl Growth {
 }
 
 const OPEN_HEADER: &str =
-    "  articles  clean stop: open s  kill -9: open s  of which check s  check records  problems";
+    "  articles  clean stop: open s  kill -9: open s  of which check s  check records  problems  get req/s  get p99 ms  vs growth row";
 
 /// A row of 4b: the open after a clean stop, and `checked`, the server
-/// started after a kill.
-fn open_row(size: &str, clean_open: Duration, checked: &ServerProcess) -> String {
+/// started after a kill; `gets`: the growth row's Get and the one on
+/// `checked`.
+fn open_row(
+    size: &str,
+    clean_open: Duration,
+    checked: &ServerProcess,
+    gets: Option<(&Latencies, &Latencies)>,
+) -> String {
     let check = checked.startup_check();
     format!(
-        "{size:>10} {:>19.3} {:>16.3} {:>17} {:>14} {:>9}",
+        "{size:>10} {:>19.3} {:>16.3} {:>17} {:>14} {:>9} {:>10} {:>11} {:>13}",
         clean_open.as_secs_f64(),
         checked.startup.as_secs_f64(),
         check.map_or("-".into(), |(d, _, _)| format!("{:.3}", d.as_secs_f64())),
         check.map_or("-".into(), |(_, records, _)| records.to_string()),
         check.map_or("-".into(), |(_, _, problems)| problems.to_string()),
+        gets.map_or("-".into(), |(_, again)| format!("{:.0}", again.rate())),
+        gets.map_or("-".into(), |(_, again)| ms(again.p99)),
+        gets.map_or("-".into(), |(row, again)| format!(
+            "{:.2}",
+            again.rate() / row.rate()
+        )),
     )
 }
 
@@ -844,7 +856,7 @@ fn main() {
         let clean_open = clean.startup;
         clean.kill();
         let checked = ServerProcess::start(&empty_dir, &server_args);
-        let row = open_row("empty dir", clean_open, &checked);
+        let row = open_row("empty dir", clean_open, &checked, None);
         checked.stop();
         row
     }];
@@ -917,8 +929,16 @@ fn main() {
         let clean_open = clean.startup;
         clean.kill();
         server = ServerProcess::start(&growth_dir, &server_args);
-        open_rows.push(open_row(&size.to_string(), clean_open, &server));
         channel = runtime.block_on(connect(server.addr));
+        // Get again on the restarted server, seconds after the growth
+        // row's: what is left of the cost once nothing is being written.
+        let get_again = runtime.block_on(get_load(&channel, &sample, 16, growth_seconds));
+        open_rows.push(open_row(
+            &size.to_string(),
+            clean_open,
+            &server,
+            Some((&ours.get, &get_again)),
+        ));
         loaded = size;
     }
     print_rows(
@@ -937,7 +957,9 @@ fn main() {
         "4b. Opening the archive after each size: seconds from spawning a new server process on the\n    \
          data dir until it logs \"listening on\" (OS page cache warm). After a clean stop (SIGTERM)\n    \
          it only opens; after kill -9 it first checks every record and index (the check's own time\n    \
-         and what it counted are from its log line). The first row is an empty data dir: the floor.",
+         and what it counted are from its log line). The first row is an empty data dir: the floor.\n    \
+         Then Get (concurrency 16, the same ids) on the server started after kill -9, which goes on\n    \
+         with the growth, against the growth row's Get (measured right after that size's ingest).",
         OPEN_HEADER,
         &open_rows,
     );
