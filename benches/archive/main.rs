@@ -21,10 +21,14 @@
 //!    latency, peak resident memory of the server process and bytes on disk
 //!    per article at each size (10k and 100k; 1M with --large), each row
 //!    followed by PostgreSQL's figures on the same articles and the ratios;
-//!    Then, at the largest size, the query RPCs (`queries.rs`): pages
-//!    filtered by an indexed source of about 0.1 % and by other fields
-//!    against the same unfiltered page, url matches, counts from the
-//!    counters and from scans, and BatchGetArticles against GetArticle;
+//!    then (4b), at each size, the time a new server process takes to open
+//!    the archive after a clean stop (SIGTERM) and after `kill -9` (when it
+//!    checks the whole archive first), against the same on an empty data
+//!    directory; the growth goes on in the server started last; and (4c),
+//!    at the largest size, the query RPCs (`queries.rs`): pages filtered by
+//!    an indexed source of about 0.1 % and by other fields against the same
+//!    unfiltered page, url matches, counts from the counters and from
+//!    scans, and BatchGetArticles against GetArticle;
 //! 5. PostgreSQL on the articles of sections 1-3: the same batches, lookups,
 //!    keyset range queries and full walks without and with bodies.
 //!
@@ -41,6 +45,8 @@
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
 //! `--no-postgres`, `--corpus-only` (print the calibration and stop),
 //! `--write-corpus N` (the articles as JSON Lines on standard output).
+//! `--cache-mb N` (the sled cache of every store the benchmark opens,
+//! passed to the servers as `serve --cache-mb N`; default: the server's).
 
 mod calibration;
 mod corpus;
@@ -73,6 +79,17 @@ struct Options {
     postgres: bool,
     corpus_only: bool,
     write_corpus: Option<usize>,
+    /// `serve --cache-mb` for every server; `None`: the server's default.
+    cache_mb: Option<u64>,
+}
+
+impl Options {
+    /// Arguments every server gets.
+    fn server_args(&self) -> Vec<String> {
+        self.cache_mb
+            .map(|mb| vec!["--cache-mb".to_string(), mb.to_string()])
+            .unwrap_or_default()
+    }
 }
 
 const USAGE: &str = "accepted options:
@@ -84,6 +101,7 @@ const USAGE: &str = "accepted options:
   --corpus-only     print the corpus calibration and stop
   --write-corpus N  write articles 0..N as JSON Lines (the ingest command's input) to
                     standard output and stop: for A/B runs of whole binaries
+  --cache-mb N      sled cache of every store, in MiB (default: the server's)
   --help            this list";
 
 /// The command line; an option we do not know is an error, so a typo never
@@ -96,6 +114,7 @@ fn parse_options() -> Result<Options, String> {
         postgres: true,
         corpus_only: false,
         write_corpus: None,
+        cache_mb: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -122,6 +141,13 @@ fn parse_options() -> Result<Options, String> {
             "--no-postgres" => options.postgres = false,
             "--corpus-only" => options.corpus_only = true,
             "--write-corpus" => options.write_corpus = Some(number(value()?)?),
+            "--cache-mb" => {
+                let mb = number(value()?)?;
+                if mb == 0 {
+                    return Err("--cache-mb must be at least 1".into());
+                }
+                options.cache_mb = Some(mb as u64);
+            }
             "--help" => return Err(String::new()),
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
@@ -155,9 +181,13 @@ fn store_ingest(
     runtime: &tokio::runtime::Runtime,
     dir: &Path,
     input: &[proto::Article],
+    cache_mb: Option<u64>,
 ) -> (Duration, Store) {
     let mut config = StoreConfig::new(dir);
     config.min_free_bytes = 0;
+    if let Some(mb) = cache_mb {
+        config.cache_capacity_bytes = mb * 1024 * 1024;
+    }
     let store = Store::open(&config).unwrap();
     let started = Instant::now();
     runtime.block_on(async {
@@ -518,6 +548,35 @@ impl Growth {
     }
 }
 
+const OPEN_HEADER: &str =
+    "  articles  clean stop: open s  kill -9: open s  of which check s  check records  problems  get req/s  get p99 ms  vs growth row";
+
+/// A row of 4b: the open after a clean stop, and `checked`, the server
+/// started after a kill; `gets`: the growth row's Get and the one on
+/// `checked`.
+fn open_row(
+    size: &str,
+    clean_open: Duration,
+    checked: &ServerProcess,
+    gets: Option<(&Latencies, &Latencies)>,
+) -> String {
+    let check = checked.startup_check();
+    format!(
+        "{size:>10} {:>19.3} {:>16.3} {:>17} {:>14} {:>9} {:>10} {:>11} {:>13}",
+        clean_open.as_secs_f64(),
+        checked.startup.as_secs_f64(),
+        check.map_or("-".into(), |(d, _, _)| format!("{:.3}", d.as_secs_f64())),
+        check.map_or("-".into(), |(_, records, _)| records.to_string()),
+        check.map_or("-".into(), |(_, _, problems)| problems.to_string()),
+        gets.map_or("-".into(), |(_, again)| format!("{:.0}", again.rate())),
+        gets.map_or("-".into(), |(_, again)| ms(again.p99)),
+        gets.map_or("-".into(), |(row, again)| format!(
+            "{:.2}",
+            again.rate() / row.rate()
+        )),
+    )
+}
+
 const GROWTH_HEADER: &str = " articles system      ingest a/s get req/s get p99 ms   a/day day p50 ms day p99 ms 20-page p50 peak MiB RSS MiB disk B/art disk/raw";
 
 /// A section-5 row: PostgreSQL's figure, the archive's, archive/PostgreSQL.
@@ -625,13 +684,15 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let server_args = options.server_args();
     let n = options.articles;
     let input: Vec<proto::Article> = (0..n).map(article).collect();
     let bytes: usize = input.iter().map(text_bytes).sum();
 
     // 1. Ingest.
     let mut rows = Vec::new();
-    let (raw_elapsed, raw_store) = store_ingest(&runtime, &dir.path().join("raw"), &input);
+    let (raw_elapsed, raw_store) =
+        store_ingest(&runtime, &dir.path().join("raw"), &input, options.cache_mb);
     let raw_rate = n as f64 / raw_elapsed.as_secs_f64();
     rows.push(rate_row(
         "ingest: the store in-process (baseline)",
@@ -640,7 +701,7 @@ fn main() {
         raw_elapsed,
         None,
     ));
-    let server = ServerProcess::start(&dir.path().join("svc1"), &[]);
+    let server = ServerProcess::start(&dir.path().join("svc1"), &server_args);
     let channel = runtime.block_on(connect(server.addr));
     let (one_stream, _) = runtime.block_on(ingest(&channel, 0..n, 1));
     let one_stream_rate = n as f64 / one_stream.as_secs_f64();
@@ -652,7 +713,7 @@ fn main() {
         Some(raw_rate),
     ));
     {
-        let four = ServerProcess::start(&dir.path().join("svc4"), &[]);
+        let four = ServerProcess::start(&dir.path().join("svc4"), &server_args);
         let four_channel = runtime.block_on(connect(four.addr));
         let (elapsed, _) = runtime.block_on(ingest(&four_channel, 0..n, 4));
         rows.push(rate_row(
@@ -671,7 +732,7 @@ fn main() {
             .map(|a| article_archive::cli::jsonl::to_line(a) + "\n")
             .collect();
         std::fs::write(&file, lines).unwrap();
-        let cli_server = ServerProcess::start(&dir.path().join("cli"), &[]);
+        let cli_server = ServerProcess::start(&dir.path().join("cli"), &server_args);
         let started = Instant::now();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_article-archive"))
             .args(["ingest", "--server", &format!("http://{}", cli_server.addr)])
@@ -804,9 +865,23 @@ fn main() {
     // more articles as the archive grows (a/day); the 20-article page at a
     // random date is the same amount of work at every size.
     let mut rows = Vec::new();
+    // The floor for opening: a server on an empty data directory, stopped
+    // cleanly and then killed, as the growth archive is at each size.
+    let mut open_rows = vec![{
+        let empty_dir = dir.path().join("empty");
+        let first = ServerProcess::start(&empty_dir, &server_args);
+        first.stop();
+        let clean = ServerProcess::start(&empty_dir, &server_args);
+        let clean_open = clean.startup;
+        clean.kill();
+        let checked = ServerProcess::start(&empty_dir, &server_args);
+        let row = open_row("empty dir", clean_open, &checked, None);
+        checked.stop();
+        row
+    }];
     let growth_dir = dir.path().join("growth");
-    let server = ServerProcess::start(&growth_dir, &[]);
-    let channel = runtime.block_on(connect(server.addr));
+    let mut server = ServerProcess::start(&growth_dir, &server_args);
+    let mut channel = runtime.block_on(connect(server.addr));
     let growth_seconds = options.seconds.min(2.0);
     let pg_connections = pg.map(|pg| {
         runtime.block_on(pg.create_table());
@@ -818,6 +893,12 @@ fn main() {
         let (elapsed, raw) = runtime.block_on(ingest(&channel, loaded..size, 1));
         raw_total += raw;
         let step = size - loaded;
+        // Progress on stderr: a large growth runs for an hour or more.
+        eprintln!(
+            "growth: {size} articles loaded ({:.0} a/s), server pid {}; measuring reads",
+            step as f64 / elapsed.as_secs_f64(),
+            server.child.id()
+        );
         let sample: Arc<Vec<String>> = Arc::new(
             (0..size)
                 .step_by((size / 50_000).max(1))
@@ -859,23 +940,52 @@ fn main() {
             rows.push(theirs.row(size, "PostgreSQL", raw_total));
             rows.push(Growth::ratio_row(size, &ours, &theirs));
         }
+        // Opening the archive of this size: stopped cleanly (SIGTERM), then
+        // killed (the next start checks every record and index first). The
+        // growth goes on in the server started last.
+        server.stop();
+        let clean = ServerProcess::start(&growth_dir, &server_args);
+        let clean_open = clean.startup;
+        clean.kill();
+        server = ServerProcess::start(&growth_dir, &server_args);
+        channel = runtime.block_on(connect(server.addr));
+        // Get again on the restarted server, seconds after the growth
+        // row's: what is left of the cost once nothing is being written.
+        let get_again = runtime.block_on(get_load(&channel, &sample, 16, growth_seconds));
+        open_rows.push(open_row(
+            &size.to_string(),
+            clean_open,
+            &server,
+            Some((&ours.get, &get_again)),
+        ));
         loaded = size;
     }
     print_rows(
         "4. Growth and cost: the archive (a server process; disk = allocated bytes of its data dir) and\n   \
          PostgreSQL (disk = pg_total_relation_size: table, TOAST and indexes) on the same articles.\n   \
          raw = bytes of the article fields; get at concurrency 16; a/day = articles in the days asked.\n   \
-         archive/PG above 1 is better for the archive in ingest and req/s, below 1 in latency and disk.",
+         archive/PG above 1 is better for the archive in ingest and req/s, below 1 in latency and disk.\n   \
+         The server restarts after each size (below), so peak MiB is the peak since the last size.",
         GROWTH_HEADER,
         &rows,
     );
     if let Err(reason) = &postgres {
         println!("PostgreSQL twins skipped: {reason}");
     }
+    print_rows(
+        "4b. Opening the archive after each size: seconds from spawning a new server process on the\n    \
+         data dir until it logs \"listening on\" (OS page cache warm). After a clean stop (SIGTERM)\n    \
+         it only opens; after kill -9 it first checks every record and index (the check's own time\n    \
+         and what it counted are from its log line). The first row is an empty data dir: the floor.\n    \
+         Then Get (concurrency 16, the same ids) on the server started after kill -9, which goes on\n    \
+         with the growth, against the growth row's Get (measured right after that size's ingest).",
+        OPEN_HEADER,
+        &open_rows,
+    );
     if let Some(&largest) = options.growth.last() {
         print_rows(
             &format!(
-                "4b. Queries on the growth archive at {largest} articles: filtered pages (ratio: p50 against\n    \
+                "4c. Queries on the growth archive at {largest} articles: filtered pages (ratio: p50 against\n    \
                  the unfiltered page of 20), url matches, counts, BatchGetArticles (ratio: against 100 GetArticle)"
             ),
             queries::HEADER,

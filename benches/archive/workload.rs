@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use article_archive::{article::Article, proto};
@@ -111,10 +111,17 @@ pub fn disk_usage(dir: &Path) -> u64 {
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// From spawning the process until it logged "listening on": starting
+    /// the process, opening the store (and checking it, after an unclean
+    /// stop), binding.
+    pub startup: Duration,
+    /// The lines it logged before that one.
+    pub startup_log: Vec<String>,
 }
 
 impl ServerProcess {
-    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    pub fn start(data_dir: &Path, extra: &[String]) -> Self {
+        let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_article-archive"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -129,15 +136,43 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut startup_log = Vec::new();
         let addr = loop {
             let line = lines.next().expect("the server logs its address").unwrap();
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.split_whitespace().next().unwrap().parse().unwrap();
             }
+            startup_log.push(line);
         };
+        let startup = started.elapsed();
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            startup,
+            startup_log,
+        }
+    }
+
+    /// What the startup check after an unclean stop reported, from the
+    /// server's log line: (its own time, records, problems); `None` when
+    /// it did not run.
+    pub fn startup_check(&self) -> Option<(Duration, u64, u64)> {
+        let line = self
+            .startup_log
+            .iter()
+            .find(|l| l.contains("startup check done"))?;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(name)?.strip_prefix('='))
+        };
+        let number = |name: &str| field(name).and_then(|v| v.parse().ok());
+        Some((
+            parse_debug_duration(field("elapsed")?)?,
+            number("records")?,
+            number("problems")?,
+        ))
     }
 
     /// Peak and current resident memory in bytes (VmHWM, VmRSS).
@@ -155,12 +190,35 @@ impl ServerProcess {
         (field("VmHWM:"), field("VmRSS:"))
     }
 
+    /// SIGTERM, and waits for the process to exit (a clean stop).
     pub fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
     }
+
+    /// SIGKILL, and waits for the process to be gone (an unclean stop).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `Duration` as its `Debug` form writes it (`3.2s`, `850.1ms`,
+/// `12.5µs`, `900ns`).
+pub fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "µs" | "us" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
 }
 
 /// A benchmark that panics midway must not leave its server running.
