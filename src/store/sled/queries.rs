@@ -573,15 +573,19 @@ pub(crate) fn count_unfiltered(
         .filter(|&t| day.start(day.bucket(t)) != t)
         .map(|t| day.bucket(t));
     for d in [cut_start, cut_end].into_iter().flatten() {
-        let from = range.start.map_or(day.start(d), |s| s.max(day.start(d)));
-        let to = range
-            .end
-            .map_or(day.start(d + 1), |e| e.min(day.start(d + 1)));
-        if let Some(count) = per_day.get_mut(&d) {
-            *count = count_keys(trees, from, to)?;
+        if per_day.contains_key(&d) {
+            let from = range.start.map_or(day.start(d), |s| s.max(day.start(d)));
+            let to = range
+                .end
+                .map_or(day.start(d + 1), |e| e.min(day.start(d + 1)));
+            let count = count_keys(trees, from, to)?;
+            if count == 0 {
+                per_day.remove(&d);
+            } else {
+                per_day.insert(d, count);
+            }
         }
     }
-    per_day.retain(|_, count| *count > 0);
     let mut out = BTreeMap::new();
     for (d, count) in per_day {
         *out.entry(interval.bucket(day.start(d))).or_insert(0) += count;
