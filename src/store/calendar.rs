@@ -19,6 +19,15 @@ pub enum Interval {
 }
 
 impl Interval {
+    /// The counter kind byte of this interval (see `keys::counter_key`).
+    pub fn counter_kind(self) -> u8 {
+        match self {
+            Self::Day => b'd',
+            Self::Month => b'm',
+            Self::Year => b'y',
+        }
+    }
+
     /// The number of the bucket holding `at`.
     pub fn bucket(self, at: Timestamp) -> i64 {
         let day = at.seconds.div_euclid(SECONDS_PER_DAY);

@@ -6,14 +6,9 @@
 //! - `urls`: `host-reversed url ‖ 0 ‖ scheme ‖ 0 ‖ date key`
 //!   ([`keys::url_index_key`], [`super::super::url_key`]), one entry per
 //!   article with a url;
-//! - `counts`: articles per UTC day, one entry per year (`y` ‖ year →
-//!   the year's non-empty days as `day of year (u16) ‖ count (u32)`,
-//!   big-endian), and per source and section (`s`, `c` ‖ label → u64
-//!   big-endian). Months and years are sums of days. One entry per year
-//!   rather than per day keeps a batch's counter writes to the years it
-//!   touches (a batch of backfill touches hundreds of days, each a sled
-//!   entry to rewrite, measured at 20 µs an article). An entry that
-//!   reaches 0 is removed.
+//! - `counts`: articles per UTC day, month and year (`d`, `m`, `y` ‖ bucket
+//!   number) and per source and section (`s`, `c` ‖ label), u64
+//!   big-endian; a counter that reaches 0 is removed.
 //!
 //! All of them describe the *current* version of each live article, so
 //! they are derived from the `dates` tree, and the writer changes them in
@@ -57,45 +52,7 @@ pub(crate) const QUERY_INDEXES_KEY: &str = "query_indexes";
 const SOURCE_COUNT: u8 = b's';
 /// Counter kind of the per-section counters.
 const SECTION_COUNT: u8 = b'c';
-/// Counter kind of the per-year entries of day counts.
-const YEAR_DAYS: u8 = b'y';
-
-/// The (year, day of year) of `at`, and the day number of that year's
-/// first day.
-fn year_day(at: Timestamp) -> (i64, u16) {
-    let day = Interval::Day.bucket(at);
-    let year = Interval::Year.bucket(at);
-    let first = Interval::Year.start(year).seconds.div_euclid(86_400);
-    (year, (day - first) as u16)
-}
-
-/// A year's day counts as stored.
-fn encode_days(days: &BTreeMap<u16, u64>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(days.len() * 6);
-    for (&day, &count) in days {
-        out.extend_from_slice(&day.to_be_bytes());
-        out.extend_from_slice(&u32::try_from(count).unwrap_or(u32::MAX).to_be_bytes());
-    }
-    out
-}
-
-fn decode_days(key: &[u8], bytes: &[u8]) -> Result<BTreeMap<u16, u64>> {
-    if bytes.len() % 6 != 0 {
-        return Err(Error::Corrupt {
-            key: format!("{COUNTS_TREE}/{key:?}"),
-            reason: "day counts come in 6-byte entries".into(),
-        });
-    }
-    Ok(bytes
-        .chunks_exact(6)
-        .map(|c| {
-            (
-                u16::from_be_bytes([c[0], c[1]]),
-                u64::from(u32::from_be_bytes([c[2], c[3], c[4], c[5]])),
-            )
-        })
-        .collect())
-}
+const INTERVALS: [Interval; 3] = [Interval::Day, Interval::Month, Interval::Year];
 
 /// What the query indexes hold of one article version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,10 +81,7 @@ pub(crate) struct QueryChanges {
     sources: sled::Batch,
     sections: sled::Batch,
     urls: sled::Batch,
-    /// Per-label counters.
     counts: HashMap<Vec<u8>, i64>,
-    /// Per year, per day of year.
-    days: BTreeMap<i64, BTreeMap<u16, i64>>,
 }
 
 impl QueryChanges {
@@ -155,8 +109,10 @@ impl QueryChanges {
     }
 
     fn count(&mut self, labels: &Labels, at: Timestamp, delta: i64) {
-        let (year, day) = year_day(at);
-        *self.days.entry(year).or_default().entry(day).or_default() += delta;
+        for interval in INTERVALS {
+            let key = keys::counter_key(interval.counter_kind(), interval.bucket(at));
+            *self.counts.entry(key.to_vec()).or_default() += delta;
+        }
         *self
             .counts
             .entry(keys::label_counter_key(SOURCE_COUNT, &labels.source))
@@ -189,58 +145,7 @@ impl QueryChanges {
                 counters.insert(key, &next.to_be_bytes()[..]);
             }
         }
-        for (year, deltas) in self.days {
-            let key = keys::counter_key(YEAR_DAYS, year);
-            let mut days = match counts.get(key)? {
-                Some(bytes) => decode_days(&key, &bytes)?,
-                None => BTreeMap::new(),
-            };
-            for (day, delta) in deltas {
-                let now = days.get(&day).copied().unwrap_or(0);
-                let next = now
-                    .checked_add_signed(delta)
-                    .ok_or_else(|| Error::Corrupt {
-                        key: format!("{COUNTS_TREE}/{key:?}"),
-                        reason: format!("day {day}: counter {now} cannot change by {delta}"),
-                    })?;
-                if next == 0 {
-                    days.remove(&day);
-                } else {
-                    days.insert(day, next);
-                }
-            }
-            if days.is_empty() {
-                counters.remove(&key[..]);
-            } else {
-                counters.insert(&key[..], encode_days(&days));
-            }
-        }
         Ok([self.sources, self.sections, self.urls, counters])
-    }
-
-    /// Every counter entry these changes add up to, as stored (for a
-    /// check or rebuild that added every article once).
-    fn entries(self) -> BTreeMap<Vec<u8>, Vec<u8>> {
-        let mut out = BTreeMap::new();
-        for (key, count) in self.counts {
-            if count != 0 {
-                out.insert(key, (count as u64).to_be_bytes().to_vec());
-            }
-        }
-        for (year, days) in self.days {
-            let days: BTreeMap<u16, u64> = days
-                .into_iter()
-                .filter(|(_, c)| *c != 0)
-                .map(|(d, c)| (d, c as u64))
-                .collect();
-            if !days.is_empty() {
-                out.insert(
-                    keys::counter_key(YEAR_DAYS, year).to_vec(),
-                    encode_days(&days),
-                );
-            }
-        }
-        out
     }
 }
 
@@ -529,66 +434,52 @@ pub(crate) fn url_scan(
     Ok((hits, last, false))
 }
 
-/// Counts per bucket of `interval` in `range`, unfiltered, from the day
-/// counters (one entry per year). A bound inside a day is counted exactly
-/// from the `dates` keys of that part of the day.
+/// Counts per bucket of `interval` in `range`, unfiltered, from the
+/// counters: whole buckets are one counter read each; a bucket the range
+/// cuts (a bound inside it) is counted from day counters and, for the
+/// part of a day, from the `dates` keys.
 pub(crate) fn count_unfiltered(
     trees: &Trees,
     range: DateRange,
     interval: Interval,
 ) -> Result<BTreeMap<i64, u64>> {
-    let day = Interval::Day;
-    let first_day = range.start.map(|t| day.bucket(t));
-    let last_day = range.end.map(|t| day.bucket(before(t)));
-    let lower = first_day.map_or(Bound::Included(vec![YEAR_DAYS]), |d| {
-        Bound::Included(keys::counter_key(YEAR_DAYS, Interval::Year.bucket(day.start(d))).to_vec())
+    let kind = interval.counter_kind();
+    let lower = range.start.map_or(Bound::Included(vec![kind]), |t| {
+        Bound::Included(keys::counter_key(kind, interval.bucket(t)).to_vec())
     });
-    let upper = last_day.map_or(Bound::Excluded(vec![YEAR_DAYS + 1]), |d| {
-        Bound::Included(keys::counter_key(YEAR_DAYS, Interval::Year.bucket(day.start(d))).to_vec())
-    });
-    let mut per_day: BTreeMap<i64, u64> = BTreeMap::new();
-    if !matches!((first_day, last_day), (Some(f), Some(l)) if f > l) {
-        for entry in trees.counts.range::<Vec<u8>, _>((lower, upper)) {
-            let (key, value) = entry?;
-            let year = keys::parse_counter_key(YEAR_DAYS, &key).ok_or_else(|| Error::Corrupt {
-                key: format!("{COUNTS_TREE}/{key:?}"),
-                reason: "not a year key".into(),
-            })?;
-            let first_of_year = Interval::Year.start(year).seconds.div_euclid(86_400);
-            for (day_of_year, count) in decode_days(&key, &value)? {
-                let d = first_of_year + i64::from(day_of_year);
-                if first_day.is_none_or(|f| d >= f) && last_day.is_none_or(|l| d <= l) {
-                    per_day.insert(d, count);
-                }
-            }
-        }
-    }
-    // The days a bound cuts: counted from the keys of the part inside.
-    let cut_start = range
-        .start
-        .filter(|&t| day.start(day.bucket(t)) != t)
-        .map(|t| day.bucket(t));
-    let cut_end = range
-        .end
-        .filter(|&t| day.start(day.bucket(t)) != t)
-        .map(|t| day.bucket(t));
-    for d in [cut_start, cut_end].into_iter().flatten() {
-        if per_day.contains_key(&d) {
-            let from = range.start.map_or(day.start(d), |s| s.max(day.start(d)));
-            let to = range
-                .end
-                .map_or(day.start(d + 1), |e| e.min(day.start(d + 1)));
-            let count = count_keys(trees, from, to)?;
-            if count == 0 {
-                per_day.remove(&d);
-            } else {
-                per_day.insert(d, count);
-            }
-        }
-    }
+    let upper = match range.end {
+        Some(t) => Bound::Included(keys::counter_key(kind, interval.bucket(before(t))).to_vec()),
+        None => Bound::Excluded(vec![kind + 1]),
+    };
     let mut out = BTreeMap::new();
-    for (d, count) in per_day {
-        *out.entry(interval.bucket(day.start(d))).or_insert(0) += count;
+    if matches!((&lower, &upper), (Bound::Included(l), Bound::Included(u)) if l > u) {
+        return Ok(out);
+    }
+    for entry in trees.counts.range::<Vec<u8>, _>((lower, upper)) {
+        let (key, value) = entry?;
+        let bucket = keys::parse_counter_key(kind, &key).ok_or_else(|| Error::Corrupt {
+            key: format!("{COUNTS_TREE}/{key:?}"),
+            reason: "not a counter key".into(),
+        })?;
+        let whole: u64 = value
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Corrupt {
+                key: format!("{COUNTS_TREE}/{key:?}"),
+                reason: "a counter is 8 bytes".into(),
+            })?;
+        let (from, to) = (interval.start(bucket), interval.start(bucket + 1));
+        let cut_from = range.start.filter(|&s| s > from);
+        let cut_to = range.end.filter(|&e| e < to);
+        let count = if cut_from.is_none() && cut_to.is_none() {
+            whole
+        } else {
+            count_span(trees, cut_from.unwrap_or(from), cut_to.unwrap_or(to))?
+        };
+        if count > 0 {
+            out.insert(bucket, count);
+        }
     }
     Ok(out)
 }
@@ -606,6 +497,41 @@ pub(crate) fn before(t: Timestamp) -> Timestamp {
             nanos: 999_999_999,
         }
     }
+}
+
+/// Articles published in `[from, to)`: whole days from the day counters,
+/// the rest from the `dates` keys.
+fn count_span(trees: &Trees, from: Timestamp, to: Timestamp) -> Result<u64> {
+    if from >= to {
+        return Ok(0);
+    }
+    let day = Interval::Day;
+    let first_whole = {
+        let d = day.bucket(from);
+        if day.start(d) == from {
+            d
+        } else {
+            d + 1
+        }
+    };
+    let end_whole = day.bucket(to);
+    if first_whole >= end_whole {
+        return count_keys(trees, from, to);
+    }
+    let mut total = count_keys(trees, from, day.start(first_whole))?;
+    let kind = day.counter_kind();
+    for entry in trees.counts.range(
+        keys::counter_key(kind, first_whole).to_vec()..keys::counter_key(kind, end_whole).to_vec(),
+    ) {
+        let (_, value) = entry?;
+        total += value
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+    }
+    total += count_keys(trees, day.start(end_whole), to)?;
+    Ok(total)
 }
 
 /// Entries of `dates` in `[from, to)`.
@@ -632,11 +558,10 @@ pub(crate) fn date_of(date_key: &[u8]) -> Result<(Timestamp, ArticleId)> {
     })
 }
 
-/// What [`check`] expects, built from `dates`.
+/// What [`check`] expects of the counters, built from `dates`.
 #[derive(Default)]
 struct Expected {
-    /// Every article counted once.
-    counts: QueryChanges,
+    counts: BTreeMap<Vec<u8>, u64>,
     sources: u64,
     sections: u64,
     urls: u64,
@@ -656,7 +581,11 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
             continue;
         };
         let labels = Labels::of(&entry.article.content);
-        expected.counts.count(&labels, published_at, 1);
+        let mut changes = QueryChanges::default();
+        changes.count(&labels, published_at, 1);
+        for (key, delta) in changes.counts {
+            *expected.counts.entry(key).or_default() += delta as u64;
+        }
         expected.sources += 1;
         expected.sections += 1;
         if !trees
@@ -696,17 +625,18 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
     let mut stored = BTreeMap::new();
     for entry in &trees.counts {
         let (key, value) = entry?;
-        stored.insert(key.to_vec(), value.to_vec());
+        let count = value.as_ref().try_into().map(u64::from_be_bytes);
+        stored.insert(key.to_vec(), count.unwrap_or(u64::MAX));
     }
-    let expected = expected.counts.entries();
-    if stored != expected {
+    if stored != expected.counts {
         let wrong = expected
+            .counts
             .iter()
-            .filter(|(key, value)| stored.get(*key) != Some(value))
+            .filter(|(key, count)| stored.get(*key) != Some(count))
             .count()
             + stored
                 .keys()
-                .filter(|key| !expected.contains_key(*key))
+                .filter(|key| !expected.counts.contains_key(*key))
                 .count();
         problems.push(format!("counts: {wrong} counters are wrong"));
     }
@@ -718,7 +648,7 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
 /// are left alone. Sets the `meta` flag once they are complete.
 pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -> Result<()> {
     trees.meta.remove(QUERY_INDEXES_KEY)?;
-    let mut counted = QueryChanges::default();
+    let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for entry in &trees.dates {
         let (key, value) = entry?;
         let Some((published_at, id)) = keys::parse_date_key(&key) else {
@@ -728,7 +658,11 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
             continue;
         };
         let labels = Labels::of(&entry.article.content);
-        counted.count(&labels, published_at, 1);
+        let mut changes = QueryChanges::default();
+        changes.count(&labels, published_at, 1);
+        for (key, delta) in changes.counts {
+            *counts.entry(key).or_default() += delta as u64;
+        }
         let mut wanted = vec![
             (
                 &trees.sources,
@@ -763,7 +697,6 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
             }
         }
     }
-    let counts = counted.entries();
     for entry in &trees.counts {
         let (key, _) = entry?;
         if !counts.contains_key(key.as_ref()) {
@@ -771,9 +704,10 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
             report.removed += 1;
         }
     }
-    for (key, value) in counts {
-        if trees.counts.get(&key)?.as_deref() != Some(value.as_slice()) {
-            trees.counts.insert(key, value)?;
+    for (key, count) in counts {
+        let value = count.to_be_bytes();
+        if trees.counts.get(&key)?.as_deref() != Some(&value[..]) {
+            trees.counts.insert(key, &value[..])?;
             report.added += 1;
         }
     }
