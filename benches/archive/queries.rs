@@ -135,7 +135,11 @@ pub async fn run(channel: &Channel, size: usize, queries: usize) -> Vec<String> 
     })
     .await;
     let base = unfiltered.0.p50;
-    rows.push(row("page of 20 from a random date, unfiltered (baseline)", &unfiltered, None));
+    rows.push(row(
+        "page of 20 from a random date, unfiltered (baseline)",
+        &unfiltered,
+        None,
+    ));
     let filtered = |filter: Option<proto::ArticleFilter>| {
         let c = c.clone();
         async move {
@@ -172,7 +176,10 @@ pub async fn run(channel: &Channel, size: usize, queries: usize) -> Vec<String> 
     ));
     let mid_tag = tags[tags.len() / 4].clone();
     rows.push(row(
-        &format!("  same, one tag only (unindexed: scans, {} budget)", article_archive::store::FILTER_SCAN_BUDGET),
+        &format!(
+            "  same, one tag only (unindexed: scans, {} budget)",
+            article_archive::store::FILTER_SCAN_BUDGET
+        ),
         &filtered(Some(proto::ArticleFilter {
             tags: vec![mid_tag.clone()],
             ..Default::default()
@@ -197,7 +204,10 @@ pub async fn run(channel: &Channel, size: usize, queries: usize) -> Vec<String> 
     ));
     for (name, how) in [
         ("url HOST of the rare source, page of 20", UrlMatch::Host),
-        ("url DOMAIN of the rare source, page of 20", UrlMatch::Domain),
+        (
+            "url DOMAIN of the rare source, page of 20",
+            UrlMatch::Domain,
+        ),
     ] {
         let host = rare_source.clone();
         rows.push(row(
@@ -225,7 +235,10 @@ pub async fn run(channel: &Channel, size: usize, queries: usize) -> Vec<String> 
     // Counts over the whole archive.
     for (name, interval) in [
         ("count by year, everything (counters)", CountInterval::Year),
-        ("count by month, everything (counters)", CountInterval::Month),
+        (
+            "count by month, everything (counters)",
+            CountInterval::Month,
+        ),
         ("count by day, everything (counters)", CountInterval::Day),
     ] {
         rows.push(row(
@@ -310,8 +323,14 @@ pub async fn run(channel: &Channel, size: usize, queries: usize) -> Vec<String> 
     .await;
     rows.push(row("100 GetArticle calls in a row (baseline)", &gets, None));
     for (name, view) in [
-        ("  BatchGetArticles of the same 100 ids, FULL", ArticleView::Full),
-        ("  BatchGetArticles of the same 100 ids, BASIC", ArticleView::Basic),
+        (
+            "  BatchGetArticles of the same 100 ids, FULL",
+            ArticleView::Full,
+        ),
+        (
+            "  BatchGetArticles of the same 100 ids, BASIC",
+            ArticleView::Basic,
+        ),
     ] {
         rows.push(row(
             name,

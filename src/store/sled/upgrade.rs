@@ -230,7 +230,9 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     writer::sync_filesystem(&dir)?;
 
     // The writer's commits kept the query indexes with every article.
-    trees.meta.insert(super::queries::QUERY_INDEXES_KEY, &b"1"[..])?;
+    trees
+        .meta
+        .insert(super::queries::QUERY_INDEXES_KEY, &b"1"[..])?;
     // The commit point.
     trees.meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
     trees.db.flush()?;
