@@ -12,7 +12,11 @@
 //!
 //! `cargo test` runs a short version (4 kills). A soak run:
 //! `ARCHIVE_TORTURE_ITERATIONS=500 cargo test --release --test torture -- --nocapture`;
-//! `ARCHIVE_TORTURE_SEED` replays a run (the seed is printed).
+//! `ARCHIVE_TORTURE_SEED` replays a run (the seed is printed);
+//! `ARCHIVE_TORTURE_MAX_ACKS` (default 1500) bounds the acknowledgements
+//! between two kills (each kill waits for 50 plus a random number below it),
+//! which sets how fast the archive grows per kill. A progress line is
+//! printed every 25 kills.
 
 mod common;
 
@@ -263,7 +267,16 @@ async fn repeated_sigkill_while_the_archive_grows_loses_nothing_acknowledged() {
                 .as_nanos() as u64
                 | 1
         });
-    println!("torture: {iterations} iterations, ARCHIVE_TORTURE_SEED={seed}");
+    let max_acks: u64 = std::env::var("ARCHIVE_TORTURE_MAX_ACKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_500)
+        .max(1);
+    println!(
+        "torture: {iterations} iterations, ARCHIVE_TORTURE_SEED={seed}, \
+         ARCHIVE_TORTURE_MAX_ACKS={max_acks}"
+    );
+    let started = std::time::Instant::now();
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -289,7 +302,7 @@ async fn repeated_sigkill_while_the_archive_grows_loses_nothing_acknowledged() {
         }
         // Let a random amount of work be acknowledged, then kill: mid-ingest,
         // or (one time in three) after SIGTERM, while shutting down.
-        let target = *count.borrow() + 50 + rng.below(1_500) as usize;
+        let target = *count.borrow() + 50 + rng.below(max_acks) as usize;
         tokio::time::timeout(
             Duration::from_secs(300),
             count.subscribe().wait_for(|n| *n >= target),
@@ -306,6 +319,16 @@ async fn repeated_sigkill_while_the_archive_grows_loses_nothing_acknowledged() {
         for client in clients {
             client.await.unwrap();
         }
+        if (iteration + 1) % 25 == 0 {
+            let ledger = ledger.lock().unwrap();
+            println!(
+                "torture: {} kills after {:.0} s; {} articles and {} versions acknowledged",
+                iteration + 1,
+                started.elapsed().as_secs_f64(),
+                ledger.acknowledged.len(),
+                ledger.acknowledged_versions.len()
+            );
+        }
     }
 
     let server = ServerProcess::start(&data, &[]);
@@ -320,9 +343,11 @@ async fn repeated_sigkill_while_the_archive_grows_loses_nothing_acknowledged() {
     assert_eq!(report.articles, report.date_entries);
     assert_eq!(report.revision_entries, report.records - report.articles);
     println!(
-        "torture: {iterations} kills survived; {verified} acknowledged versions verified over \
+        "torture: {iterations} kills survived in {:.0} s; {verified} acknowledged versions verified over \
          the restarts (each restart: all of them, in the feed and stored); {} articles, {} \
          records (stored versions)",
-        report.articles, report.records
+        started.elapsed().as_secs_f64(),
+        report.articles,
+        report.records
     );
 }
