@@ -5,7 +5,8 @@
 //! temporary data directories, drives it through the generated client over
 //! TCP, and prints tables in which every figure stands next to a baseline
 //! measured in the same run on the same machine. First it prints what the
-//! articles are and how they compress (`calibration.rs`), then:
+//! articles are and how they compress (`calibration.rs`) and the
+//! measurement behind the store's compression choice (`compression.rs`), then:
 //!
 //! 1. ingest through one stream, 4 streams and the CLI, against the same
 //!    articles through the store itself in this process (everything the
@@ -37,18 +38,21 @@
 //! held in memory. Range queries ask for days drawn like publication dates.
 //!
 //! Layout: `main.rs` the options and sections, `corpus.rs` the text model,
-//! `calibration.rs` its compression figures, `workload.rs` ids, sizes,
+//! `calibration.rs` its compression figures, `compression.rs` the
+//! measurement behind the store's compression choice, `workload.rs` ids, sizes,
 //! latencies and the server process, `postgres.rs` the PostgreSQL twin.
 //!
 //! Options (anything else is refused, with the list): `--articles N`
 //! (sections 1-3 and 5, default 20000), `--large` (growth up to 1,000,000),
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
-//! `--no-postgres`, `--corpus-only` (print the calibration and stop),
+//! `--no-postgres`, `--corpus-only` (print the calibration and the
+//! compression table, and stop),
 //! `--write-corpus N` (the articles as JSON Lines on standard output).
 //! `--cache-mb N` (the sled cache of every store the benchmark opens,
 //! passed to the servers as `serve --cache-mb N`; default: the server's).
 
 mod calibration;
+mod compression;
 mod corpus;
 mod postgres;
 mod queries;
@@ -98,7 +102,7 @@ const USAGE: &str = "accepted options:
   --large           growth to 10000,100000,1000000
   --seconds S       length of each latency run (default 3)
   --no-postgres     skip PostgreSQL
-  --corpus-only     print the corpus calibration and stop
+  --corpus-only     print the corpus calibration and the compression table, and stop
   --write-corpus N  write articles 0..N as JSON Lines (the ingest command's input) to
                     standard output and stop: for A/B runs of whole binaries
   --cache-mb N      sled cache of every store, in MiB (default: the server's)
@@ -679,6 +683,7 @@ fn main() {
     }
     println!("article-archive benchmark on {}", machine());
     let on_target = calibration::run();
+    compression::run();
     if options.corpus_only {
         std::process::exit(if on_target { 0 } else { 1 });
     }
