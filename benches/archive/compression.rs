@@ -30,10 +30,15 @@ const MEASURED_FROM: usize = 500_000;
 const TRAINING_ARTICLES: usize = 4_096;
 const DICTIONARY_BYTES: usize = 110 * 1024;
 
+/// Compresses one payload.
+type Compress = Box<dyn FnMut(&[u8]) -> Vec<u8>>;
+/// Decompresses one payload, given its original size.
+type Decompress = Box<dyn FnMut(&[u8], usize) -> Vec<u8>>;
+
 struct Candidate {
     name: String,
-    compress: Box<dyn FnMut(&[u8]) -> Vec<u8>>,
-    decompress: Box<dyn FnMut(&[u8], usize) -> Vec<u8>>,
+    compress: Compress,
+    decompress: Decompress,
 }
 
 fn zstd(level: i32, dictionary: Option<&[u8]>) -> Candidate {
@@ -55,7 +60,7 @@ fn zstd(level: i32, dictionary: Option<&[u8]>) -> Candidate {
 fn lz4() -> Candidate {
     Candidate {
         name: "lz4 (lz4_flex block)".into(),
-        compress: Box::new(|raw| lz4_flex::block::compress(raw)),
+        compress: Box::new(lz4_flex::block::compress),
         decompress: Box::new(|packed, size| lz4_flex::block::decompress(packed, size).unwrap()),
     }
 }
@@ -97,9 +102,7 @@ pub fn run() {
         raw_bytes as f64 / MEASURED as f64 / 1e3,
         dictionary.len() / 1024,
     );
-    println!(
-        "  candidate                          bytes kept   ratio  compress µs  decompress µs"
-    );
+    println!("  candidate                          bytes kept   ratio  compress µs  decompress µs");
     for mut candidate in candidates {
         let begin = Instant::now();
         let packed: Vec<Vec<u8>> = payloads.iter().map(|p| (candidate.compress)(p)).collect();
