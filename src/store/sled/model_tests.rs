@@ -238,6 +238,8 @@ proptest! {
             super::queries::check(&trees, &codec, &mut problems).unwrap();
             prop_assert!(problems.is_empty(), "{problems:?}");
             prop_assert_eq!(trees.sources.len(), live);
+            // What the metrics' article gauge starts from.
+            prop_assert_eq!(super::queries::live_articles(&trees.counts).unwrap(), live as u64);
         }
     }
 }

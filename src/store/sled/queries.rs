@@ -149,17 +149,31 @@ impl QueryChanges {
     }
 }
 
+/// Every live article: the sum of the per-year counters (each article is
+/// counted in the year it is published; a deletion takes it out).
+pub(crate) fn live_articles(counts: &sled::Tree) -> Result<u64> {
+    let mut live = 0u64;
+    for entry in counts.scan_prefix([Interval::Year.counter_kind()]) {
+        let (key, value) = entry?;
+        live = live.saturating_add(counter_value(&key, &value)?);
+    }
+    Ok(live)
+}
+
+fn counter_value(key: &[u8], value: &[u8]) -> Result<u64> {
+    value
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt {
+            key: format!("{COUNTS_TREE}/{key:?}"),
+            reason: "a counter is 8 bytes".into(),
+        })
+}
+
 fn read_counter(counts: &sled::Tree, key: &[u8]) -> Result<u64> {
     match counts.get(key)? {
         None => Ok(0),
-        Some(bytes) => bytes
-            .as_ref()
-            .try_into()
-            .map(u64::from_be_bytes)
-            .map_err(|_| Error::Corrupt {
-                key: format!("{COUNTS_TREE}/{key:?}"),
-                reason: "a counter is 8 bytes".into(),
-            }),
+        Some(bytes) => counter_value(key, &bytes),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use super::{index::IdState, writer, SledStore};
+use super::{writer, SledStore};
 use crate::{
     error::Result,
     metrics::{BatchOutcomes, Metrics},
@@ -41,25 +41,23 @@ impl SledStore {
         }
     }
 
-    /// Live articles: the `ids` entries that are not tombstones. Reads
-    /// the whole `ids` index (0.7–1.2 s for 300,000 articles, measured).
+    /// Live articles: the sum of the per-year counters of the `counts`
+    /// index, which the writer keeps in the same transaction as every
+    /// article (a deletion takes its article out), so a few hundred reads
+    /// instead of the whole `ids` index (which took 0.7–1.2 s for 300,000
+    /// articles).
     ///
     /// # Errors
-    /// [`crate::Error::Storage`] when sled cannot be read.
+    /// [`crate::Error::Storage`] when sled cannot be read,
+    /// [`crate::Error::Corrupt`] for a counter that is not 8 bytes.
     pub fn count_articles(&self) -> Result<u64> {
-        let mut live = 0;
-        for value in self.shared.trees.ids.iter().values() {
-            if matches!(IdState::decode(&value?), Ok(IdState::Live(_))) {
-                live += 1;
-            }
-        }
-        Ok(live)
+        super::queries::live_articles(&self.shared.trees.counts)
     }
 
     /// Makes the writer and submitters record into `metrics` from now on,
-    /// starting the live-article gauge at a count of the `ids` index: the
-    /// writer, the only one that changes it, then adds what each batch
-    /// created and deleted. So no scrape has to read the index. Call it
+    /// starting the live-article gauge at [`Self::count_articles`]: the
+    /// writer, the only one that changes the indexes, then adds what each
+    /// batch created and deleted. So no scrape has to read the index. Call it
     /// before writes begin (a batch committed during the count may be
     /// counted twice or not at all). A store takes metrics once; later
     /// calls change nothing.
