@@ -309,22 +309,34 @@ async fn counters_move_by_exactly_what_was_done() {
         http_get(metrics, "/metrics", Some("application/openmetrics-text")).await;
     assert_eq!(status, 200);
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
-    let dir = server.stop().await;
+    let mut dir = server.stop().await;
 
     // A new server on the same archive starts the gauge from the stored
-    // counters: the two live articles, not the deleted one.
-    let metrics = MetricsListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = metrics.local_addr();
-    let options = ServeOptions {
-        metrics: Some(metrics),
-        ..ServeOptions::default()
-    };
-    let server = TestServer::start_in(dir, options).await;
-    assert_eq!(
-        Scrape::of(addr).await.value("archive_store_articles", &[]),
-        2.0
-    );
-    server.stop().await;
+    // counters: the two live articles, not the deleted one. Then once more
+    // with a year counter damaged (not 8 bytes): the server still starts,
+    // and counts the ids index instead.
+    for damage in [false, true] {
+        if damage {
+            let db = open_sled(&dir.path().join("data"));
+            let counts = db.open_tree("counts").unwrap();
+            let (year, _) = counts.scan_prefix(b"y").next().unwrap().unwrap();
+            counts.insert(year, &b"bad"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let metrics = MetricsListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = metrics.local_addr();
+        let options = ServeOptions {
+            metrics: Some(metrics),
+            ..ServeOptions::default()
+        };
+        let server = TestServer::start_in(dir, options).await;
+        assert_eq!(
+            Scrape::of(addr).await.value("archive_store_articles", &[]),
+            2.0,
+            "damaged counter: {damage}"
+        );
+        dir = server.stop().await;
+    }
 }
 
 /// Refusals for tokens and limits, open watchers and exports, the lag of a

@@ -56,10 +56,12 @@ async fn a_client_that_never_reads_responses_is_held_back() {
     let feeder = {
         let sent = Arc::clone(&sent);
         tokio::spawn(async move {
-            let body = "x".repeat(BODY);
+            // Sixteen distinct bodies of random words: each record is
+            // compressed alone, so none shrinks much.
+            let bodies: Vec<String> = (0..16).map(|k| incompressible_body(k, BODY)).collect();
             for i in 0..ATTEMPTED {
                 let a = proto::Article {
-                    body: body.clone(),
+                    body: bodies[i % bodies.len()].clone(),
                     ..article(&format!("flood{i:05}"), i as i64)
                 };
                 if tx.send(request(a)).await.is_err() {
@@ -89,8 +91,14 @@ async fn a_client_that_never_reads_responses_is_held_back() {
     }
     let accepted = sent.load(Ordering::Relaxed);
     println!("accepted {accepted} of {ATTEMPTED} articles before the server stopped reading");
+    // What may be taken without the client reading: 1024 articles awaiting
+    // acknowledgement, the acknowledgements of about 1,100 more in the
+    // client's 64 KiB window, and up to about 6,800 more whose
+    // acknowledgements (about 60 bytes each) wait in hyper's per-stream
+    // send buffer (400 KiB): about 9,000 of the 20,000. Seen: about 3,000
+    // in a debug build, 5,000 in release.
     assert!(
-        accepted < 5_000,
+        accepted < 10_000,
         "the server kept reading: {accepted} articles"
     );
 
@@ -323,15 +331,11 @@ async fn hundreds_of_streams_and_thousands_of_gets_stay_within_the_memory_bound(
     let server = ServerProcess::start(dir.path(), &["--max-streams", "400", "--max-calls", "4096"]);
     let mut client = server.client().await;
     ingest(&mut client, vec![article("known", 1)]).await;
-    let mut body = fixture_body();
-    while body.len() < 60_000 {
-        body.push_str(&format!(" padding {}", body.len()));
-    }
-
     let mut streams = Vec::new();
     for s in 0..STREAMS {
         let mut client = server.client().await;
-        let body = format!("{s} {body}");
+        // Random words, so compression does not hide what is held.
+        let body = incompressible_body(s as u64, 60_000);
         streams.push(tokio::spawn(async move {
             let articles = (0..PER_STREAM)
                 .map(|i| proto::Article {

@@ -46,10 +46,11 @@
 //! (sections 1-3 and 5, default 20000), `--large` (growth up to 1,000,000),
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
 //! `--no-postgres`, `--corpus-only` (print the calibration and the
-//! compression table, and stop),
-//! `--write-corpus N` (the articles as JSON Lines on standard output).
-//! `--cache-mb N` (the sled cache of every store the benchmark opens,
-//! passed to the servers as `serve --cache-mb N`; default: the server's).
+//! compression table, and stop; exit 1 when the corpus is outside its
+//! bands), `--write-corpus N` (the articles as JSON Lines on standard
+//! output), `--cache-mb N` (the sled cache of every store the benchmark
+//! opens, passed to the servers as `serve --cache-mb N`; default: the
+//! server's), `--help`. Of `--large` and `--growth`, the last given wins.
 
 mod calibration;
 mod compression;

@@ -157,6 +157,29 @@ pub fn fixture_body() -> String {
     include_str!("../fixtures/article.txt").to_owned()
 }
 
+/// `len` bytes of random lower-case words, different for each `seed`:
+/// text that zstd cannot shrink much (about 1.6 ×), for tests that measure
+/// memory, where a repeated letter would compress to almost nothing and
+/// hide what the server holds.
+pub fn incompressible_body(seed: u64, len: usize) -> String {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut body = String::with_capacity(len + 16);
+    while body.len() < len {
+        for _ in 0..2 + next() % 8 {
+            body.push(char::from(b'a' + (next() % 26) as u8));
+        }
+        body.push(' ');
+    }
+    body.truncate(len);
+    body
+}
+
 /// The content hash the server computes for `article`, in hex.
 pub fn sha_of(article: &proto::Article) -> String {
     hex::encode(

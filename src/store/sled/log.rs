@@ -4,9 +4,10 @@
 //! Why records live here and not in a sled tree (measured; BENCHMARKS.md
 //! "Storage format 2"): sled 0.34 is log-structured and rewrites a leaf
 //! each time it consolidates or splits it, and it only cleans a segment of
-//! its own once at most half of it is live. Even appended in order, 2 KB
-//! compressed records took 1.41 times their size on disk in sled (3.05 KB
-//! an article, against PostgreSQL's 4.1 KB for everything). Written once to
+//! its own once at most half of it is live. Even appended in order, the
+//! compressed records (about 2 KB each) took 1.41 times their size on disk
+//! in sled (the archive 6.4 KB an article in all at 100k, against
+//! PostgreSQL's 4.1 KB for everything). Written once to
 //! a file of our own, a record takes its size and nothing more, a read is
 //! one `pread` of exactly its bytes, and sled keeps only small index
 //! entries, which it holds in far less memory.
