@@ -84,44 +84,163 @@ fn read(shared: &Shared, frame: Frame) -> Read {
     }
 }
 
-/// Verifies the whole store. Problems are collected, not returned as
-/// errors; only a failure to read the store at all is an error.
-pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
-    let trees = &shared.trees;
+/// Records checked together by one thread of the check.
+const CHECK_CHUNK: usize = 256;
+
+/// What the checks of one chunk of records found, merged in log order.
+#[derive(Default)]
+struct ChunkFindings {
+    /// The sequence of each readable record, in log order.
+    sequences: Vec<u64>,
+    problems: Vec<String>,
+    damaged_records: u64,
+    /// Deletion records: the id and the deletion's sequence.
+    deletions: Vec<(ArticleId, u64)>,
+}
+
+/// Checks a chunk of consecutive frames on its own: reading, decompressing
+/// and hashing a record and looking up its index entries depend on no
+/// other record.
+fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<ChunkFindings> {
+    let mut findings = ChunkFindings::default();
+    // check_deletion and check_version report into a CheckReport.
     let mut report = CheckReport::default();
-    let mut last_sequence = 0;
-    // Per id, the sequence of its last deletion record.
-    let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
-    for frame in shared.log.scan()? {
-        let frame = frame?;
+    for frame in frames {
         let pointer = frame.pointer;
-        report.records += 1;
-        let (header, stored) = match read(shared, frame) {
+        match read(shared, frame) {
             Read::Damaged(reason) => {
                 report
                     .problems
                     .push(format!("record at {}: {reason}", at(pointer)));
-                report.damaged_records += 1;
-                continue;
+                findings.damaged_records += 1;
             }
             Read::Deletion(header, _) => {
                 check_deletion(shared, &header, &mut report)?;
-                deletions.insert(header.id.clone(), header.sequence);
-                (header, None)
+                findings.sequences.push(header.sequence);
+                findings.deletions.push((header.id, header.sequence));
             }
-            Read::Version(header, stored) => (header, Some(stored)),
-        };
-        if header.sequence <= last_sequence {
-            report.problems.push(format!(
-                "record {} comes after record {last_sequence} in the log",
-                header.sequence
-            ));
-        }
-        last_sequence = last_sequence.max(header.sequence);
-        if let Some(stored) = stored {
-            check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+            Read::Version(header, stored) => {
+                findings.sequences.push(header.sequence);
+                check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+            }
         }
     }
+    findings.problems = report.problems;
+    Ok(findings)
+}
+
+/// Verifies the whole store. Problems are collected, not returned as
+/// errors; only a failure to read the store at all is an error.
+///
+/// The records are checked in chunks on every core (after an unclean stop
+/// the server runs this before it listens, with nothing else to do): the
+/// log is read in order on this thread, and the findings are merged back in
+/// log order, so the report reads the same as from one thread.
+pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
+    let trees = &shared.trees;
+    let mut report = CheckReport::default();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let mut findings: Vec<Option<ChunkFindings>> = Vec::new();
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(usize, Vec<Frame>)>(workers * 2);
+    let jobs = std::sync::Mutex::new(jobs);
+    let (found, results) = std::sync::mpsc::channel::<(usize, Result<ChunkFindings>)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let (jobs, found) = (&jobs, found.clone());
+            scope.spawn(move || loop {
+                let job = jobs.lock().expect("never poisoned").recv();
+                let Ok((n, frames)) = job else { return };
+                if found.send((n, check_chunk(shared, frames))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(found);
+        let mut chunk = Vec::with_capacity(CHECK_CHUNK);
+        let mut chunks = 0;
+        for frame in shared.log.scan()? {
+            chunk.push(frame?);
+            report.records += 1;
+            if chunk.len() == CHECK_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHECK_CHUNK));
+                if work.send((chunks, full)).is_err() {
+                    break;
+                }
+                chunks += 1;
+            }
+        }
+        if !chunk.is_empty() && work.send((chunks, chunk)).is_ok() {
+            chunks += 1;
+        }
+        drop(work);
+        findings.resize_with(chunks, || None);
+        for (n, result) in results {
+            findings[n] = Some(result?);
+        }
+        Ok(())
+    })?;
+
+    let mut last_sequence = 0;
+    // Per id, the sequence of its last deletion record.
+    let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
+    for chunk in findings {
+        let chunk = chunk.ok_or_else(|| {
+            Error::TaskFailed(
+                "a thread of the check stopped before its records were checked".into(),
+            )
+        })?;
+        for sequence in chunk.sequences {
+            if sequence <= last_sequence {
+                report.problems.push(format!(
+                    "record {sequence} comes after record {last_sequence} in the log"
+                ));
+            }
+            last_sequence = last_sequence.max(sequence);
+        }
+        report.problems.extend(chunk.problems);
+        report.damaged_records += chunk.damaged_records;
+        deletions.extend(chunk.deletions);
+    }
+    // The index passes read only, each its own index: one thread each.
+    let (ids, dates, revisions, checkpoints, queries) = std::thread::scope(|scope| {
+        let ids = scope.spawn(|| check_ids(shared, &deletions));
+        let dates = scope.spawn(|| check_dates(shared));
+        let revisions = scope.spawn(|| check_revisions(shared));
+        let checkpoints = scope.spawn(|| check_checkpoints(shared));
+        let queries = scope.spawn(|| {
+            let mut problems = Vec::new();
+            super::queries::check(trees, &shared.codec, &mut problems).map(|()| problems)
+        });
+        let join = |name: &str, joined: std::thread::Result<Result<CheckReport>>| {
+            joined.map_err(|_| Error::TaskFailed(format!("the check of {name} panicked")))?
+        };
+        (
+            join("ids", ids.join()),
+            join("dates", dates.join()),
+            join("revisions", revisions.join()),
+            join("checkpoints", checkpoints.join()),
+            queries
+                .join()
+                .map_err(|_| Error::TaskFailed("the check of the query indexes panicked".into()))
+                .and_then(|checked| checked),
+        )
+    });
+    for part in [ids?, dates?, revisions?, checkpoints?] {
+        report.articles += part.articles;
+        report.deleted += part.deleted;
+        report.date_entries += part.date_entries;
+        report.revision_entries += part.revision_entries;
+        report.problems.extend(part.problems);
+    }
+    report.problems.extend(queries?);
+    Ok(report)
+}
+
+/// Each `ids` entry points at its record, or is a tombstone with its
+/// deletion record (`deletions`: per id, its last deletion in the log).
+fn check_ids(shared: &Shared, deletions: &HashMap<ArticleId, u64>) -> Result<CheckReport> {
+    let trees = &shared.trees;
+    let mut report = CheckReport::default();
     for entry in &trees.ids {
         let (key, value) = entry?;
         report.articles += 1;
@@ -154,6 +273,14 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             }
         }
     }
+    Ok(report)
+}
+
+/// Each date entry is at its article's date and points at its current
+/// version.
+fn check_dates(shared: &Shared) -> Result<CheckReport> {
+    let trees = &shared.trees;
+    let mut report = CheckReport::default();
     for entry in &trees.dates {
         let (key, value) = entry?;
         report.date_entries += 1;
@@ -184,6 +311,14 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             }
         }
     }
+    Ok(report)
+}
+
+/// Each `revisions` entry points at its record, older than the current
+/// revision.
+fn check_revisions(shared: &Shared) -> Result<CheckReport> {
+    let trees = &shared.trees;
+    let mut report = CheckReport::default();
     for entry in &trees.revisions {
         let (key, value) = entry?;
         report.revision_entries += 1;
@@ -215,6 +350,13 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             ));
         }
     }
+    Ok(report)
+}
+
+/// Each checkpoint is the place of its record.
+fn check_checkpoints(shared: &Shared) -> Result<CheckReport> {
+    let trees = &shared.trees;
+    let mut report = CheckReport::default();
     for entry in &trees.checkpoints {
         let (key, value) = entry?;
         let sequence = keys::parse_u64_key(&key);
@@ -234,7 +376,6 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             ));
         }
     }
-    super::queries::check(trees, &shared.codec, &mut report.problems)?;
     Ok(report)
 }
 
