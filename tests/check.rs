@@ -248,6 +248,40 @@ fn damage_record(dir: &Path, pointer: Pointer) -> Vec<u8> {
     segment[start..end].to_vec()
 }
 
+/// The check verifies records in chunks of up to 256 on several threads:
+/// damage in different chunks is each reported once, in log order, and the
+/// counts are those of the whole log.
+#[test]
+fn damage_across_many_chunks_is_reported_once_each_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with(dir.path(), 700);
+    let pointers: Vec<_> = {
+        let db = open_sled(dir.path());
+        ["a650", "a3", "a300"]
+            .iter()
+            .map(|id| id_entry(&db, id).pointer)
+            .collect()
+    };
+    for pointer in &pointers {
+        damage_record(dir.path(), *pointer);
+    }
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    // 700 articles and a second version of a1.
+    assert!(text.contains("records 701"), "{text}");
+    let mut in_log_order = pointers.clone();
+    in_log_order.sort_by_key(|p| (p.segment, p.offset));
+    let places: Vec<usize> = in_log_order
+        .iter()
+        .map(|p| {
+            let at = format!("record at {}@{}: ", p.segment, p.offset);
+            assert_eq!(text.matches(&at).count(), 1, "{at}: {text}");
+            text.find(&at).unwrap()
+        })
+        .collect();
+    assert!(places.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
 /// Damaged records are found. A server will not start on the archive after
 /// an unclean stop (only an operator may set a record aside); `--repair`
 /// moves them to `quarantined_records` byte for byte and rebuilds the

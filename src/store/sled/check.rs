@@ -30,7 +30,11 @@
 //! one, and the report says so), erasing what deletions and
 //! `--keep-revisions` removed.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use super::{
     index::{
@@ -84,48 +88,56 @@ fn read(shared: &Shared, frame: Frame) -> Read {
     }
 }
 
-/// Records checked together by one thread of the check.
+/// Records checked together by one thread of the check: at most this many,
+/// and at most [`CHECK_CHUNK_BYTES`] of them (a record may be 1 MiB).
 const CHECK_CHUNK: usize = 256;
+const CHECK_CHUNK_BYTES: usize = 4 << 20;
 
-/// What the checks of one chunk of records found, merged in log order.
-#[derive(Default)]
-struct ChunkFindings {
-    /// The sequence of each readable record, in log order.
-    sequences: Vec<u64>,
-    problems: Vec<String>,
-    damaged_records: u64,
-    /// Deletion records: the id and the deletion's sequence.
-    deletions: Vec<(ArticleId, u64)>,
+/// One thing the record pass found, in log order.
+enum Finding {
+    /// A readable record's sequence number (checked against the one before
+    /// it when the chunks are merged).
+    Sequence(u64),
+    Problem(String),
+    /// A deletion record: the id and the deletion's sequence.
+    Deletion(ArticleId, u64),
+    Damaged,
 }
 
 /// Checks a chunk of consecutive frames on its own: reading, decompressing
 /// and hashing a record and looking up its index entries depend on no
-/// other record.
-fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<ChunkFindings> {
-    let mut findings = ChunkFindings::default();
+/// other record. The findings come in the order one thread would have
+/// reported them.
+fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<Vec<Finding>> {
+    let mut findings = Vec::new();
     // check_deletion and check_version report into a CheckReport.
     let mut report = CheckReport::default();
+    let problems = |report: &mut CheckReport, findings: &mut Vec<Finding>| {
+        findings.extend(report.problems.drain(..).map(Finding::Problem));
+    };
     for frame in frames {
         let pointer = frame.pointer;
         match read(shared, frame) {
             Read::Damaged(reason) => {
-                report
-                    .problems
-                    .push(format!("record at {}: {reason}", at(pointer)));
-                findings.damaged_records += 1;
+                findings.push(Finding::Problem(format!(
+                    "record at {}: {reason}",
+                    at(pointer)
+                )));
+                findings.push(Finding::Damaged);
             }
             Read::Deletion(header, _) => {
                 check_deletion(shared, &header, &mut report)?;
-                findings.sequences.push(header.sequence);
-                findings.deletions.push((header.id, header.sequence));
+                problems(&mut report, &mut findings);
+                findings.push(Finding::Sequence(header.sequence));
+                findings.push(Finding::Deletion(header.id, header.sequence));
             }
             Read::Version(header, stored) => {
-                findings.sequences.push(header.sequence);
+                findings.push(Finding::Sequence(header.sequence));
                 check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+                problems(&mut report, &mut findings);
             }
         }
     }
-    findings.problems = report.problems;
     Ok(findings)
 }
 
@@ -135,47 +147,76 @@ fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<ChunkFindings> {
 /// The records are checked in chunks on every core (after an unclean stop
 /// the server runs this before it listens, with nothing else to do): the
 /// log is read in order on this thread, and the findings are merged back in
-/// log order, so the report reads the same as from one thread.
+/// log order, so the report reads the same as from one thread. At most
+/// about three chunks per thread are in memory at once.
 pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let trees = &shared.trees;
     let mut report = CheckReport::default();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let mut findings: Vec<Option<ChunkFindings>> = Vec::new();
-    let (work, jobs) = std::sync::mpsc::sync_channel::<(usize, Vec<Frame>)>(workers * 2);
-    let jobs = std::sync::Mutex::new(jobs);
-    let (found, results) = std::sync::mpsc::channel::<(usize, Result<ChunkFindings>)>();
+    let mut findings: BTreeMap<usize, Vec<Finding>> = BTreeMap::new();
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(usize, Vec<Frame>)>(workers);
+    // Owned by the workers: when the last one ends, for whatever reason, the
+    // channel closes and a send here fails instead of waiting for ever.
+    let jobs = Arc::new(Mutex::new(jobs));
+    let (found, results) = std::sync::mpsc::channel::<(usize, Result<Vec<Finding>>)>();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..workers {
-            let (jobs, found) = (&jobs, found.clone());
+            let (jobs, found) = (Arc::clone(&jobs), found.clone());
             scope.spawn(move || loop {
-                let job = jobs.lock().expect("never poisoned").recv();
+                let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
                 let Ok((n, frames)) = job else { return };
-                if found.send((n, check_chunk(shared, frames))).is_err() {
+                let checked =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| check_chunk(shared, frames)))
+                        .unwrap_or_else(|_| {
+                            Err(Error::TaskFailed("a thread of the check panicked".into()))
+                        });
+                if found.send((n, checked)).is_err() {
                     return;
                 }
             });
         }
-        drop(found);
-        let mut chunk = Vec::with_capacity(CHECK_CHUNK);
+        drop((found, jobs));
+        let mut take = |results: &std::sync::mpsc::Receiver<_>, wait: bool| -> Result<bool> {
+            let next = if wait {
+                results.recv().ok()
+            } else {
+                results.try_recv().ok()
+            };
+            match next {
+                Some((n, checked)) => {
+                    findings.insert(n, checked?);
+                    Ok(true)
+                }
+                None => Ok(false),
+            }
+        };
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
         let mut chunks = 0;
         for frame in shared.log.scan()? {
-            chunk.push(frame?);
+            let frame = frame?;
             report.records += 1;
-            if chunk.len() == CHECK_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHECK_CHUNK));
-                if work.send((chunks, full)).is_err() {
+            chunk_bytes += frame.record.as_ref().map_or(0, Vec::len);
+            chunk.push(frame);
+            if chunk.len() == CHECK_CHUNK || chunk_bytes >= CHECK_CHUNK_BYTES {
+                if work.send((chunks, std::mem::take(&mut chunk))).is_err() {
                     break;
                 }
                 chunks += 1;
+                chunk_bytes = 0;
+                // A failure a worker met stops the check now, not at the end.
+                while take(&results, false)? {}
             }
         }
         if !chunk.is_empty() && work.send((chunks, chunk)).is_ok() {
             chunks += 1;
         }
         drop(work);
-        findings.resize_with(chunks, || None);
-        for (n, result) in results {
-            findings[n] = Some(result?);
+        while take(&results, true)? {}
+        if findings.len() != chunks {
+            return Err(Error::TaskFailed(
+                "a thread of the check stopped before its records were checked".into(),
+            ));
         }
         Ok(())
     })?;
@@ -183,23 +224,22 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let mut last_sequence = 0;
     // Per id, the sequence of its last deletion record.
     let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
-    for chunk in findings {
-        let chunk = chunk.ok_or_else(|| {
-            Error::TaskFailed(
-                "a thread of the check stopped before its records were checked".into(),
-            )
-        })?;
-        for sequence in chunk.sequences {
-            if sequence <= last_sequence {
-                report.problems.push(format!(
-                    "record {sequence} comes after record {last_sequence} in the log"
-                ));
+    for finding in findings.into_values().flatten() {
+        match finding {
+            Finding::Sequence(sequence) => {
+                if sequence <= last_sequence {
+                    report.problems.push(format!(
+                        "record {sequence} comes after record {last_sequence} in the log"
+                    ));
+                }
+                last_sequence = last_sequence.max(sequence);
             }
-            last_sequence = last_sequence.max(sequence);
+            Finding::Problem(problem) => report.problems.push(problem),
+            Finding::Deletion(id, sequence) => {
+                deletions.insert(id, sequence);
+            }
+            Finding::Damaged => report.damaged_records += 1,
         }
-        report.problems.extend(chunk.problems);
-        report.damaged_records += chunk.damaged_records;
-        deletions.extend(chunk.deletions);
     }
     // The index passes read only, each its own index: one thread each.
     let (ids, dates, revisions, checkpoints, queries) = std::thread::scope(|scope| {
