@@ -66,7 +66,8 @@ impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            cache_capacity_bytes: 256 * 1024 * 1024,
+            // As `serve --cache-mb`'s default (BENCHMARKS.md "The sled cache").
+            cache_capacity_bytes: 128 * 1024 * 1024,
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
             queue_bytes: 64 * 1024 * 1024,
