@@ -148,7 +148,7 @@ fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<Vec<Finding>> {
 /// the server runs this before it listens, with nothing else to do): the
 /// log is read in order on this thread, and the findings are merged back in
 /// log order, so the report reads the same as from one thread. At most
-/// about three chunks per thread are in memory at once.
+/// about two chunks per thread are in memory at once.
 pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let trees = &shared.trees;
     let mut report = CheckReport::default();
