@@ -151,11 +151,19 @@ impl Scrape {
 
 /// A server with metrics on a listener of its own, and that listener's
 /// address.
-async fn server_with_metrics(mut options: ServeOptions) -> (TestServer, SocketAddr) {
+async fn server_with_metrics(options: ServeOptions) -> (TestServer, SocketAddr) {
+    server_with_metrics_in(tempfile::tempdir().unwrap(), options).await
+}
+
+/// The same over `dir`, which may hold an archive already.
+async fn server_with_metrics_in(
+    dir: tempfile::TempDir,
+    mut options: ServeOptions,
+) -> (TestServer, SocketAddr) {
     let metrics = MetricsListener::bind("127.0.0.1:0").await.unwrap();
     let addr = metrics.local_addr();
     options.metrics = Some(metrics);
-    let server = TestServer::start_in(tempfile::tempdir().unwrap(), options).await;
+    let server = TestServer::start_in(dir, options).await;
     (server, addr)
 }
 
@@ -323,13 +331,7 @@ async fn counters_move_by_exactly_what_was_done() {
             counts.insert(year, &b"bad"[..]).unwrap();
             db.flush().unwrap();
         }
-        let metrics = MetricsListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = metrics.local_addr();
-        let options = ServeOptions {
-            metrics: Some(metrics),
-            ..ServeOptions::default()
-        };
-        let server = TestServer::start_in(dir, options).await;
+        let (server, addr) = server_with_metrics_in(dir, ServeOptions::default()).await;
         assert_eq!(
             Scrape::of(addr).await.value("archive_store_articles", &[]),
             2.0,

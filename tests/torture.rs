@@ -64,18 +64,11 @@ fn body_size(rng: &mut Rng) -> usize {
 /// after a header, so compression does not shrink large bodies away. Its
 /// date moves with every version.
 fn version_of(id: &str, version: u64, size: usize) -> proto::Article {
-    let mut letters = Rng((version + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    let seed = (version + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ id.bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
-        | 1);
+            .fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b));
     let mut body = format!("{id} version {version}: ");
-    while body.len() < size {
-        let word = 2 + letters.below(8);
-        for _ in 0..word {
-            body.push(char::from(b'a' + letters.below(26) as u8));
-        }
-        body.push(' ');
-    }
+    body.push_str(&incompressible_body(seed, size.saturating_sub(body.len())));
     proto::Article {
         body,
         title: format!("{id} v{version}"),
