@@ -397,7 +397,7 @@ fn store_sample(store: &Store) -> StoreSample {
         WriteHealth::DiskLow(_) => Some(WritesRefused::DiskLow),
         WriteHealth::Failed(_) => Some(WritesRefused::Failed),
     };
-    let durable_sequence = store.durable_sequence().borrow().sequence;
+    let durable_sequence = store.durable_sequence().current();
     StoreSample {
         record_log_bytes: usage.record_log_bytes,
         index_bytes: usage.other_bytes,

@@ -214,13 +214,13 @@ fn store_ingest(
 
 /// The ceiling for a full walk: the store's own FULL pages of 100, in this
 /// process, with no encoding or transport.
-fn store_walk(store: &Store) -> (usize, Duration) {
+fn store_walk(runtime: &tokio::runtime::Runtime, store: &Store) -> (usize, Duration) {
     let started = Instant::now();
     let mut count = 0;
     let mut after = None;
     loop {
-        let page = store
-            .page(&PageRequest {
+        let page = runtime
+            .block_on(store.page(PageRequest {
                 range: DateRange::default(),
                 order: Order::OldestFirst,
                 after: after.clone(),
@@ -228,7 +228,7 @@ fn store_walk(store: &Store) -> (usize, Duration) {
                 with_body: true,
                 byte_budget: usize::MAX,
                 filter: Default::default(),
-            })
+            }))
             .unwrap();
         count += page.articles.len();
         after = page.articles.last().map(|a| Position {
@@ -787,7 +787,7 @@ fn main() {
     );
 
     // 3. List: full walks against raw iteration, one-day ranges.
-    let (raw_count, raw_walk) = store_walk(&raw_store);
+    let (raw_count, raw_walk) = store_walk(&runtime, &raw_store);
     let raw_walk_rate = raw_count as f64 / raw_walk.as_secs_f64();
     let mut rows = vec![rate_row(
         "walk: the store's FULL pages in-process (baseline)",

@@ -19,7 +19,6 @@ use super::{
     stopped,
 };
 use crate::{
-    error::Error,
     metrics::WatchCursor,
     proto::{self, ChangeKind as ProtoChangeKind},
     store::{Change, ChangeKind, ChangesRequest, Store},
@@ -63,12 +62,7 @@ pub(super) async fn run_watch(
             with_body: query.view.with_body(),
             filter: query.filter.clone(),
         };
-        let reader = store.clone();
-        let page = tokio::task::spawn_blocking(move || reader.changes(&request))
-            .await
-            .map_err(|e| Error::TaskFailed(e.to_string()))
-            .and_then(|page| page);
-        let page = match page {
+        let page = match store.changes(request).await {
             Ok(page) => page,
             Err(e) => {
                 let status = Status::from(e);
@@ -108,7 +102,7 @@ pub(super) async fn run_watch(
             return (Code::Ok, sent);
         }
         // Caught up: wait for a newer durable change.
-        while durable.borrow_and_update().sequence <= cursor {
+        while durable.current() <= cursor {
             tokio::select! {
                 biased;
                 () = stopped(&mut draining) => {

@@ -43,29 +43,27 @@ pub(super) async fn run_export(
     let mut after = query.resume_after;
     let mut sent = 0u64;
     loop {
-        let (reader, range, order, from) = (store.clone(), query.range, query.order, after.clone());
-        let (filter, all_revisions) = (query.filter.clone(), query.all_revisions);
-        let chunk = tokio::task::spawn_blocking(move || {
+        let chunk = async {
             let mut page = read_page(
-                &reader,
+                &store,
                 &PageSpec {
-                    range,
-                    order,
-                    filter: &filter,
+                    range: query.range,
+                    order: query.order,
+                    filter: &query.filter,
                     max_articles: EXPORT_CHUNK_ARTICLES,
                     budget: EXPORT_CHUNK_BYTES,
                     view: View::Full,
                 },
-                from.as_ref(),
-            )?;
-            if all_revisions {
-                page.articles = with_history(&reader, page.articles)?;
+                after.as_ref(),
+            )
+            .await?;
+            if query.all_revisions {
+                page.articles = with_history(&store, page.articles).await?;
             }
             Ok::<_, Error>(page)
-        })
+        }
         .await
-        .map_err(|e| Status::internal(format!("export task failed: {e}")))
-        .and_then(|page| page.map_err(Status::from));
+        .map_err(Status::from);
         let page = match chunk {
             Ok(page) => page,
             Err(status) => {
@@ -100,11 +98,17 @@ pub(super) async fn run_export(
 }
 
 /// Each current version preceded by its older revisions, oldest first.
-fn with_history(store: &Store, current: Vec<proto::Article>) -> Result<Vec<proto::Article>, Error> {
+async fn with_history(
+    store: &Store,
+    current: Vec<proto::Article>,
+) -> Result<Vec<proto::Article>, Error> {
     let mut out = Vec::with_capacity(current.len());
     for article in current {
         let id = ArticleId::parse("id", &article.id)?;
-        let older = match store.revisions(&id, Some(article.revision), usize::MAX, true) {
+        let older = match store
+            .revisions(&id, Some(article.revision), usize::MAX, true)
+            .await
+        {
             Ok(older) => older,
             // Deleted since the page was read: gone from the export too.
             Err(Error::NotFound(_) | Error::Deleted { .. }) => continue,

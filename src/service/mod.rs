@@ -40,11 +40,6 @@ use crate::{
     store::{Store, WriteOutcome},
 };
 
-/// BASIC pages up to this size are read on the async worker: an index scan
-/// of this many entries (each decompressed, a microsecond or two) costs
-/// less than handing the call to the blocking pool and back.
-const INLINE_BASIC_PAGE: usize = 100;
-
 /// The `archive.v1.ArchiveService` implementation.
 pub struct ArchiveService {
     store: Store,
@@ -191,9 +186,7 @@ impl ArchiveApi for ArchiveService {
     ) -> Result<Response<proto::GetArticleResponse>, Status> {
         let started = Instant::now();
         let _call = self.admit_call(Role::Read, request.metadata())?;
-        // A point read is served from sled's cache or one short read, so it
-        // runs inline rather than paying for a blocking-pool hop.
-        let result = read::get(&self.store, request.get_ref());
+        let result = read::get(&self.store, request.get_ref()).await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
     }
 
@@ -206,15 +199,7 @@ impl ArchiveApi for ArchiveService {
         let store = self.store.clone();
         let result = async move {
             let query = query::ListQuery::parse(request.get_ref(), store.page_token_key())?;
-            if query.view == query::View::Basic && query.page_size <= INLINE_BASIC_PAGE {
-                // A small BASIC page is one short index scan, cheaper than
-                // the hop to the blocking pool and back.
-                read::list(&store, &query)
-            } else {
-                // Up to 1000 entries, or records to read: off the async
-                // workers.
-                blocking(move || read::list(&store, &query)).await
-            }
+            read::list(&store, &query).await
         }
         .await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
@@ -263,8 +248,7 @@ impl ArchiveApi for ArchiveService {
         let store = self.store.clone();
         let result = async move {
             let query = query::RevisionsQuery::parse(request.get_ref(), store.page_token_key())?;
-            // Older revisions are read from the log: off the async workers.
-            blocking(move || read::revisions(&store, &query)).await
+            read::revisions(&store, &query).await
         }
         .await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
@@ -279,8 +263,7 @@ impl ArchiveApi for ArchiveService {
         let store = self.store.clone();
         let result = async move {
             let query = query::BatchGetQuery::parse(request.get_ref())?;
-            // Up to 1000 point reads and records: off the async workers.
-            blocking(move || read::batch_get(&store, &query)).await
+            read::batch_get(&store, &query).await
         }
         .await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
@@ -295,7 +278,7 @@ impl ArchiveApi for ArchiveService {
         let store = self.store.clone();
         let result = async move {
             let query = query::UrlListQuery::parse(request.get_ref(), store.page_token_key())?;
-            blocking(move || read::by_url(&store, &query)).await
+            read::by_url(&store, &query).await
         }
         .await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
@@ -310,8 +293,7 @@ impl ArchiveApi for ArchiveService {
         let store = self.store.clone();
         let result = async move {
             let query = query::CountQuery::parse(request.get_ref())?;
-            // A filtered count may scan an index: off the async workers.
-            blocking(move || read::count(&store, &query)).await
+            read::count(&store, &query).await
         }
         .await;
         log_finished(started, result.map(Response::new).map_err(Status::from))
@@ -409,15 +391,6 @@ impl ArchiveApi for ArchiveService {
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
-}
-
-/// Runs blocking store work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::Error> + Send + 'static,
-) -> Result<T, crate::Error> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| crate::Error::TaskFailed(e.to_string()))?
 }
 
 /// Latency for log lines, in milliseconds rounded to a microsecond.

@@ -19,12 +19,12 @@ const RESPONSE_HEADROOM: usize = 16 * 1024;
 
 /// GetArticle: the current version of one article, or the revision asked
 /// for.
-pub(super) fn get(
+pub(super) async fn get(
     store: &Store,
     request: &proto::GetArticleRequest,
 ) -> Result<proto::GetArticleResponse, Error> {
     let id = ArticleId::parse("id", &request.id)?;
-    let stored = store.get_revision(&id, request.revision)?;
+    let stored = store.get_revision(&id, request.revision).await?;
     Ok(proto::GetArticleResponse {
         article: Some(stored.into_proto(true)),
     })
@@ -32,8 +32,11 @@ pub(super) fn get(
 
 /// ListArticles: one page, up to `page_size` articles and, so the response
 /// stays under [`MAX_RESPONSE_BYTES`], fewer when they are large. A token is
-/// returned only when another article may follow. Blocking.
-pub(super) fn list(store: &Store, query: &ListQuery) -> Result<proto::ListArticlesResponse, Error> {
+/// returned only when another article may follow.
+pub(super) async fn list(
+    store: &Store,
+    query: &ListQuery,
+) -> Result<proto::ListArticlesResponse, Error> {
     let page = read_page(
         store,
         &PageSpec {
@@ -45,7 +48,8 @@ pub(super) fn list(store: &Store, query: &ListQuery) -> Result<proto::ListArticl
             view: query.view,
         },
         query.after.as_ref(),
-    )?;
+    )
+    .await?;
     let next_page_token = match (page.more, page.resume_after) {
         (true, Some(last)) => query.next_token(last, store.page_token_key()),
         _ => String::new(),
@@ -57,17 +61,19 @@ pub(super) fn list(store: &Store, query: &ListQuery) -> Result<proto::ListArticl
 }
 
 /// ListArticleRevisions: one page of an article's history, newest first,
-/// within the same size rules as ListArticles. Blocking.
-pub(super) fn revisions(
+/// within the same size rules as ListArticles.
+pub(super) async fn revisions(
     store: &Store,
     query: &RevisionsQuery,
 ) -> Result<proto::ListArticleRevisionsResponse, Error> {
-    let page = store.revisions(
-        &query.id,
-        query.before,
-        query.page_size,
-        query.view.with_body(),
-    )?;
+    let page = store
+        .revisions(
+            &query.id,
+            query.before,
+            query.page_size,
+            query.view.with_body(),
+        )
+        .await?;
     let budget = MAX_RESPONSE_BYTES - RESPONSE_HEADROOM;
     let mut revisions = Vec::with_capacity(page.revisions.len());
     let mut bytes = 0;
@@ -121,21 +127,23 @@ pub(super) struct Page {
 /// before the encoded articles would pass `spec.budget` bytes (but always
 /// taking at least one, so a reader makes progress). The store stops at its
 /// own estimate of the size; the exact encoded size is checked here, so a
-/// low estimate can only end the page earlier. Blocking.
-pub(super) fn read_page(
+/// low estimate can only end the page earlier.
+pub(super) async fn read_page(
     store: &Store,
     spec: &PageSpec<'_>,
     after: Option<&Position>,
 ) -> Result<Page, Error> {
-    let stored = store.page(&PageRequest {
-        range: spec.range,
-        order: spec.order,
-        after: after.cloned(),
-        limit: spec.max_articles,
-        with_body: spec.view.with_body(),
-        byte_budget: spec.budget,
-        filter: spec.filter.clone(),
-    })?;
+    let stored = store
+        .page(PageRequest {
+            range: spec.range,
+            order: spec.order,
+            after: after.cloned(),
+            limit: spec.max_articles,
+            with_body: spec.view.with_body(),
+            byte_budget: spec.budget,
+            filter: spec.filter.clone(),
+        })
+        .await?;
     let mut articles = Vec::with_capacity(stored.articles.len());
     let mut bytes = 0;
     let mut last_included = None;
@@ -169,8 +177,8 @@ pub(super) fn read_page(
 /// Ids named in a NOT_FOUND message, at most.
 const MISSING_NAMED: usize = 10;
 
-/// BatchGetArticles: every article or none (AIP-231). Blocking.
-pub(super) fn batch_get(
+/// BatchGetArticles: every article or none (AIP-231).
+pub(super) async fn batch_get(
     store: &Store,
     query: &BatchGetQuery,
 ) -> Result<proto::BatchGetArticlesResponse, Error> {
@@ -178,7 +186,9 @@ pub(super) fn batch_get(
     let mut unique: Vec<ArticleId> = query.ids.clone();
     unique.sort();
     unique.dedup();
-    let found = store.batch_get(&unique, query.view.with_body())?;
+    let found = store
+        .batch_get(unique.clone(), query.view.with_body())
+        .await?;
     let missing: Vec<&ArticleId> = unique
         .iter()
         .zip(&found)
@@ -217,18 +227,20 @@ pub(super) fn batch_get(
     Ok(proto::BatchGetArticlesResponse { articles })
 }
 
-/// ListArticlesByUrl: one page of matches. Blocking.
-pub(super) fn by_url(
+/// ListArticlesByUrl: one page of matches.
+pub(super) async fn by_url(
     store: &Store,
     query: &UrlListQuery,
 ) -> Result<proto::ListArticlesByUrlResponse, Error> {
-    let page = store.by_url(&UrlPageRequest {
-        query: query.query.clone(),
-        after: query.after.clone(),
-        limit: query.page_size,
-        with_body: query.view.with_body(),
-        byte_budget: MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
-    })?;
+    let page = store
+        .by_url(UrlPageRequest {
+            query: query.query.clone(),
+            after: query.after.clone(),
+            limit: query.page_size,
+            with_body: query.view.with_body(),
+            byte_budget: MAX_RESPONSE_BYTES - RESPONSE_HEADROOM,
+        })
+        .await?;
     let articles: Vec<proto::Article> = page
         .articles
         .into_iter()
@@ -244,12 +256,14 @@ pub(super) fn by_url(
     })
 }
 
-/// CountArticles. Blocking.
-pub(super) fn count(
+/// CountArticles.
+pub(super) async fn count(
     store: &Store,
     query: &CountQuery,
 ) -> Result<proto::CountArticlesResponse, Error> {
-    let buckets = store.count(query.range, query.interval, &query.filter)?;
+    let buckets = store
+        .count(query.range, query.interval, query.filter.clone())
+        .await?;
     let total = buckets.iter().map(|b| b.count).sum();
     Ok(proto::CountArticlesResponse {
         buckets: buckets

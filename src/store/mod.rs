@@ -448,6 +448,36 @@ pub struct StartupCheck {
 /// than the hop.
 const PREPARE_INLINE_BYTES: usize = 256 * 1024;
 
+/// BASIC pages up to this size are read on the async worker: an index scan
+/// of this many entries (each decompressed, a microsecond or two) costs
+/// less than handing the call to the blocking pool and back.
+const INLINE_BASIC_PAGE: usize = 100;
+
+/// The newest durable change of the feed, followed as it moves.
+pub enum DurableSequence {
+    /// The sled engine's durable mark.
+    Sled(watch::Receiver<sled::Durable>),
+}
+
+impl DurableSequence {
+    /// The newest durable sequence number now, marking it seen.
+    pub fn current(&mut self) -> u64 {
+        match self {
+            Self::Sled(durable) => durable.borrow_and_update().sequence,
+        }
+    }
+
+    /// Waits until it moves past what [`DurableSequence::current`] saw.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the store has stopped.
+    pub async fn changed(&mut self) -> Result<()> {
+        match self {
+            Self::Sled(durable) => durable.changed().await.map_err(|_| Error::Closed),
+        }
+    }
+}
+
 /// A handle to the archive's storage. Cheap to clone; every clone shares one
 /// engine and one writer. The writer stops once the last clone is dropped,
 /// after finishing what was queued.
@@ -493,6 +523,18 @@ impl Store {
         }
     }
 
+    /// Runs sled work on the blocking pool: anything that may read more
+    /// than a few entries or records, which would hold an async worker.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&sled::SledStore) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(store.sled()))
+            .await
+            .map_err(|e| Error::TaskFailed(e.to_string()))?
+    }
+
     /// Whether the last process that had this store open closed it cleanly.
     /// `false` after a crash or a kill: then [`Store::check`] (or
     /// [`Store::check_after_unclean_stop`]) is worth running.
@@ -517,21 +559,31 @@ impl Store {
         self.sled().page_token_key()
     }
 
-    /// The current version of `id`, if any. Blocking, but a point read or
-    /// two: callers may run it inline.
+    /// The current version of `id`, if any.
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`].
-    pub fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
-        self.sled().get(id)
+    pub async fn get(&self, id: &ArticleId) -> Result<Option<StoredArticle>> {
+        match self.get_revision(id, 0).await {
+            Ok(stored) => Ok(Some(stored)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// One page of a date range. Blocking: call it off the async runtime.
+    /// One page of a date range.
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Corrupt`].
-    pub fn page(&self, request: &PageRequest) -> Result<StoredPage> {
-        self.sled().page(request)
+    pub async fn page(&self, request: PageRequest) -> Result<StoredPage> {
+        match &*self.engine {
+            // A small BASIC page is one short index scan, cheaper than the
+            // hop to the blocking pool and back.
+            Engine::Sled(store) if !request.with_body && request.limit <= INLINE_BASIC_PAGE => {
+                store.page(&request)
+            }
+            Engine::Sled(_) => self.blocking(move |store| store.page(&request)).await,
+        }
     }
 
     /// Hashes and compresses an article, then queues it for the writer.
@@ -611,81 +663,109 @@ impl Store {
 
     /// The current version of each id, in order, `None` for one that is not
     /// stored (unknown or deleted); BASIC (no record read) unless
-    /// `with_body`. Blocking: a few point reads per id.
+    /// `with_body`.
     ///
     /// # Errors
     /// [`Error::Storage`] or damage.
-    pub fn batch_get(
+    pub async fn batch_get(
         &self,
-        ids: &[ArticleId],
+        ids: Vec<ArticleId>,
         with_body: bool,
     ) -> Result<Vec<Option<StoredArticle>>> {
-        self.sled().batch_get(ids, with_body)
+        match &*self.engine {
+            // Up to 1000 point reads and records.
+            Engine::Sled(_) => {
+                self.blocking(move |store| store.batch_get(&ids, with_body))
+                    .await
+            }
+        }
     }
 
-    /// A page of articles whose url matches. Blocking.
+    /// A page of articles whose url matches.
     ///
     /// # Errors
     /// [`Error::Storage`] or damage.
-    pub fn by_url(&self, request: &UrlPageRequest) -> Result<UrlPage> {
-        self.sled().by_url(request)
+    pub async fn by_url(&self, request: UrlPageRequest) -> Result<UrlPage> {
+        match &*self.engine {
+            Engine::Sled(_) => self.blocking(move |store| store.by_url(&request)).await,
+        }
     }
 
     /// Articles per `interval` published in `range` that match `filter`:
     /// the non-empty buckets, ascending. Unfiltered counts come from
     /// counters kept with the writes; filtered ones scan an index (or the
-    /// date range). Blocking.
+    /// date range).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when the range (or, for an open bound,
     /// the archive's first or last article) spans more than
     /// [`MAX_COUNT_INTERVALS`] buckets; [`Error::Storage`] or damage.
-    pub fn count(
+    pub async fn count(
         &self,
         range: DateRange,
         interval: calendar::Interval,
-        filter: &Filter,
+        filter: Filter,
     ) -> Result<Vec<CountBucket>> {
-        self.sled().count(range, interval, filter)
+        match &*self.engine {
+            // A filtered count may scan an index.
+            Engine::Sled(_) => {
+                self.blocking(move |store| store.count(range, interval, &filter))
+                    .await
+            }
+        }
     }
 
-    /// Revision `revision` of `id` (0: the current one). Blocking, but a
-    /// few point reads.
+    /// Revision `revision` of `id` (0: the current one).
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Deleted`], [`Error::NoSuchRevision`],
     /// or damage.
-    pub fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
-        self.sled().get_revision(id, revision)
+    pub async fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
+        match &*self.engine {
+            // A point read is served from sled's cache or one short read,
+            // so it runs inline rather than paying for a blocking-pool hop.
+            Engine::Sled(store) => store.get_revision(id, revision),
+        }
     }
 
     /// A page of `id`'s history, newest first, strictly older than `before`
-    /// when given. Blocking.
+    /// when given.
     ///
     /// # Errors
     /// As [`Store::get_revision`].
-    pub fn revisions(
+    pub async fn revisions(
         &self,
         id: &ArticleId,
         before: Option<u64>,
         limit: usize,
         with_body: bool,
     ) -> Result<RevisionsPage> {
-        self.sled().revisions(id, before, limit, with_body)
+        match &*self.engine {
+            // Older revisions are read from the log.
+            Engine::Sled(_) => {
+                let id = id.clone();
+                self.blocking(move |store| store.revisions(&id, before, limit, with_body))
+                    .await
+            }
+        }
     }
 
-    /// Changes of the feed; see [`ChangesRequest`]. Blocking.
+    /// Changes of the feed; see [`ChangesRequest`].
     ///
     /// # Errors
     /// [`Error::Storage`] or damage.
-    pub fn changes(&self, request: &ChangesRequest) -> Result<ChangesPage> {
-        self.sled().changes(request)
+    pub async fn changes(&self, request: ChangesRequest) -> Result<ChangesPage> {
+        match &*self.engine {
+            Engine::Sled(_) => self.blocking(move |store| store.changes(&request)).await,
+        }
     }
 
     /// The newest durable sequence number, now and at every change: what a
     /// follower of the feed waits on.
-    pub fn durable_sequence(&self) -> watch::Receiver<sled::Durable> {
-        self.sled().durable_changes()
+    pub fn durable_sequence(&self) -> DurableSequence {
+        match &*self.engine {
+            Engine::Sled(store) => DurableSequence::Sled(store.durable_changes()),
+        }
     }
 
     /// Flushes everything written so far to disk. Blocking.
