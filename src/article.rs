@@ -316,6 +316,11 @@ impl Article {
     pub fn content(&self) -> &ArticleContent {
         &self.content
     }
+
+    /// The id and the content, taken apart.
+    pub fn into_parts(self) -> (ArticleId, ArticleContent) {
+        (self.id, self.content)
+    }
 }
 
 /// An article as stored: its content plus what the server recorded.

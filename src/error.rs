@@ -167,6 +167,32 @@ pub enum Error {
         first: String,
     },
 
+    /// The PostgreSQL database cannot be reached (down, restarting, the
+    /// network, or no pooled connection came free in time). Temporary: the
+    /// engine reconnects by itself, and a client should retry.
+    #[error(
+        "the archive's database is unavailable ({0}); nothing was changed by this call, retry"
+    )]
+    DatabaseUnavailable(String),
+
+    /// PostgreSQL refused a statement for a reason other than being
+    /// unreachable.
+    #[error("database error: {0}")]
+    Database(Arc<tokio_postgres::Error>),
+
+    /// The database holds a newer schema than this binary knows: it was
+    /// migrated by a newer release.
+    #[error(
+        "the database has archive schema version {found}, newer than the {known} this binary \
+         knows; run the release that migrated it (or a newer one)"
+    )]
+    SchemaTooNew {
+        /// The version found.
+        found: i64,
+        /// The newest version this binary applies.
+        known: i64,
+    },
+
     /// The store's writer has stopped: the server is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -238,6 +264,25 @@ fn sled_code(e: &sled::Error) -> Code {
     }
 }
 
+/// The gRPC code for a PostgreSQL error that is not a lost connection
+/// (those are [`Error::DatabaseUnavailable`]): a conflict that outlasted
+/// the engine's retries is ABORTED (retry the call), a database short of
+/// disk or memory RESOURCE_EXHAUSTED, anything else a bug or a schema
+/// problem (INTERNAL).
+fn database_code(e: &tokio_postgres::Error) -> Code {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            Code::Aborted
+        }
+        Some(code) if code.code().starts_with("53") => Code::ResourceExhausted,
+        _ => Code::Internal,
+    }
+}
+
 impl Error {
     /// The gRPC code a client receives for this error.
     pub fn code(&self) -> Code {
@@ -258,6 +303,9 @@ impl Error {
             // read-only one. Both tell a client to retry later.
             Error::WritesStopped(cause) => cause.code(),
             Error::Corrupt { .. } => Code::DataLoss,
+            // Retry later: the engine reconnects by itself.
+            Error::DatabaseUnavailable(_) => Code::Unavailable,
+            Error::Database(inner) => database_code(inner),
             Error::TaskFailed(_) => Code::Internal,
             // Start-up and serving errors: a client never sees them.
             Error::Io { .. }
@@ -266,7 +314,8 @@ impl Error {
             | Error::Config(_)
             | Error::Tls(_)
             | Error::Transport(_)
-            | Error::Damaged { .. } => Code::Internal,
+            | Error::Damaged { .. }
+            | Error::SchemaTooNew { .. } => Code::Internal,
         }
     }
 }

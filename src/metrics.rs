@@ -416,6 +416,9 @@ pub enum WritesRefused {
     DiskLow,
     /// A write or sync failed; writes resume only after a restart.
     Failed,
+    /// The database (PostgreSQL engine) cannot be reached; writes resume
+    /// once it can.
+    DatabaseUnreachable,
 }
 
 /// What the store holds and waits for at the moment of a scrape.
@@ -1018,13 +1021,14 @@ impl ScrapeCollector {
         {
             let mut refused = encoder.encode_descriptor(
                 "archive_store_writes_refused",
-                "1 while the store refuses writes for this reason: disk_low (until there is room) or failed (until a restart).",
+                "1 while the store refuses writes for this reason: disk_low (until there is room), failed (until a restart) or database_unreachable (PostgreSQL, until it is back).",
                 None,
                 MetricType::Gauge,
             )?;
             for (reason, which) in [
                 ("disk_low", WritesRefused::DiskLow),
                 ("failed", WritesRefused::Failed),
+                ("database_unreachable", WritesRefused::DatabaseUnreachable),
             ] {
                 let on = i64::from(sample.writes_refused == Some(which));
                 ConstGauge::new(on).encode(refused.encode_family(&[("reason", reason)])?)?;

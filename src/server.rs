@@ -396,6 +396,7 @@ fn store_sample(store: &Store) -> StoreSample {
         WriteHealth::Writable => None,
         WriteHealth::DiskLow(_) => Some(WritesRefused::DiskLow),
         WriteHealth::Failed(_) => Some(WritesRefused::Failed),
+        WriteHealth::Unreachable(_) => Some(WritesRefused::DatabaseUnreachable),
     };
     let durable_sequence = store.durable_sequence().current();
     StoreSample {

@@ -28,9 +28,8 @@ fn ids(articles: &[proto::Article]) -> Vec<String> {
 
 /// The fixture article comes back byte for byte, with the hash of what
 /// was sent and an id derived from its normalised url.
-#[tokio::test]
-async fn fixture_article_round_trips_byte_for_byte() {
-    let mut server = TestServer::start().await;
+async fn fixture_article_round_trips_byte_for_byte(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let sent = proto::Article {
         url: "https://Example.com/europe/valmere-ferry-vote?utm_source=feed#top".into(),
         title: "Harbour town votes to keep its ferry after a year of protests".into(),
@@ -112,9 +111,8 @@ async fn fixture_article_round_trips_byte_for_byte() {
 
 /// One response per request, in order, with its index; a rejection names the
 /// field and the stream goes on.
-#[tokio::test]
-async fn ingest_answers_each_request_in_order_and_rejections_do_not_end_the_stream() {
-    let mut server = TestServer::start().await;
+async fn ingest_answers_each_request_in_order_and_rejections_do_not_end_the_stream(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let mut blank_title = article("b", 10);
     blank_title.title = "   ".into();
     let mut no_date = article("c", 10);
@@ -224,9 +222,8 @@ async fn a_message_over_the_request_limit_ends_the_stream_after_earlier_acks() {
 
 /// An update that changes published_at moves the index entry: the article
 /// leaves its old date and appears at the new one, once.
-#[tokio::test]
-async fn update_moves_the_date_index_entry() {
-    let mut server = TestServer::start().await;
+async fn update_moves_the_date_index_entry(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     ingest(
         &mut server.client,
         vec![article("moving", 1_000), article("still", 5_000)],
@@ -245,7 +242,7 @@ async fn update_moves_the_date_index_entry() {
         ..Default::default()
     };
     assert!(list_all(&mut server.client, old_range).await.is_empty());
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     // Three versions in the log (the update is a new record), two articles,
     // one date entry each.
     assert_eq!(
@@ -257,9 +254,8 @@ async fn update_moves_the_date_index_entry() {
 
 /// Archives reach back before 1970: order holds across the epoch, to the
 /// nanosecond, both ways.
-#[tokio::test]
-async fn list_orders_across_1970_in_both_directions() {
-    let mut server = TestServer::start().await;
+async fn list_orders_across_1970_in_both_directions(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let dated = |id: &str, seconds, nanos| proto::Article {
         published_at: Some(ts(seconds, nanos)),
         ..article(id, 0)
@@ -304,9 +300,8 @@ async fn list_orders_across_1970_in_both_directions() {
 /// Newest-first walks over many articles on both sides of 1970 (where a
 /// plain big-endian key layout trips sled 0.34's reverse iteration) return
 /// exactly the oldest-first walk reversed.
-#[tokio::test]
-async fn newest_first_walks_across_1970_match_oldest_first_reversed() {
-    let mut server = TestServer::start().await;
+async fn newest_first_walks_across_1970_match_oldest_first_reversed(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let articles: Vec<_> = (0..600)
         .map(|i| article(&format!("n{i:03}"), (i / 3) * 1_000 - 150_000))
         .collect();
@@ -325,9 +320,8 @@ async fn newest_first_walks_across_1970_match_oldest_first_reversed() {
 
 /// Many articles with the same timestamp, read in small pages while more
 /// arrive between pages: no article is skipped or repeated.
-#[tokio::test]
-async fn pages_never_skip_or_repeat_tied_timestamps_under_concurrent_ingest() {
-    let mut server = TestServer::start().await;
+async fn pages_never_skip_or_repeat_tied_timestamps_under_concurrent_ingest(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let tied: Vec<_> = (0..60)
         .map(|i| article(&format!("t{i:03}"), 1_000))
         .collect();
@@ -372,9 +366,8 @@ async fn pages_never_skip_or_repeat_tied_timestamps_under_concurrent_ingest() {
 }
 
 /// A page token only resumes the listing it came from.
-#[tokio::test]
-async fn page_tokens_that_are_garbage_tampered_or_for_another_query_are_invalid() {
-    let mut server = TestServer::start().await;
+async fn page_tokens_that_are_garbage_tampered_or_for_another_query_are_invalid(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     ingest(
         &mut server.client,
         (0..5).map(|i| article(&format!("a{i}"), i)).collect(),
@@ -527,9 +520,8 @@ async fn list_validates_page_size_and_range() {
 }
 
 /// BASIC (the default) leaves out the body; FULL carries it.
-#[tokio::test]
-async fn basic_view_omits_the_body_and_full_view_includes_it() {
-    let mut server = TestServer::start().await;
+async fn basic_view_omits_the_body_and_full_view_includes_it(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     ingest(&mut server.client, vec![article("a", 1)]).await;
     let basic = server
         .client
@@ -555,9 +547,8 @@ async fn basic_view_omits_the_body_and_full_view_includes_it() {
 
 /// FULL pages of large articles end early so a response never passes the
 /// 4 MiB default receive limit of gRPC clients, and the walk still sees all.
-#[tokio::test]
-async fn full_pages_of_large_articles_stay_under_4_mib() {
-    let mut server = TestServer::start().await;
+async fn full_pages_of_large_articles_stay_under_4_mib(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let big: Vec<_> = (0..9)
         .map(|i| proto::Article {
             body: format!("{i}").repeat(1024 * 1024 - 16),
@@ -598,9 +589,8 @@ async fn full_pages_of_large_articles_stay_under_4_mib() {
 
 /// GetArticle: NOT_FOUND for an unknown id, INVALID_ARGUMENT for an empty or
 /// malformed one.
-#[tokio::test]
-async fn get_distinguishes_unknown_from_malformed_ids() {
-    let mut server = TestServer::start().await;
+async fn get_distinguishes_unknown_from_malformed_ids(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let code = |r: Result<_, tonic::Status>| r.unwrap_err().code();
     assert_eq!(
         code(
@@ -654,9 +644,8 @@ async fn get_distinguishes_unknown_from_malformed_ids() {
 
 /// Eight streams rewrite the same ids with different dates at once; after
 /// them every record has exactly one index entry, at its date.
-#[tokio::test]
-async fn concurrent_writers_on_the_same_ids_leave_exactly_one_index_entry_each() {
-    let mut server = TestServer::start().await;
+async fn concurrent_writers_on_the_same_ids_leave_exactly_one_index_entry_each(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let mut streams = Vec::new();
     for writer in 0..8i64 {
         let mut client = server.client.clone();
@@ -675,7 +664,7 @@ async fn concurrent_writers_on_the_same_ids_leave_exactly_one_index_entry_each()
         assert_eq!(acks.len(), 200);
         assert!(acks.iter().all(|a| outcome(a) != IngestOutcome::Rejected));
     }
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!((report.articles, report.date_entries), (25, 25));
     assert_eq!(report.revision_entries, report.records - report.articles);
@@ -727,9 +716,8 @@ async fn gzip_compressed_calls_work() {
 
 /// Acknowledged articles survive a restart on the same data directory, and
 /// page tokens issued before it still work after it.
-#[tokio::test]
-async fn acknowledged_articles_and_page_tokens_survive_a_restart() {
-    let mut server = TestServer::start().await;
+async fn acknowledged_articles_and_page_tokens_survive_a_restart(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let articles: Vec<_> = (0..30).map(|i| article(&format!("r{i:02}"), i)).collect();
     let mut expected = BTreeMap::new();
     for a in &articles {
@@ -745,9 +733,7 @@ async fn acknowledged_articles_and_page_tokens_survive_a_restart() {
         .await
         .unwrap()
         .into_inner();
-    let dir = server.stop().await;
-
-    let mut server = TestServer::start_in(dir, Default::default()).await;
+    let mut server = server.restart(Default::default()).await;
     for (id, sha) in &expected {
         let got = server
             .client
@@ -880,9 +866,8 @@ async fn export(
 
 /// ExportArticles streams FULL articles of a range in order, and resumes
 /// strictly after the last article received.
-#[tokio::test]
-async fn export_streams_full_articles_in_order_and_resumes_after_a_position() {
-    let mut server = TestServer::start().await;
+async fn export_streams_full_articles_in_order_and_resumes_after_a_position(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     // More than one export chunk, with ties and pre-1970 dates.
     let articles: Vec<_> = (0..150)
         .map(|i| article(&format!("e{i:03}"), (i / 3) * 1_000 - 40_000))
@@ -1020,3 +1005,19 @@ async fn a_paused_export_reader_holds_the_server_back() {
     assert_eq!(rest.len(), 40);
     assert_eq!(rest.last().unwrap(), "b99");
 }
+
+on_both_engines!(
+    fixture_article_round_trips_byte_for_byte,
+    ingest_answers_each_request_in_order_and_rejections_do_not_end_the_stream,
+    update_moves_the_date_index_entry,
+    list_orders_across_1970_in_both_directions,
+    newest_first_walks_across_1970_match_oldest_first_reversed,
+    pages_never_skip_or_repeat_tied_timestamps_under_concurrent_ingest,
+    page_tokens_that_are_garbage_tampered_or_for_another_query_are_invalid,
+    basic_view_omits_the_body_and_full_view_includes_it,
+    full_pages_of_large_articles_stay_under_4_mib,
+    get_distinguishes_unknown_from_malformed_ids,
+    concurrent_writers_on_the_same_ids_leave_exactly_one_index_entry_each,
+    acknowledged_articles_and_page_tokens_survive_a_restart,
+    export_streams_full_articles_in_order_and_resumes_after_a_position,
+);

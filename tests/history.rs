@@ -73,9 +73,8 @@ async fn delete(
 /// first with their own hash and time, each can be fetched by number,
 /// UNCHANGED makes none, and an article sent back as it was read (revision
 /// set) is UNCHANGED.
-#[tokio::test]
-async fn revisions_are_kept_listed_newest_first_and_fetched_by_number() {
-    let mut server = TestServer::start().await;
+async fn revisions_are_kept_listed_newest_first_and_fetched_by_number(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     for n in 1..=3 {
         ingest(client, vec![revision_of("r", n)]).await;
@@ -181,7 +180,7 @@ async fn revisions_are_kept_listed_newest_first_and_fetched_by_number() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
@@ -189,9 +188,8 @@ async fn revisions_are_kept_listed_newest_first_and_fetched_by_number() {
 /// with the revision that change stored; it resumes strictly after any
 /// sequence; a filter keeps only matching articles' changes, and deletions
 /// reach every watcher.
-#[tokio::test]
-async fn the_feed_lists_every_change_in_order_resumes_and_filters() {
-    let mut server = TestServer::start().await;
+async fn the_feed_lists_every_change_in_order_resumes_and_filters(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     let other_source = proto::Article {
         source: "other.example".into(),
@@ -277,9 +275,8 @@ async fn the_feed_lists_every_change_in_order_resumes_and_filters() {
 /// A follower caught up with the history gets a change made after it
 /// subscribed, once it is acknowledged; when the server shuts down, the
 /// follow stream ends with UNAVAILABLE saying where to resume.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_gets_later_changes_and_ends_with_unavailable_at_shutdown() {
-    let mut server = TestServer::start().await;
+async fn a_follower_gets_later_changes_and_ends_with_unavailable_at_shutdown(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     ingest(&mut server.client, vec![revision_of("early", 1)]).await;
     let mut follower = server
         .client
@@ -327,9 +324,8 @@ async fn a_follower_gets_later_changes_and_ends_with_unavailable_at_shutdown() {
 /// earlier entries), leaves one DELETED change, and leaves nothing in the
 /// log that no index holds (the check would report it). A second deletion,
 /// or one of an unknown id, is NOT_FOUND.
-#[tokio::test]
-async fn a_deletion_removes_the_content_of_every_revision_everywhere() {
-    let mut server = TestServer::start().await;
+async fn a_deletion_removes_the_content_of_every_revision_everywhere(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     for n in 1..=3 {
         ingest(client, vec![revision_of("gone", n)]).await;
@@ -390,7 +386,7 @@ async fn a_deletion_removes_the_content_of_every_revision_everywhere() {
         let status = delete(client, id, "again", false).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{id}: {status:?}");
     }
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     assert!(
         report.problems.is_empty(),
         "nothing left un-erased: {:?}",
@@ -402,9 +398,8 @@ async fn a_deletion_removes_the_content_of_every_revision_everywhere() {
 /// A takedown sticks: re-ingesting an export made before it is REJECTED for
 /// that article, naming the deletion and its date, while the others come
 /// back UNCHANGED. With allow_reingest the id is CREATED anew, at revision 1.
-#[tokio::test]
-async fn a_takedown_sticks_through_the_reingest_of_an_old_export() {
-    let mut server = TestServer::start().await;
+async fn a_takedown_sticks_through_the_reingest_of_an_old_export(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     ingest(
         client,
@@ -456,15 +451,14 @@ async fn a_takedown_sticks_through_the_reingest_of_an_old_export() {
         rejected_again.message().contains("deleted"),
         "{rejected_again:?}"
     );
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 /// Sequence numbers keep rising across a clean restart: the high-water mark
 /// is stored, so a change after the restart never reuses one.
-#[tokio::test]
-async fn sequence_numbers_are_not_reused_after_a_restart() {
-    let mut server = TestServer::start().await;
+async fn sequence_numbers_are_not_reused_after_a_restart(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     ingest(
         &mut server.client,
         vec![revision_of("x", 1), revision_of("y", 1)],
@@ -475,9 +469,7 @@ async fn sequence_numbers_are_not_reused_after_a_restart() {
         .unwrap();
     let before = all_changes(&mut server.client, watch_from(0)).await;
     let highest = before.last().unwrap().sequence;
-    let dir = server.stop().await;
-
-    let mut server = TestServer::start_in(dir, Default::default()).await;
+    let mut server = server.restart(Default::default()).await;
     ingest(&mut server.client, vec![revision_of("z", 1)]).await;
     let after = all_changes(&mut server.client, watch_from(highest)).await;
     assert_eq!(kinds(&after), [(ChangeKind::Created, "z".to_string())]);
@@ -531,12 +523,14 @@ async fn sequence_numbers_are_not_reused_after_sigterm_and_restart() {
 /// ones are erased (NOT_FOUND, saying they may be pruned), the current one
 /// is untouched, and the feed shows the kept revisions with nothing about
 /// the pruning.
-#[tokio::test]
-async fn keep_revisions_prunes_the_oldest_and_leaves_the_current_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut server =
-        TestServer::start_configured(dir, Default::default(), |config| config.keep_revisions = 2)
-            .await;
+async fn keep_revisions_prunes_the_oldest_and_leaves_the_current_one(engine: Engine) {
+    let Some(mut server) = TestServer::start_on_configured(engine, Default::default(), |config| {
+        config.keep_revisions = 2
+    })
+    .await
+    else {
+        return;
+    };
     let client = &mut server.client;
     for n in 1..=4 {
         ingest(client, vec![revision_of("p", n)]).await;
@@ -572,7 +566,7 @@ async fn keep_revisions_prunes_the_oldest_and_leaves_the_current_one() {
         .map(|c| c.article.as_ref().unwrap().revision)
         .collect();
     assert_eq!(revisions, [3, 4]);
-    let report = server.store.check().unwrap();
+    let report = server.store.verify().await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!((report.records, report.revision_entries), (2, 1));
 }
@@ -580,9 +574,8 @@ async fn keep_revisions_prunes_the_oldest_and_leaves_the_current_one() {
 /// A full-history export restores into an empty archive with the same
 /// revision numbers, hashes and ingested_at; restoring it again is
 /// UNCHANGED; a revision out of order is REJECTED.
-#[tokio::test]
-async fn a_full_history_export_restores_revision_numbers_and_hashes() {
-    let mut source = TestServer::start().await;
+async fn a_full_history_export_restores_revision_numbers_and_hashes(engine: Engine) {
+    let mut source = start_or_skip!(engine);
     for n in 1..=3 {
         ingest(&mut source.client, vec![revision_of("h", n)]).await;
     }
@@ -612,7 +605,7 @@ async fn a_full_history_export_restores_revision_numbers_and_hashes() {
         "each article's revisions oldest first, articles in date order"
     );
 
-    let mut target = TestServer::start().await;
+    let mut target = start_or_skip!(engine);
     let restore = |articles: Vec<proto::Article>| {
         articles
             .into_iter()
@@ -658,3 +651,14 @@ async fn a_full_history_export_restores_revision_numbers_and_hashes() {
     assert_eq!(outcome(&acks[0]), IngestOutcome::Rejected);
     assert!(acks[0].error.starts_with("revision: "), "{acks:?}");
 }
+
+on_both_engines!(
+    revisions_are_kept_listed_newest_first_and_fetched_by_number,
+    the_feed_lists_every_change_in_order_resumes_and_filters,
+    a_follower_gets_later_changes_and_ends_with_unavailable_at_shutdown,
+    a_deletion_removes_the_content_of_every_revision_everywhere,
+    a_takedown_sticks_through_the_reingest_of_an_old_export,
+    sequence_numbers_are_not_reused_after_a_restart,
+    keep_revisions_prunes_the_oldest_and_leaves_the_current_one,
+    a_full_history_export_restores_revision_numbers_and_hashes,
+);

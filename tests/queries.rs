@@ -105,9 +105,8 @@ async fn count(
 /// within a field are alternatives and fields must all match, paging works
 /// across a filtered walk in both orders, and a token is bound to its
 /// filter; too many or too long values are refused.
-#[tokio::test]
-async fn filters_select_by_source_and_section_and_bind_their_tokens() {
-    let mut server = TestServer::start().await;
+async fn filters_select_by_source_and_section_and_bind_their_tokens(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     let mut articles = Vec::new();
     for i in 0..60 {
@@ -238,9 +237,8 @@ async fn filters_select_by_source_and_section_and_bind_their_tokens() {
 /// BatchGetArticles answers in request order with duplicates, FULL unless
 /// asked for BASIC, all or nothing (NOT_FOUND names the first 10 missing and
 /// how many), at most 1000 ids, and at most 4 MiB.
-#[tokio::test]
-async fn batch_get_is_ordered_all_or_nothing_and_bounded() {
-    let mut server = TestServer::start().await;
+async fn batch_get_is_ordered_all_or_nothing_and_bounded(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     ingest(
         client,
@@ -348,9 +346,8 @@ async fn batch_get_is_ordered_all_or_nothing_and_bounded() {
 /// ListArticlesByUrl matches the normalised url exactly, by prefix, by
 /// host and by domain, pages with tokens bound to the query, and refuses
 /// an empty or unparsable url and an unset match.
-#[tokio::test]
-async fn urls_match_exactly_by_prefix_host_and_domain() {
-    let mut server = TestServer::start().await;
+async fn urls_match_exactly_by_prefix_host_and_domain(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let client = &mut server.client;
     let urls = [
         ("u1", "https://example.com/world/a?utm_source=rss"),
@@ -463,9 +460,8 @@ async fn urls_match_exactly_by_prefix_host_and_domain() {
 /// partial buckets at the bounds exactly, applies a filter, follows
 /// updates and deletions, survives a restart, and refuses an unset
 /// interval or more than 100,000 buckets.
-#[tokio::test]
-async fn counts_by_day_month_and_year() {
-    let mut server = TestServer::start().await;
+async fn counts_by_day_month_and_year(engine: Engine) {
+    let mut server = start_or_skip!(engine);
     let y2021 = 1_609_459_200; // 2021-01-01
     let mut articles = vec![
         labelled("c1", y2021 + 3600, "a.com", "", ""),
@@ -560,8 +556,7 @@ async fn counts_by_day_month_and_year() {
         assert!(refused.message().contains(field), "{}", refused.message());
     }
 
-    let dir = server.stop().await;
-    let mut server = TestServer::start_in(dir, Default::default()).await;
+    let mut server = server.restart(Default::default()).await;
     let (after, total) = count(&mut server.client, None, None, CountInterval::Year, None).await;
     assert_eq!(
         (after, total),
@@ -913,3 +908,10 @@ proptest! {
             .block_on(run_case(ops, queries));
     }
 }
+
+on_both_engines!(
+    filters_select_by_source_and_section_and_bind_their_tokens,
+    batch_get_is_ordered_all_or_nothing_and_bounded,
+    urls_match_exactly_by_prefix_host_and_domain,
+    counts_by_day_month_and_year,
+);

@@ -23,7 +23,7 @@ use crate::{
     metrics::{MetricsListener, StartCheck},
     server::{self, ServeOptions},
     service::CallLimits,
-    store::{Store, StoreConfig},
+    store::{postgres::PostgresConfig, Store, StoreConfig},
     telemetry::LogFormat,
     Error,
 };
@@ -39,6 +39,34 @@ pub struct ServeArgs {
     /// Directory of the sled database; created when missing.
     #[arg(long, env = "ARCHIVE_DATA_DIR", default_value = "./archive-data")]
     pub data_dir: PathBuf,
+
+    /// Store the archive in PostgreSQL instead of a data directory: a url
+    /// such as `postgres://user:password@host:5432/archive?sslmode=require`.
+    /// Any number of servers may share one database. The schema is created
+    /// or migrated at start.
+    #[arg(
+        long,
+        env = "ARCHIVE_STORE",
+        value_name = "URL",
+        conflicts_with = "data_dir"
+    )]
+    pub store: Option<String>,
+
+    /// PEM file of CA certificates to trust for the database's TLS
+    /// certificate, besides the system's (with `--store`).
+    #[arg(
+        long,
+        env = "ARCHIVE_STORE_CA_FILE",
+        value_name = "FILE",
+        requires = "store"
+    )]
+    pub store_ca_file: Option<PathBuf>,
+
+    /// Database connections this server keeps for reads (with `--store`);
+    /// the writer and the feed listener have one each besides.
+    #[arg(long, env = "ARCHIVE_STORE_POOL_SIZE", default_value_t = 16,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub store_pool_size: usize,
 
     /// sled page cache size in MiB, at least 1 (a target, not a hard cap on
     /// memory).
@@ -168,6 +196,30 @@ impl ServeArgs {
         config
     }
 
+    /// PostgreSQL settings derived from the flags, when `--store` is given.
+    pub fn postgres_config(&self) -> Option<PostgresConfig> {
+        self.store.as_ref().map(|url| {
+            let mut config = PostgresConfig::new(url);
+            config.ca_file = self.store_ca_file.clone();
+            config.pool_size = self.store_pool_size;
+            config.keep_revisions = self.keep_revisions;
+            config
+        })
+    }
+
+    /// Opens the store the flags name: PostgreSQL with `--store`, else the
+    /// data directory.
+    ///
+    /// # Errors
+    /// Whatever the engine refuses (see [`Store::open`] and
+    /// [`Store::open_postgres`]).
+    pub async fn open_store(&self) -> Result<Store, Error> {
+        match self.postgres_config() {
+            Some(config) => Store::open_postgres(&config).await,
+            None => Store::open_async(self.store_config()).await,
+        }
+    }
+
     /// Server settings derived from the flags, with the token and TLS files
     /// read and the TLS material checked.
     ///
@@ -240,7 +292,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
             .map_err(|e| Error::io(format!("binding {metrics_listen} for metrics"), e))?;
         options.metrics = Some(listener);
     }
-    let store = Store::open_async(args.store_config()).await?;
+    let store = args.open_store().await?;
     options.start_check = match server::check_at_open(&store).await {
         Ok(found) => found,
         Err(e) => {
@@ -248,7 +300,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
             return Err(e);
         }
     };
-    info!(data_dir = %args.data_dir.display(), "listening on {addr}");
+    match &args.store {
+        // The url may hold a password: only the engine is logged.
+        Some(_) => info!(store = "postgres", "listening on {addr}"),
+        None => info!(data_dir = %args.data_dir.display(), "listening on {addr}"),
+    }
     if !addr.ip().is_loopback() {
         if options.tls.is_none() {
             warn!("listening on a non-loopback address without TLS: traffic, tokens included, is readable on the network (set --tls-cert and --tls-key)");

@@ -415,6 +415,3 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
-
-#[cfg(test)]
-mod model_tests;

@@ -256,6 +256,19 @@ pub fn label_counter_key(kind: u8, label: &str) -> Vec<u8> {
     key
 }
 
+/// The first key after every key that starts with `prefix` (no byte of
+/// our keys is 0xFF, so incrementing the last byte does it).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    end
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

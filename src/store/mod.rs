@@ -16,6 +16,7 @@
 
 pub mod calendar;
 pub mod keys;
+pub mod postgres;
 pub mod sled;
 pub mod url_key;
 
@@ -110,6 +111,10 @@ pub enum WriteHealth {
     /// A write or sync failed; writes are refused until a restart. Holds
     /// the reason.
     Failed(String),
+    /// The database (PostgreSQL engine) cannot be reached; calls fail
+    /// UNAVAILABLE until it can, then the store goes on by itself. Holds
+    /// the reason.
+    Unreachable(String),
 }
 
 /// Which end of the date order a read starts from.
@@ -457,6 +462,9 @@ const INLINE_BASIC_PAGE: usize = 100;
 pub enum DurableSequence {
     /// The sled engine's durable mark.
     Sled(watch::Receiver<sled::Durable>),
+    /// The newest sequence committed in the database, as this replica
+    /// last heard.
+    Postgres(watch::Receiver<u64>),
 }
 
 impl DurableSequence {
@@ -464,6 +472,7 @@ impl DurableSequence {
     pub fn current(&mut self) -> u64 {
         match self {
             Self::Sled(durable) => durable.borrow_and_update().sequence,
+            Self::Postgres(durable) => *durable.borrow_and_update(),
         }
     }
 
@@ -474,6 +483,7 @@ impl DurableSequence {
     pub async fn changed(&mut self) -> Result<()> {
         match self {
             Self::Sled(durable) => durable.changed().await.map_err(|_| Error::Closed),
+            Self::Postgres(durable) => durable.changed().await.map_err(|_| Error::Closed),
         }
     }
 }
@@ -490,6 +500,8 @@ pub struct Store {
 enum Engine {
     /// The embedded sled database, format 2.
     Sled(sled::SledStore),
+    /// A PostgreSQL database, shared by any number of replicas.
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
@@ -517,9 +529,33 @@ impl Store {
             .map_err(|e| Error::TaskFailed(e.to_string()))?
     }
 
-    fn sled(&self) -> &sled::SledStore {
+    /// Connects to a PostgreSQL database (see [`postgres`]), bringing its
+    /// schema up to date, and starts this replica's writer.
+    ///
+    /// # Errors
+    /// As [`postgres::PostgresStore::open`].
+    pub async fn open_postgres(config: &postgres::PostgresConfig) -> Result<Self> {
+        Ok(Self {
+            engine: Arc::new(Engine::Postgres(
+                postgres::PostgresStore::open(config).await?,
+            )),
+        })
+    }
+
+    /// Which engine this is, for logs: `sled` or `postgres`.
+    pub fn engine_name(&self) -> &'static str {
         match &*self.engine {
-            Engine::Sled(store) => store,
+            Engine::Sled(_) => "sled",
+            Engine::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The sled engine, when it is one (the data-directory tools: check,
+    /// repair, flush).
+    fn sled(&self) -> Option<&sled::SledStore> {
+        match &*self.engine {
+            Engine::Sled(store) => Some(store),
+            Engine::Postgres(_) => None,
         }
     }
 
@@ -530,33 +566,45 @@ impl Store {
         work: impl FnOnce(&sled::SledStore) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || work(store.sled()))
-            .await
-            .map_err(|e| Error::TaskFailed(e.to_string()))?
+        tokio::task::spawn_blocking(move || match store.sled() {
+            Some(sled) => work(sled),
+            None => Err(Error::TaskFailed("sled work on another engine".into())),
+        })
+        .await
+        .map_err(|e| Error::TaskFailed(e.to_string()))?
     }
 
     /// Whether the last process that had this store open closed it cleanly.
     /// `false` after a crash or a kill: then [`Store::check`] (or
-    /// [`Store::check_after_unclean_stop`]) is worth running.
+    /// [`Store::check_after_unclean_stop`]) is worth running. Always `true`
+    /// on PostgreSQL, which recovers by itself.
     pub fn closed_cleanly(&self) -> bool {
-        self.sled().closed_cleanly()
+        self.sled().is_none_or(sled::SledStore::closed_cleanly)
     }
 
     /// Makes the next server start check the store again (used when a check
-    /// found problems that were left alone).
+    /// found problems that were left alone). Nothing on PostgreSQL.
     pub fn check_again_at_next_open(&self) {
-        self.sled().check_again_at_next_open();
+        if let Some(store) = self.sled() {
+            store.check_again_at_next_open();
+        }
     }
 
     /// Whether the store takes writes now, and every change after this.
     /// Health follows it.
     pub fn write_health(&self) -> watch::Receiver<WriteHealth> {
-        self.sled().write_health()
+        match &*self.engine {
+            Engine::Sled(store) => store.write_health(),
+            Engine::Postgres(store) => store.write_health(),
+        }
     }
 
     /// The key that signs page tokens for this archive.
     pub fn page_token_key(&self) -> &[u8; 32] {
-        self.sled().page_token_key()
+        match &*self.engine {
+            Engine::Sled(store) => store.page_token_key(),
+            Engine::Postgres(store) => store.page_token_key(),
+        }
     }
 
     /// The current version of `id`, if any.
@@ -583,6 +631,7 @@ impl Store {
                 store.page(&request)
             }
             Engine::Sled(_) => self.blocking(move |store| store.page(&request)).await,
+            Engine::Postgres(store) => store.page(&request).await,
         }
     }
 
@@ -619,22 +668,34 @@ impl Store {
         restore: Option<(u64, Timestamp)>,
     ) -> Result<PendingWrite> {
         let large = article.content().body.len() >= PREPARE_INLINE_BYTES;
-        let mut prepared = if large {
-            let store = self.clone();
-            tokio::task::spawn_blocking(move || store.sled().prepare(&article))
-                .await
-                .map_err(|e| Error::TaskFailed(e.to_string()))?
-        } else {
-            self.sled().prepare(&article)
-        };
-        if let Some((revision, ingested_at)) = restore {
-            prepared.restore_revision = Some(revision);
-            prepared.ingested_at = Some(ingested_at);
+        match &*self.engine {
+            Engine::Sled(store) => {
+                let mut prepared = if large {
+                    self.blocking(move |store| Ok(store.prepare(&article)))
+                        .await?
+                } else {
+                    store.prepare(&article)
+                };
+                if let Some((revision, ingested_at)) = restore {
+                    prepared.restore_revision = Some(revision);
+                    prepared.ingested_at = Some(ingested_at);
+                }
+                store
+                    .submit(sled::Op::Put(prepared))
+                    .await
+                    .map(PendingWrite)
+            }
+            Engine::Postgres(store) => {
+                let op = if large {
+                    tokio::task::spawn_blocking(move || postgres::put(article, restore))
+                        .await
+                        .map_err(|e| Error::TaskFailed(e.to_string()))?
+                } else {
+                    postgres::put(article, restore)
+                };
+                store.submit(op).await.map(PendingWrite)
+            }
         }
-        self.sled()
-            .submit(sled::Op::Put(prepared))
-            .await
-            .map(PendingWrite)
     }
 
     /// Deletes an article for good (see [`WriteOutcome::Deleted`]): queued
@@ -651,14 +712,26 @@ impl Store {
         reason: String,
         allow_reingest: bool,
     ) -> Result<PendingWrite> {
-        let note = sled::record::DeletionNote {
-            reason,
-            allow_reingest,
-        };
-        self.sled()
-            .submit(sled::Op::Delete { id, note })
-            .await
-            .map(PendingWrite)
+        match &*self.engine {
+            Engine::Sled(store) => {
+                let note = sled::record::DeletionNote {
+                    reason,
+                    allow_reingest,
+                };
+                store
+                    .submit(sled::Op::Delete { id, note })
+                    .await
+                    .map(PendingWrite)
+            }
+            Engine::Postgres(store) => store
+                .submit(postgres::Op::Delete {
+                    id,
+                    reason,
+                    allow_reingest,
+                })
+                .await
+                .map(PendingWrite),
+        }
     }
 
     /// The current version of each id, in order, `None` for one that is not
@@ -678,6 +751,7 @@ impl Store {
                 self.blocking(move |store| store.batch_get(&ids, with_body))
                     .await
             }
+            Engine::Postgres(store) => store.batch_get(&ids, with_body).await,
         }
     }
 
@@ -688,6 +762,7 @@ impl Store {
     pub async fn by_url(&self, request: UrlPageRequest) -> Result<UrlPage> {
         match &*self.engine {
             Engine::Sled(_) => self.blocking(move |store| store.by_url(&request)).await,
+            Engine::Postgres(store) => store.by_url(&request).await,
         }
     }
 
@@ -712,6 +787,7 @@ impl Store {
                 self.blocking(move |store| store.count(range, interval, &filter))
                     .await
             }
+            Engine::Postgres(store) => store.count(range, interval, &filter).await,
         }
     }
 
@@ -725,6 +801,7 @@ impl Store {
             // A point read is served from sled's cache or one short read,
             // so it runs inline rather than paying for a blocking-pool hop.
             Engine::Sled(store) => store.get_revision(id, revision),
+            Engine::Postgres(store) => store.get_revision(id, revision).await,
         }
     }
 
@@ -747,6 +824,7 @@ impl Store {
                 self.blocking(move |store| store.revisions(&id, before, limit, with_body))
                     .await
             }
+            Engine::Postgres(store) => store.revisions(id, before, limit, with_body).await,
         }
     }
 
@@ -757,6 +835,7 @@ impl Store {
     pub async fn changes(&self, request: ChangesRequest) -> Result<ChangesPage> {
         match &*self.engine {
             Engine::Sled(_) => self.blocking(move |store| store.changes(&request)).await,
+            Engine::Postgres(store) => store.changes(&request).await,
         }
     }
 
@@ -765,31 +844,39 @@ impl Store {
     pub fn durable_sequence(&self) -> DurableSequence {
         match &*self.engine {
             Engine::Sled(store) => DurableSequence::Sled(store.durable_changes()),
+            Engine::Postgres(store) => DurableSequence::Postgres(store.durable_changes()),
         }
     }
 
-    /// Flushes everything written so far to disk. Blocking.
+    /// Flushes everything written so far to disk. Blocking. Nothing to do
+    /// on PostgreSQL, where every acknowledged write is committed.
     ///
     /// # Errors
     /// [`Error::Storage`] when the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.sled().flush()
+        self.sled().map_or(Ok(()), sled::SledStore::flush)
     }
 
     /// Size on disk, free space and the writer's queue, now. Blocking, but
-    /// cheap: a few `stat` calls.
+    /// cheap: a few `stat` calls. On PostgreSQL only the queue (the
+    /// database reports its own size).
     pub fn usage(&self) -> StoreUsage {
-        self.sled().usage()
+        match &*self.engine {
+            Engine::Sled(store) => store.usage(),
+            Engine::Postgres(store) => store.usage(),
+        }
     }
 
     /// Makes the store record its writer's work into `metrics` (see
     /// [`sled::SledStore::attach_metrics`]). Blocking: it counts the live
-    /// articles once.
+    /// articles once. On PostgreSQL the writer's figures are not recorded
+    /// yet (README, "Running on PostgreSQL").
     ///
     /// # Errors
     /// [`Error::Storage`] when the index cannot be read.
     pub fn attach_metrics(&self, metrics: Arc<crate::metrics::Metrics>) -> Result<()> {
-        self.sled().attach_metrics(metrics)
+        self.sled()
+            .map_or(Ok(()), |store| store.attach_metrics(metrics))
     }
 
     /// Flushes and gives up this handle, off the async workers: when it is
@@ -818,7 +905,20 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when the engine cannot be read at all.
     pub fn check(&self) -> Result<CheckReport> {
-        self.sled().check()
+        self.sled().ok_or_else(not_a_data_dir)?.check()
+    }
+
+    /// Checks the store's consistency, on either engine: [`Store::check`]
+    /// on sled (off the async workers), the tables against each other on
+    /// PostgreSQL. Reads everything.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] or a database error when the store cannot be read.
+    pub async fn verify(&self) -> Result<CheckReport> {
+        match &*self.engine {
+            Engine::Sled(_) => self.blocking(sled::SledStore::check).await,
+            Engine::Postgres(store) => store.check().await,
+        }
     }
 
     /// Moves damaged records aside and rebuilds every index from the log.
@@ -827,7 +927,7 @@ impl Store {
     /// # Errors
     /// [`Error::Storage`] when the engine cannot be read or written.
     pub fn repair(&self) -> Result<RepairReport> {
-        self.sled().repair()
+        self.sled().ok_or_else(not_a_data_dir)?.repair()
     }
 
     /// The check a server runs on a store that was not closed cleanly; see
@@ -837,8 +937,61 @@ impl Store {
     /// [`Error::Damaged`] when records are damaged, [`Error::Storage`] when
     /// the engine fails.
     pub fn check_after_unclean_stop(&self) -> Result<StartupCheck> {
-        self.sled().check_after_unclean_stop()
+        self.sled()
+            .ok_or_else(not_a_data_dir)?
+            .check_after_unclean_stop()
     }
+}
+
+/// What check and repair say on PostgreSQL.
+fn not_a_data_dir() -> Error {
+    Error::Config(
+        "check and repair work on a sled data directory; PostgreSQL keeps its own \
+         consistency (use its tools: amcheck, pg_dump)"
+            .into(),
+    )
+}
+
+/// The instant just before `t` (bounds are exclusive above).
+pub fn just_before(t: Timestamp) -> Timestamp {
+    if t.nanos > 0 {
+        Timestamp {
+            seconds: t.seconds,
+            nanos: t.nanos - 1,
+        }
+    } else {
+        Timestamp {
+            seconds: t.seconds - 1,
+            nanos: 999_999_999,
+        }
+    }
+}
+
+/// Checks that counting from `first` to `last` (inclusive) by `interval`
+/// stays within [`MAX_COUNT_INTERVALS`] buckets.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `interval` when it does not.
+pub fn check_count_span(
+    first: Timestamp,
+    last: Timestamp,
+    interval: calendar::Interval,
+) -> Result<()> {
+    let spanned = interval.bucket(last) - interval.bucket(first) + 1;
+    if spanned > MAX_COUNT_INTERVALS {
+        return Err(Error::InvalidArgument(
+            crate::article::ValidationError::new(
+                "interval",
+                format!(
+                    "the range spans {spanned} buckets from {} to {}, more than \
+                 {MAX_COUNT_INTERVALS}; narrow start_time/end_time or count by a longer interval",
+                    first.to_rfc3339(),
+                    last.to_rfc3339()
+                ),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Converts the data directory of `config` to the current storage format,

@@ -15,6 +15,7 @@ use std::{
 
 use article_archive::{
     proto::{self, archive_service_client::ArchiveServiceClient},
+    store::postgres::PostgresConfig,
     ServeOptions, Store, StoreConfig,
 };
 use tempfile::TempDir;
@@ -24,6 +25,65 @@ use tonic::transport::Channel;
 
 pub type Client = ArchiveServiceClient<Channel>;
 
+/// The storage engines a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// A sled data directory in a temporary directory.
+    Sled,
+    /// A new database on the test process's PostgreSQL cluster
+    /// ([`postgres::cluster`]).
+    Postgres,
+}
+
+/// Runs each named `async fn name(engine: Engine)` as two tests,
+/// `sled_engine::name` and `postgres_engine::name`: the API suite is written
+/// once and runs on both engines.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sled_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Engine::Sled).await
+                }
+            )*
+        }
+        mod postgres_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Engine::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Starts a server on `engine`, or returns from the test when the engine
+/// cannot run here (which fails under CI and says so loudly elsewhere).
+#[macro_export]
+macro_rules! start_or_skip {
+    ($engine:expr) => {
+        start_or_skip!($engine, Default::default())
+    };
+    ($engine:expr, $options:expr) => {
+        match $crate::common::TestServer::start_on($engine, $options).await {
+            Some(server) => server,
+            None => return,
+        }
+    };
+}
+
+/// Where a test server keeps the archive.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A data directory, `data` inside the test's temporary directory.
+    Sled,
+    /// A PostgreSQL database, by url.
+    Postgres(String),
+}
+
 /// A running server and what a test needs to talk to it.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -31,6 +91,7 @@ pub struct TestServer {
     /// A handle on the same store, for consistency checks.
     pub store: Store,
     pub dir: TempDir,
+    pub backend: Backend,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<article_archive::Result<()>>,
 }
@@ -38,6 +99,41 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_in(TempDir::new().unwrap(), ServeOptions::default()).await
+    }
+
+    /// Starts a server on a fresh archive of `engine`; `None` (after
+    /// saying why) when that engine cannot run here.
+    pub async fn start_on(engine: Engine, options: ServeOptions) -> Option<Self> {
+        Self::start_on_configured(engine, options, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_on`], with the store settings changed by
+    /// `configure` (those both engines have: revisions kept, batches,
+    /// queues).
+    pub async fn start_on_configured(
+        engine: Engine,
+        options: ServeOptions,
+        configure: impl Fn(&mut StoreConfig),
+    ) -> Option<Self> {
+        let backend = match engine {
+            Engine::Sled => Backend::Sled,
+            Engine::Postgres => {
+                let name = std::thread::current()
+                    .name()
+                    .unwrap_or("a PostgreSQL test")
+                    .to_owned();
+                Backend::Postgres(postgres::database_or_skip(&name).await?)
+            }
+        };
+        Some(Self::start_backend(TempDir::new().unwrap(), backend, options, configure).await)
+    }
+
+    /// Stops the server and starts a new one on the same archive (the same
+    /// data directory, or the same database).
+    pub async fn restart(self, options: ServeOptions) -> Self {
+        let backend = self.backend.clone();
+        let dir = self.stop().await;
+        Self::start_backend(dir, backend, options, |_| {}).await
     }
 
     /// Starts a server over `dir`, which may hold an archive already.
@@ -51,15 +147,43 @@ impl TestServer {
         options: ServeOptions,
         configure: impl Fn(&mut StoreConfig),
     ) -> Self {
+        Self::start_backend(dir, Backend::Sled, options, configure).await
+    }
+
+    /// Starts a server on `backend` (a sled archive in `dir`, with settings
+    /// changed by `configure`, or a PostgreSQL database).
+    pub async fn start_backend(
+        dir: TempDir,
+        backend: Backend,
+        options: ServeOptions,
+        configure: impl Fn(&mut StoreConfig),
+    ) -> Self {
         let path = dir.path().join("data");
-        let store = retry_while_locked(
-            || {
-                let mut config = StoreConfig::new(&path);
-                configure(&mut config);
-                Store::open(&config)
-            },
-            |e| matches!(e, article_archive::Error::DataDirLocked { .. }),
-        );
+        let store = match &backend {
+            Backend::Sled => retry_while_locked(
+                || {
+                    let mut config = StoreConfig::new(&path);
+                    configure(&mut config);
+                    Store::open(&config)
+                },
+                |e| matches!(e, article_archive::Error::DataDirLocked { .. }),
+            ),
+            Backend::Postgres(url) => {
+                let mut sled_settings = StoreConfig::new(&path);
+                configure(&mut sled_settings);
+                let mut config = PostgresConfig::new(url);
+                config.keep_revisions = sled_settings.keep_revisions;
+                config.batch_limits = sled_settings.batch_limits;
+                config.queue_capacity = sled_settings.queue_capacity;
+                config.queue_bytes = sled_settings.queue_bytes;
+                Store::open_postgres(&config).await.unwrap()
+            }
+        };
+        let expected_engine = match backend {
+            Backend::Sled => "sled",
+            Backend::Postgres(_) => "postgres",
+        };
+        assert_eq!(store.engine_name(), expected_engine);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, signal) = oneshot::channel::<()>();
@@ -78,6 +202,7 @@ impl TestServer {
             client,
             store,
             dir,
+            backend,
             shutdown: Some(shutdown),
             task,
         }

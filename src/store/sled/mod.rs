@@ -77,7 +77,7 @@ use super::{
     calendar::Interval, keys, Change, ChangeKind, ChangesPage, ChangesRequest, CheckReport,
     CountBucket, DateRange, Filter, Order, PageRequest, Position, RepairReport, RevisionsPage,
     StartupCheck, StoreConfig, StoredPage, UrlPage, UrlPageRequest, WriteHealth, WriteOutcome,
-    FILTER_SCAN_BUDGET, MAX_COUNT_INTERVALS,
+    FILTER_SCAN_BUDGET,
 };
 use crate::{
     article::{Article, ArticleId, StoredArticle, Timestamp},
@@ -727,24 +727,13 @@ impl SledStore {
         let (Some(first), Some(last)) = (
             range.start.map_or_else(|| edge(false), |t| Ok(Some(t)))?,
             match range.end {
-                Some(end) => Some(queries::before(end)),
+                Some(end) => Some(crate::store::just_before(end)),
                 None => edge(true)?,
             },
         ) else {
             return Ok(Vec::new());
         };
-        let spanned = interval.bucket(last) - interval.bucket(first) + 1;
-        if spanned > MAX_COUNT_INTERVALS {
-            return Err(Error::InvalidArgument(crate::article::ValidationError::new(
-                "interval",
-                format!(
-                    "the range spans {spanned} buckets from {} to {}, more than \
-                     {MAX_COUNT_INTERVALS}; narrow start_time/end_time or count by a longer interval",
-                    first.to_rfc3339(),
-                    last.to_rfc3339()
-                ),
-            )));
-        }
+        crate::store::check_count_span(first, last, interval)?;
         let counts = if filter.is_empty() {
             queries::count_unfiltered(trees, range, interval)?
         } else {

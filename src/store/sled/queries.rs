@@ -197,19 +197,6 @@ pub(crate) fn stored_labels(
     Ok(Some(Labels::of(&entry.article.content)))
 }
 
-/// The first key after every key that starts with `prefix` (no byte of
-/// our keys is 0xFF, so incrementing the last byte does it).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    end
-}
-
 /// Date keys from several iterators, merged into `order`.
 struct Merge {
     heads: Vec<Option<Vec<u8>>>,
@@ -288,11 +275,10 @@ fn label_range(
     };
     let upper = match (order, after) {
         (Order::NewestFirst, Some(p)) => Bound::Excluded(key_of(p)),
-        _ => Bound::Excluded(
-            range
-                .end
-                .map_or_else(|| prefix_end(&prefix), |t| with(&keys::timestamp_prefix(t))),
-        ),
+        _ => Bound::Excluded(range.end.map_or_else(
+            || keys::prefix_end(&prefix),
+            |t| with(&keys::timestamp_prefix(t)),
+        )),
     };
     let empty = match (&lower, &upper) {
         (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) => l >= u,
@@ -412,7 +398,7 @@ pub(crate) fn url_scan(
             keys::push_escaped(&mut start, prefix.as_bytes());
             start
         };
-        let end = prefix_end(&start);
+        let end = keys::prefix_end(&start);
         let lower = match after {
             Some(after) if after >= start.as_slice() => Bound::Excluded(after.to_vec()),
             _ => Bound::Included(start),
@@ -462,7 +448,9 @@ pub(crate) fn count_unfiltered(
         Bound::Included(keys::counter_key(kind, interval.bucket(t)).to_vec())
     });
     let upper = match range.end {
-        Some(t) => Bound::Included(keys::counter_key(kind, interval.bucket(before(t))).to_vec()),
+        Some(t) => Bound::Included(
+            keys::counter_key(kind, interval.bucket(crate::store::just_before(t))).to_vec(),
+        ),
         None => Bound::Excluded(vec![kind + 1]),
     };
     let mut out = BTreeMap::new();
@@ -496,21 +484,6 @@ pub(crate) fn count_unfiltered(
         }
     }
     Ok(out)
-}
-
-/// The instant just before `t` (bounds are exclusive above).
-pub(crate) fn before(t: Timestamp) -> Timestamp {
-    if t.nanos > 0 {
-        Timestamp {
-            seconds: t.seconds,
-            nanos: t.nanos - 1,
-        }
-    } else {
-        Timestamp {
-            seconds: t.seconds - 1,
-            nanos: 999_999_999,
-        }
-    }
 }
 
 /// Articles published in `[from, to)`: whole days from the day counters,
