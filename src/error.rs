@@ -171,7 +171,8 @@ pub enum Error {
     /// network, or no pooled connection came free in time). Temporary: the
     /// engine reconnects by itself, and a client should retry.
     #[error(
-        "the archive's database is unavailable ({0}); nothing was changed by this call, retry"
+        "the archive's database is unavailable ({0}); retry the call (an ingest that did reach \
+         the database answers UNCHANGED when sent again)"
     )]
     DatabaseUnavailable(String),
 

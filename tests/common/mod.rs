@@ -460,10 +460,22 @@ impl ServerProcess {
         }
     }
 
+    /// Starts `article-archive serve --store URL` (a replica on a
+    /// PostgreSQL database) on a free port, and waits for its address.
+    pub fn start_on_database(url: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["--store", url];
+        args.extend_from_slice(extra);
+        Self::wait_for_address(spawn_with(&args))
+            .unwrap_or_else(|log| panic!("the server logs its address; it logged {log:#?}"))
+    }
+
     /// Starts the server and waits for its address; the log so far when it
     /// exits first.
     fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Self, Vec<String>> {
-        let mut child = spawn(data_dir, extra);
+        Self::wait_for_address(spawn(data_dir, extra))
+    }
+
+    fn wait_for_address(mut child: Child) -> Result<Self, Vec<String>> {
         let (tx, log) = std_mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -533,10 +545,16 @@ impl Drop for ServerProcess {
 }
 
 pub fn spawn(data_dir: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["--data-dir", data_dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    spawn_with(&args)
+}
+
+/// Spawns `article-archive serve --listen 127.0.0.1:0` with `args`.
+pub fn spawn_with(args: &[&str]) -> Child {
     Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
