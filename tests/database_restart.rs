@@ -92,6 +92,10 @@ fn count_all() -> proto::CountArticlesRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+)]
 async fn replicas_ride_out_a_database_restart_under_load() {
     let Some(url) = postgres::database_or_skip("replicas_ride_out_a_database_restart").await else {
         return;

@@ -341,6 +341,83 @@ async fn counters_move_by_exactly_what_was_done() {
     }
 }
 
+/// On PostgreSQL the writer's batches are counted as on sled, and the
+/// live-article gauge follows the count the writers keep in the database,
+/// so a second server on the same database starts from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+)]
+async fn on_postgres_the_writer_and_the_live_articles_are_counted() {
+    let with_metrics = || async {
+        let listener = MetricsListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr();
+        let options = ServeOptions {
+            metrics: Some(listener),
+            ..ServeOptions::default()
+        };
+        (options, addr)
+    };
+    let (options, metrics) = with_metrics().await;
+    let Some(mut server) = TestServer::start_on(Engine::Postgres, options).await else {
+        return;
+    };
+    let mut changed = article("p2", 1_700_000_000);
+    changed.body = "Body of p2, corrected".into();
+    let acks = ingest(
+        &mut server.client,
+        vec![
+            article("p1", 1_700_000_000),
+            article("p2", 1_700_000_000),
+            article("p3", 1_700_000_000),
+            changed,
+        ],
+    )
+    .await;
+    assert_eq!(acks.len(), 4);
+    server
+        .client
+        .delete_article(proto::DeleteArticleRequest {
+            id: "p3".into(),
+            reason: "test".into(),
+            allow_reingest: false,
+        })
+        .await
+        .unwrap();
+    let after = Scrape::of(metrics).await;
+    let outcome = |o| after.value("archive_ingest_articles_total", &[("outcome", o)]);
+    assert_eq!((outcome("created"), outcome("updated")), (3.0, 1.0));
+    assert_eq!(after.value("archive_writer_batch_operations_sum", &[]), 5.0);
+    assert_eq!(after.value("archive_store_articles", &[]), 2.0);
+    assert_eq!(after.value("archive_changes_durable_sequence", &[]), 5.0);
+    assert_eq!(
+        after.value(
+            "archive_store_writes_refused",
+            &[("reason", "database_unreachable")]
+        ),
+        0.0
+    );
+
+    // Another server on the same database reads the count at start.
+    let Backend::Postgres(url) = server.backend.clone() else {
+        unreachable!("started on PostgreSQL")
+    };
+    let (options, second_metrics) = with_metrics().await;
+    let second = TestServer::start_backend(
+        tempfile::tempdir().unwrap(),
+        Backend::Postgres(url),
+        options,
+        |_| {},
+    )
+    .await;
+    let scrape = Scrape::of(second_metrics).await;
+    assert_eq!(scrape.value("archive_store_articles", &[]), 2.0);
+    assert_eq!(scrape.value("archive_changes_durable_sequence", &[]), 5.0);
+    second.stop().await;
+    server.stop().await;
+}
+
 /// Refusals for tokens and limits, open watchers and exports, the lag of a
 /// watcher that does not read, and a connection closed by the handshake
 /// timeout are each counted once.

@@ -326,6 +326,10 @@ proptest! {
     }
 
     #[test]
+    #[cfg_attr(
+        missing_postgres,
+        ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+    )]
     fn postgres_answers_match_an_in_memory_model(ops in vec(op(), 1..80)) {
         run_case(Engine::Postgres, ops)?;
     }

@@ -63,6 +63,10 @@ async fn ingest_until_gone(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+)]
 async fn three_replicas_share_one_database_and_lose_nothing_acknowledged() {
     let Some(url) = postgres::database_or_skip("three_replicas_share_one_database").await else {
         return;
@@ -205,6 +209,10 @@ async fn three_replicas_share_one_database_and_lose_nothing_acknowledged() {
 /// A database migrated by a newer release (a schema version this binary
 /// does not know) is refused at start, with a message that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    missing_postgres,
+    ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+)]
 async fn a_database_with_a_newer_schema_is_refused_at_start() {
     let Some(url) = postgres::database_or_skip("a_database_with_a_newer_schema_is_refused").await
     else {

@@ -418,6 +418,32 @@ pub struct RepairReport {
     pub erased: u64,
 }
 
+/// Counts what a committed batch did, for the metrics, from each
+/// operation's body size and outcome.
+pub(crate) fn tally_outcomes<'a>(
+    operations: impl IntoIterator<Item = (u64, &'a Result<WriteOutcome>)>,
+) -> crate::metrics::BatchOutcomes {
+    let mut tally = crate::metrics::BatchOutcomes::default();
+    for (body_bytes, outcome) in operations {
+        match outcome {
+            Ok(WriteOutcome::Created) => {
+                tally.created += 1;
+                tally.text_bytes += body_bytes;
+            }
+            Ok(WriteOutcome::Updated) => {
+                tally.updated += 1;
+                tally.text_bytes += body_bytes;
+            }
+            Ok(WriteOutcome::Unchanged) => tally.unchanged += 1,
+            Ok(WriteOutcome::Rejected(_)) => tally.rejected += 1,
+            Ok(WriteOutcome::Deleted { .. }) => tally.deleted += 1,
+            // Not carried out (a deletion of an unknown id): nothing changed.
+            Err(_) => {}
+        }
+    }
+    tally
+}
+
 /// What [`Store::check`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckReport {
@@ -869,14 +895,16 @@ impl Store {
 
     /// Makes the store record its writer's work into `metrics` (see
     /// [`sled::SledStore::attach_metrics`]). Blocking: it counts the live
-    /// articles once. On PostgreSQL the writer's figures are not recorded
-    /// yet (README, "Running on PostgreSQL").
+    /// articles once (on PostgreSQL it reads the count the writers keep,
+    /// and follows it from then on).
     ///
     /// # Errors
     /// [`Error::Storage`] when the index cannot be read.
     pub fn attach_metrics(&self, metrics: Arc<crate::metrics::Metrics>) -> Result<()> {
-        self.sled()
-            .map_or(Ok(()), |store| store.attach_metrics(metrics))
+        match &*self.engine {
+            Engine::Sled(store) => store.attach_metrics(metrics),
+            Engine::Postgres(store) => store.attach_metrics(metrics),
+        }
     }
 
     /// Flushes and gives up this handle, off the async workers: when it is

@@ -52,6 +52,10 @@ macro_rules! on_both_engines {
         mod postgres_engine {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(
+                    missing_postgres,
+                    ignore = "PostgreSQL is not installed (apt-get install postgresql)"
+                )]
                 async fn $name() {
                     super::$name($crate::common::Engine::Postgres).await
                 }

@@ -296,3 +296,162 @@ fn bin_dir() -> Result<PathBuf, String> {
         .map(|(_, bin)| bin)
         .ok_or_else(|| missing.to_owned())
 }
+
+impl Cluster {
+    /// Turns TLS on for the whole cluster, without a restart: writes
+    /// `cert_pem` (the server's certificate, optionally followed by its
+    /// chain) and `key_pem` (its private key) into the cluster's temporary
+    /// directory as `server.crt` and `server.key` (the key mode 0600 and,
+    /// when the tests run as root, owned by the `postgres` user who runs the
+    /// server: PostgreSQL refuses a key others can read), points
+    /// `ssl_cert_file` and `ssl_key_file` at them and sets `ssl = on` with
+    /// `ALTER SYSTEM`, then reloads the configuration (`pg_reload_conf()`).
+    ///
+    /// It returns once TLS really is available: it retries, a bounded number
+    /// of times, a TLS request to the server (the protocol's SSLRequest,
+    /// which a server without a loaded certificate answers "no") and then
+    /// checks that `SHOW ssl` says on. Panics, with the server log, if TLS
+    /// does not come up (a key that does not match the certificate, one
+    /// the server cannot read).
+    ///
+    /// Plaintext connections still work afterwards (the cluster's
+    /// `pg_hba.conf` trusts loopback `host` connections, TLS or not), but a
+    /// client whose `sslmode` is `prefer` now attempts TLS and verifies the
+    /// certificate: every database of the process is affected, so a test
+    /// that enables TLS belongs in a test binary of its own.
+    pub async fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::{io::Write, os::unix::fs::OpenOptionsExt};
+
+        let root = self.root();
+        let cert = root.join("server.crt");
+        let key = root.join("server.key");
+        std::fs::write(&cert, cert_pem)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", cert.display()));
+        // Created 0600, so the key is never readable by others, not even
+        // for a moment.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", key.display()));
+        file.write_all(key_pem.as_bytes())
+            .and_then(|()| file.sync_all())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", key.display()));
+        drop(file);
+        if self.as_postgres {
+            let (uid, gid) = (postgres_id("-u"), postgres_id("-g"));
+            for path in [&cert, &key] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap_or_else(|e| {
+                    panic!("handing {} to the postgres user: {e}", path.display())
+                });
+            }
+        }
+
+        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test cluster on {}: {e}", self.port));
+        let connection = tokio::spawn(connection);
+        let quoted = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', "''"));
+        // One statement per query: ALTER SYSTEM cannot run in a
+        // transaction block, and a multi-statement query is one.
+        for (setting, value) in [
+            ("ssl_cert_file", quoted(&cert)),
+            ("ssl_key_file", quoted(&key)),
+            ("ssl", "on".to_owned()),
+        ] {
+            let sql = format!("ALTER SYSTEM SET {setting} = {value}");
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+        let reloaded: bool = client
+            .query_one("SELECT pg_reload_conf()", &[])
+            .await
+            .unwrap_or_else(|e| panic!("pg_reload_conf(): {e:?}"))
+            .get(0);
+        assert!(reloaded, "pg_reload_conf() returned false");
+        drop(client);
+        let _ = connection.await;
+
+        // The postmaster reloads on SIGHUP, asynchronously; the backends it
+        // forks after that offer TLS. A failed reload leaves `ssl` on but
+        // no certificate loaded, so ask for TLS itself rather than `ssl`.
+        let mut offered = false;
+        for _attempt in 0..50 {
+            if self.offers_tls().await {
+                offered = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            offered,
+            "the cluster does not offer TLS 5 s after pg_reload_conf()\nserver log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        let (client, connection) = tokio_postgres::connect(&self.url("postgres"), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test cluster on {}: {e}", self.port));
+        let connection = tokio::spawn(connection);
+        let ssl: String = client
+            .query_one("SHOW ssl", &[])
+            .await
+            .unwrap_or_else(|e| panic!("SHOW ssl: {e:?}"))
+            .get(0);
+        assert_eq!(ssl, "on", "SHOW ssl after enabling TLS");
+        drop(client);
+        let _ = connection.await;
+    }
+
+    /// Whether the server answers a TLS request (SSLRequest: length 8, code
+    /// 80877103) with 'S', "go ahead": only when it has a certificate and
+    /// key loaded. The connection is dropped without a handshake.
+    async fn offers_tls(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        let mut request = Vec::with_capacity(8);
+        request.extend_from_slice(&8u32.to_be_bytes());
+        request.extend_from_slice(&80_877_103u32.to_be_bytes());
+        if stream.write_all(&request).await.is_err() {
+            return false;
+        }
+        let mut answer = [0u8; 1];
+        matches!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                stream.read_exact(&mut answer)
+            )
+            .await,
+            Ok(Ok(_))
+        ) && answer[0] == b'S'
+    }
+
+    /// The cluster's temporary directory (the data directory, the log and
+    /// the watchdog's files are in it).
+    fn root(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+/// The uid (`flag` "-u") or gid ("-g") of the `postgres` user, by `id`.
+fn postgres_id(flag: &str) -> u32 {
+    let output = Command::new("id")
+        .args([flag, "postgres"])
+        .output()
+        .expect("id runs");
+    assert!(
+        output.status.success(),
+        "id {flag} postgres failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("id {flag} postgres: {e}"))
+}

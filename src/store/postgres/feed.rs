@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::store::WriteHealth;
+use crate::{metrics::Metrics, store::WriteHealth};
 
 /// Longest wait between attempts to reconnect.
 const MOST_BACKOFF: Duration = Duration::from_secs(2);
@@ -25,6 +25,7 @@ pub(super) async fn listen(
     poll_interval: Duration,
     health: Arc<watch::Sender<WriteHealth>>,
     durable: Arc<watch::Sender<u64>>,
+    metrics: Arc<std::sync::OnceLock<Arc<Metrics>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -50,8 +51,8 @@ pub(super) async fn listen(
                     &client,
                     &mut notifications,
                     poll_interval,
-                    &health,
-                    &durable,
+                    (&health, &durable),
+                    &metrics,
                 )
                 .await;
                 driver.abort();
@@ -77,8 +78,8 @@ async fn follow(
     client: &tokio_postgres::Client,
     notifications: &mut mpsc::UnboundedReceiver<String>,
     poll_interval: Duration,
-    health: &watch::Sender<WriteHealth>,
-    durable: &watch::Sender<u64>,
+    (health, durable): (&watch::Sender<WriteHealth>, &watch::Sender<u64>),
+    metrics: &std::sync::OnceLock<Arc<Metrics>>,
 ) -> String {
     if let Err(e) = client.batch_execute("LISTEN archive_changes").await {
         return e.to_string();
@@ -94,10 +95,15 @@ async fn follow(
         // Read the head (after LISTEN, so nothing committed in between is
         // missed), then mark the database reachable.
         match client
-            .query_one("SELECT last_sequence FROM feed_head", &[])
+            .query_one("SELECT last_sequence, live_articles FROM feed_head", &[])
             .await
         {
-            Ok(row) => advance(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)),
+            Ok(row) => {
+                advance(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0));
+                if let Some(metrics) = metrics.get() {
+                    metrics.set_articles(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0));
+                }
+            }
             Err(e) => return e.to_string(),
         }
         health.send_if_modified(|current| {

@@ -103,6 +103,9 @@ pub struct PostgresStore {
     durable: watch::Receiver<u64>,
     keep_revisions: u64,
     listener: tokio::task::JoinHandle<()>,
+    /// Set by [`PostgresStore::attach_metrics`]; the writer and the feed
+    /// listener record into it.
+    metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
 }
 
 impl Drop for PostgresStore {
@@ -153,7 +156,15 @@ impl PostgresStore {
             config.pool_size.max(1),
             config.connect_timeout,
         )?;
-        let mut client = pool.get().await.map_err(pool_error)?;
+        // At start, a database that cannot be reached is a reason not to
+        // start (the service manager restarts the server), not a call to
+        // retry.
+        let mut client = pool.get().await.map_err(|e| match pool_error(e) {
+            Error::DatabaseUnavailable(reason) => {
+                Error::Config(format!("--store: cannot connect to the database: {reason}"))
+            }
+            other => other,
+        })?;
         let version = schema::migrate(&mut client).await?;
         let page_token_key = schema::page_token_key(&client).await?;
         let head = u64::try_from(read_head(&client).await?).unwrap_or(0);
@@ -166,9 +177,11 @@ impl PostgresStore {
         let (durable_tx, durable) = watch::channel(head);
         let durable_tx = Arc::new(durable_tx);
         let (writes, queue) = mpsc::channel(config.queue_capacity.max(1));
+        let metrics = Arc::new(std::sync::OnceLock::new());
         tokio::spawn(writer::run(
             writer::Writer {
                 pool: pool.clone(),
+                metrics: Arc::clone(&metrics),
                 limits: config.batch_limits,
                 keep_revisions: config.keep_revisions,
                 health: Arc::clone(&health_tx),
@@ -182,6 +195,7 @@ impl PostgresStore {
             config.head_poll_interval,
             health_tx,
             durable_tx,
+            Arc::clone(&metrics),
         ));
         Ok(Self {
             pool,
@@ -194,6 +208,7 @@ impl PostgresStore {
             durable,
             keep_revisions: config.keep_revisions,
             listener,
+            metrics,
         })
     }
 
@@ -742,6 +757,11 @@ impl PostgresStore {
                  FROM feed_head h",
             ),
             (
+                "live articles more or fewer than the feed head counts",
+                "SELECT abs(h.live_articles - (SELECT count(*) FROM articles))::bigint \
+                 FROM feed_head h",
+            ),
+            (
                 "changes above the feed head",
                 "SELECT count(*)::bigint FROM changes, feed_head WHERE sequence > last_sequence",
             ),
@@ -778,17 +798,25 @@ impl PostgresStore {
         })
     }
 
-    /// Live articles, for the metrics.
+    /// Makes the writer count its batches into `metrics`, and the feed
+    /// listener keep the live-article gauge at the count the writers keep
+    /// in the database (all replicas' writes, read with the head). Blocking:
+    /// call it off the async workers, inside the runtime.
     ///
     /// # Errors
-    /// A database error.
-    pub async fn live_articles(&self) -> Result<u64> {
-        let client = self.client().await?;
-        let row = client
-            .query_one("SELECT count(*)::bigint FROM articles", &[])
-            .await
-            .map_err(db_error)?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    /// A database error reading the count.
+    pub fn attach_metrics(&self, metrics: Arc<crate::metrics::Metrics>) -> Result<()> {
+        let live = tokio::runtime::Handle::current().block_on(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT live_articles FROM feed_head", &[])
+                .await
+                .map_err(db_error)?;
+            Ok::<i64, Error>(row.get(0))
+        })?;
+        metrics.set_articles(u64::try_from(live).unwrap_or(0));
+        let _ = self.metrics.set(metrics);
+        Ok(())
     }
 }
 
@@ -1025,10 +1053,27 @@ fn unreachable(e: &tokio_postgres::Error) -> bool {
 /// The crate error for a PostgreSQL error.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> Error {
     if unreachable(&e) {
-        Error::DatabaseUnavailable(e.to_string())
+        Error::DatabaseUnavailable(with_causes(&e))
     } else {
         Error::Database(Arc::new(e))
     }
+}
+
+/// An error and its causes, one after another: tokio-postgres leaves the
+/// cause out of its own text ("error performing TLS handshake" without the
+/// certificate it refused).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The crate error for a pool that could not hand out a connection.

@@ -27,6 +27,8 @@ pub(crate) struct Request {
 /// What the writer works with.
 pub(super) struct Writer {
     pub pool: Pool,
+    /// Set once metrics are on: each committed batch is counted there.
+    pub metrics: Arc<std::sync::OnceLock<Arc<crate::metrics::Metrics>>>,
     pub limits: BatchLimits,
     pub keep_revisions: u64,
     pub health: Arc<watch::Sender<WriteHealth>>,
@@ -59,8 +61,16 @@ pub(super) async fn run(writer: Writer, mut queue: mpsc::Receiver<Request>) {
             }
         }
         let ops: Vec<&Op> = batch.iter().map(|r| &r.op).collect();
+        let started = std::time::Instant::now();
         match writer.commit_with_retries(&ops).await {
             Ok((outcomes, head)) => {
+                if let Some(metrics) = writer.metrics.get() {
+                    metrics.batch_committed(
+                        batch.len(),
+                        started.elapsed(),
+                        &tally(&batch, &outcomes),
+                    );
+                }
                 writer.health.send_if_modified(|health| {
                     let changed = *health != WriteHealth::Writable;
                     *health = WriteHealth::Writable;
@@ -87,6 +97,17 @@ pub(super) async fn run(writer: Writer, mut queue: mpsc::Receiver<Request>) {
             }
         }
     }
+}
+
+/// What a committed batch did, for the metrics.
+fn tally(batch: &[Request], outcomes: &[Result<WriteOutcome>]) -> crate::metrics::BatchOutcomes {
+    crate::store::tally_outcomes(batch.iter().zip(outcomes).map(|(request, outcome)| {
+        let body_bytes = match &request.op {
+            Op::Put { content, .. } => content.body.len() as u64,
+            Op::Delete { .. } => 0,
+        };
+        (body_bytes, outcome)
+    }))
 }
 
 fn op_bytes(op: &Op) -> usize {
@@ -538,9 +559,15 @@ async fn commit(
     .await
     .map_err(db_error)?;
     let last = next - 1;
+    let live_before = work.values().filter(|w| w.had_live_row).count() as i64;
+    let live_after = work
+        .values()
+        .filter(|w| matches!(w.state, State::Live { .. }))
+        .count() as i64;
     tx.execute(
-        "UPDATE feed_head SET last_sequence = $1 WHERE singleton",
-        &[&last],
+        "UPDATE feed_head SET last_sequence = $1, live_articles = live_articles + $2 \
+         WHERE singleton",
+        &[&last, &(live_after - live_before)],
     )
     .await
     .map_err(db_error)?;

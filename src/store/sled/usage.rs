@@ -92,29 +92,13 @@ pub(super) fn tally(
     batch: &[writer::WriteRequest],
     outcomes: &[Result<WriteOutcome>],
 ) -> BatchOutcomes {
-    let mut tally = BatchOutcomes::default();
-    for (request, outcome) in batch.iter().zip(outcomes) {
+    crate::store::tally_outcomes(batch.iter().zip(outcomes).map(|(request, outcome)| {
         let body_bytes = match &request.op {
             writer::Op::Put(prepared) => prepared.body_bytes,
             writer::Op::Delete { .. } => 0,
         };
-        match outcome {
-            Ok(WriteOutcome::Created) => {
-                tally.created += 1;
-                tally.text_bytes += body_bytes;
-            }
-            Ok(WriteOutcome::Updated) => {
-                tally.updated += 1;
-                tally.text_bytes += body_bytes;
-            }
-            Ok(WriteOutcome::Unchanged) => tally.unchanged += 1,
-            Ok(WriteOutcome::Rejected(_)) => tally.rejected += 1,
-            Ok(WriteOutcome::Deleted { .. }) => tally.deleted += 1,
-            // Not carried out (a deletion of an unknown id): nothing changed.
-            Err(_) => {}
-        }
-    }
-    tally
+        (body_bytes, outcome)
+    }))
 }
 
 /// Bytes allocated on disk (as `du` counts them) to the files under `dir`;

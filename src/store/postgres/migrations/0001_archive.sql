@@ -15,16 +15,19 @@ CREATE TABLE archive_settings (
     value bytea NOT NULL
 );
 
--- The change feed's head: the last sequence number given out. Every
+-- The change feed's head: the last sequence number given out, and the
+-- number of live articles (kept with each write, so every replica can
+-- report it without counting the table). Every
 -- writing transaction updates this one row first and holds its lock until
 -- it commits, so writers (on any replica) take sequence numbers one
 -- transaction after another and commit in that order: a reader that sees
 -- change N committed sees every change before it.
 CREATE TABLE feed_head (
     singleton     boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    last_sequence bigint NOT NULL
+    last_sequence bigint NOT NULL,
+    live_articles bigint NOT NULL
 );
-INSERT INTO feed_head (singleton, last_sequence) VALUES (true, 0);
+INSERT INTO feed_head (singleton, last_sequence, live_articles) VALUES (true, 0, 0);
 
 -- The current version of every live article. Times are seconds and
 -- nanoseconds since the Unix epoch (timestamptz keeps microseconds only);
