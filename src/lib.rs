@@ -1,5 +1,7 @@
 //! article-archive: a gRPC archive of news articles on an embedded sled
-//! database. One binary and one data directory are a complete archive.
+//! database. One binary and one data directory are a complete archive;
+//! where one machine is not enough, the same API runs on PostgreSQL, with
+//! any number of servers on one database.
 //!
 //! # Layout
 //! - [`cli`]: the command line (only it knows flags and environment
@@ -22,7 +24,12 @@
 //!   version and deletion, small indexes, query indexes and counters; a
 //!   single writer thread does group commit, flush and filesystem sync,
 //!   then acknowledges, and refuses writes while the disk is short of
-//!   space). [`store::keys`] is the order-preserving key encoding,
+//!   space), and its PostgreSQL engine ([`store::postgres`]: tables with
+//!   the same keys and rules, one writer per server whose transactions take
+//!   the feed head's row lock first, so the change feed commits in order
+//!   across servers). The gRPC layer sees neither: [`store::Store`] is an
+//!   enum over the two, async, with domain types only.
+//!   [`store::keys`] is the order-preserving key encoding,
 //!   [`store::url_key`] the host-reversed url keys, [`store::calendar`]
 //!   the count buckets.
 //! - [`metrics`]: what the server records for Prometheus (atomics shared
@@ -36,7 +43,8 @@
 //! Dependencies point one way: cli → server → service → (article, store) →
 //! keys; `metrics` depends on none of them (the server hands it a probe of
 //! the store), so any of them may record into it. Settings structs belong to the layer that uses them
-//! ([`store::StoreConfig`], [`server::ServeOptions`]).
+//! ([`store::StoreConfig`], [`store::postgres::PostgresConfig`],
+//! [`server::ServeOptions`]).
 
 pub mod article;
 pub mod auth;

@@ -1,18 +1,27 @@
-//! The storage interface the service calls, and its engine.
+//! The storage interface the service calls, and its engines.
 //!
 //! [`Store`] is what the gRPC layer sees: it takes validated [`Article`]s
 //! and hands back [`StoredArticle`]s and pages of them, and it knows nothing
-//! of gRPC; no sled type crosses it. Behind it is an engine: today the sled
-//! engine ([`sled`], storage format 2: a compressed, append-only record log
-//! with small indexes), chosen by [`StoreConfig`].
+//! of gRPC; no engine's type crosses it. Behind it is one of two engines:
+//! the sled engine ([`sled`], storage format 2: a compressed, append-only
+//! record log with small indexes; [`Store::open`] with a [`StoreConfig`]),
+//! or the PostgreSQL engine ([`postgres`]: tables any number of servers
+//! share; [`Store::open_postgres`]). [`Store`] is an enum over the two
+//! rather than a trait object: the set of engines is closed, each method is
+//! one `match`, and the reads are plain `async fn`s without boxing. Each
+//! engine decides what blocks: sled's point reads and small BASIC pages run
+//! inline, its longer reads on the blocking pool; PostgreSQL's are async.
 //!
-//! Writes go through a single writer (group commit, flush, filesystem sync,
-//! then acknowledge); hashing and compression happen in [`Store::submit`],
-//! on the caller's side, before an article reaches it. The store refuses
-//! writes while the disk is short of space and takes them again when there
-//! is room; a write that the disk itself fails makes it refuse writes until
-//! a restart. Reads go on throughout (after a disk failure, as far as the
-//! engine allows).
+//! Writes go through a single writer per store (group commit, then
+//! acknowledge once durable: flush and filesystem sync on sled, the commit
+//! on PostgreSQL); hashing (and on sled compression) happen in
+//! [`Store::submit`], on the caller's side, before an article reaches it.
+//! The sled store refuses writes while the disk is short of space and takes
+//! them again when there is room; a write that the disk itself fails makes
+//! it refuse writes until a restart. The PostgreSQL store refuses calls
+//! while the database cannot be reached and goes on by itself once it can
+//! ([`WriteHealth::Unreachable`]). Reads go on throughout (after a disk
+//! failure, as far as the engine allows).
 
 pub mod calendar;
 pub mod keys;

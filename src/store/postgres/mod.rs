@@ -20,8 +20,8 @@
 //! - `archive_settings`: the page-token key, so a token from one replica
 //!   is good at every other; `archive_schema`: the migrations applied.
 //!
-//! Writes go through one writer task per replica ([`writer`]); reads go
-//! straight to the pool. Followers of the feed wait on [`feed`], which
+//! Writes go through one writer task per replica (`writer.rs`); reads go
+//! straight to the pool. Followers of the feed wait on `feed.rs`, which
 //! LISTENs for the writers' NOTIFY and polls the head as a fallback.
 
 mod feed;
