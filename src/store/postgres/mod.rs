@@ -30,7 +30,7 @@ mod writer;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use deadpool_postgres::{Object, Pool, PoolError};
+use deadpool_postgres::{ClientWrapper, Object, Pool, PoolError};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_postgres::{error::SqlState, types::ToSql, Row};
 
@@ -178,9 +178,12 @@ impl PostgresStore {
         let durable_tx = Arc::new(durable_tx);
         let (writes, queue) = mpsc::channel(config.queue_capacity.max(1));
         let metrics = Arc::new(std::sync::OnceLock::new());
+        // The writer has a connection of its own, so reads that take every
+        // pooled one never hold up an acknowledgement.
+        let writer_pool = schema::pool(pg.clone(), tls.clone(), 1, config.connect_timeout)?;
         tokio::spawn(writer::run(
             writer::Writer {
-                pool: pool.clone(),
+                pool: writer_pool,
                 metrics: Arc::clone(&metrics),
                 limits: config.batch_limits,
                 keep_revisions: config.keep_revisions,
@@ -1006,17 +1009,20 @@ fn kib(bytes: usize) -> usize {
 
 /// Runs a query, mapping its error.
 async fn query(
-    client: &tokio_postgres::Client,
+    client: &ClientWrapper,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Row>> {
-    let statement = client.prepare(sql).await.map_err(db_error)?;
+    // Prepared once per connection and kept: a Get is then one round trip,
+    // not two. Statements differ only by which filters and bounds a read
+    // has, so the cache stays small.
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
     client.query(&statement, params).await.map_err(db_error)
 }
 
 /// Runs a query that returns at most one row.
 async fn query_opt(
-    client: &tokio_postgres::Client,
+    client: &ClientWrapper,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Option<Row>> {
