@@ -278,7 +278,7 @@ impl PostgresStore {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Deleted`], [`Error::NoSuchRevision`],
     /// or a database error.
-    pub async fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
+    async fn get_revision_once(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
         let client = self.client().await?;
         let current = query_opt(
             &client,
@@ -324,7 +324,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn batch_get(
+    async fn batch_get_once(
         &self,
         ids: &[ArticleId],
         with_body: bool,
@@ -353,7 +353,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn page(&self, request: &PageRequest) -> Result<StoredPage> {
+    async fn page_once(&self, request: &PageRequest) -> Result<StoredPage> {
         let mut sql = Sql::default();
         sql.push(&format!(
             "SELECT {} FROM articles WHERE true",
@@ -408,7 +408,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn by_url(&self, request: &UrlPageRequest) -> Result<UrlPage> {
+    async fn by_url_once(&self, request: &UrlPageRequest) -> Result<UrlPage> {
         let client = self.client().await?;
         let url_query = &request.query;
         let mut page = UrlPage {
@@ -490,7 +490,7 @@ impl PostgresStore {
     /// # Errors
     /// [`Error::InvalidArgument`] for a range of too many buckets, or a
     /// database error.
-    pub async fn count(
+    async fn count_once(
         &self,
         range: DateRange,
         interval: Interval,
@@ -555,7 +555,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Deleted`], or a database error.
-    pub async fn revisions(
+    async fn revisions_once(
         &self,
         id: &ArticleId,
         before: Option<u64>,
@@ -604,7 +604,7 @@ impl PostgresStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn changes(&self, request: &ChangesRequest) -> Result<ChangesPage> {
+    async fn changes_once(&self, request: &ChangesRequest) -> Result<ChangesPage> {
         let client = self.client().await?;
         let durable = u64::try_from(read_head(&client).await?).unwrap_or(0);
         let mut page = ChangesPage {
@@ -820,6 +820,109 @@ impl PostgresStore {
         metrics.set_articles(u64::try_from(live).unwrap_or(0));
         let _ = self.metrics.set(metrics);
         Ok(())
+    }
+}
+
+/// The reads, each retried on a new connection when the database could not
+/// be reached (a pooled connection the server closed during a restart is
+/// found out only when used): up to [`READ_ATTEMPTS`] tries, 25 ms then
+/// 50 ms apart, before the call fails UNAVAILABLE.
+impl PostgresStore {
+    /// Revision `revision` of `id` (0: the current one).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Deleted`], [`Error::NoSuchRevision`],
+    /// or a database error.
+    pub async fn get_revision(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
+        retrying(|| self.get_revision_once(id, revision)).await
+    }
+
+    /// See [`crate::Store::batch_get`].
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn batch_get(
+        &self,
+        ids: &[ArticleId],
+        with_body: bool,
+    ) -> Result<Vec<Option<StoredArticle>>> {
+        retrying(|| self.batch_get_once(ids, with_body)).await
+    }
+
+    /// One page of a date range: the same order, positions and size rules
+    /// as the sled engine's.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn page(&self, request: &PageRequest) -> Result<StoredPage> {
+        retrying(|| self.page_once(request)).await
+    }
+
+    /// A page of articles whose url matches, in url-key order; resumes
+    /// after a key of the same form as the sled engine's `urls` index.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn by_url(&self, request: &UrlPageRequest) -> Result<UrlPage> {
+        retrying(|| self.by_url_once(request)).await
+    }
+
+    /// Articles per `interval` in `range` that match `filter`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a range of too many buckets, or a
+    /// database error.
+    pub async fn count(
+        &self,
+        range: DateRange,
+        interval: Interval,
+        filter: &Filter,
+    ) -> Result<Vec<CountBucket>> {
+        retrying(|| self.count_once(range, interval, filter)).await
+    }
+
+    /// A page of `id`'s history, newest first.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Deleted`], or a database error.
+    pub async fn revisions(
+        &self,
+        id: &ArticleId,
+        before: Option<u64>,
+        limit: usize,
+        with_body: bool,
+    ) -> Result<RevisionsPage> {
+        retrying(|| self.revisions_once(id, before, limit, with_body)).await
+    }
+
+    /// The changes after `request.after`, in sequence order, up to the head
+    /// committed when the read began.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn changes(&self, request: &ChangesRequest) -> Result<ChangesPage> {
+        retrying(|| self.changes_once(request)).await
+    }
+}
+
+/// Tries of a read when the database cannot be reached.
+const READ_ATTEMPTS: u32 = 3;
+
+/// Runs `read` again on [`Error::DatabaseUnavailable`], with backoff.
+async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
+    read: impl Fn() -> F,
+) -> Result<T> {
+    let mut backoff = Duration::from_millis(25);
+    let mut attempt = 1;
+    loop {
+        match read().await {
+            Err(Error::DatabaseUnavailable(_)) if attempt < READ_ATTEMPTS => {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
     }
 }
 
