@@ -31,7 +31,8 @@
 //!    unfiltered page, url matches, counts from the counters and from
 //!    scans, and BatchGetArticles against GetArticle;
 //! 5. PostgreSQL on the articles of sections 1-3: the same batches, lookups,
-//!    keyset range queries and full walks without and with bodies.
+//!    keyset range queries and full walks without and with bodies;
+//! 6. with `--engine postgres` only: replicas (below).
 //!
 //! Articles are generated on the fly from their number (`corpus.rs`): no
 //! file outside the repository is read, and a million articles are never
@@ -45,12 +46,39 @@
 //! Options (anything else is refused, with the list): `--articles N`
 //! (sections 1-3 and 5, default 20000), `--large` (growth up to 1,000,000),
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
-//! `--no-postgres`, `--corpus-only` (print the calibration and the
-//! compression table, and stop; exit 1 when the corpus is outside its
-//! bands), `--write-corpus N` (the articles as JSON Lines on standard
+//! `--no-postgres`, `--engine sled|postgres` (below), `--corpus-only`
+//! (print the calibration and the compression table, and stop; exit 1 when
+//! the corpus is outside its bands), `--write-corpus N` (the articles as JSON Lines on standard
 //! output), `--cache-mb N` (the sled cache of every store the benchmark
 //! opens, passed to the servers as `serve --cache-mb N`; default: the
-//! server's), `--help`. Of `--large` and `--growth`, the last given wins.
+//! server's; sled only), `--help`. Of `--large` and `--growth`, the last
+//! given wins.
+//!
+//! `--engine postgres` runs every archive server of the benchmark on
+//! PostgreSQL (`serve --store postgres://...`) instead of a data directory:
+//! the benchmark's own cluster (the one of the twin, `postgres.rs`) starts
+//! first, and each server gets a new database of it, one for each data
+//! directory the sled run would use (named after it: `svc1`, `svc4`, `cli`,
+//! `growth`). Every figure is measured as on sled and still printed next to
+//! plain PostgreSQL's, except what only means something on sled, which is
+//! skipped with a note: the in-process store baselines (they open a `Store`
+//! on a data directory; their ratio columns stay empty), 4b (opening after a
+//! clean stop, the check after `kill -9`) and `--cache-mb`. The archive's
+//! disk is `pg_database_size` of its database (catalogs included, WAL not)
+//! over the articles; its memory is the server process's only (PostgreSQL's
+//! is not included). Then section 6: 1, 2 and 3 servers ("replicas") on one
+//! fresh database each time, the `--articles` articles ingested split evenly
+//! across them (4 streams a server, all at once), GetArticle at concurrency
+//! 64 spread evenly across them, one-day List p50, each against the one
+//! replica's figure, the transactions that wrote during the ingest (the
+//! writers' batches), and how the machine's CPU was split during the
+//! ingest between the server processes, PostgreSQL's (every process of the
+//! `postgres` user; of it, the backends connected to the database, and the
+//! busiest single process against one core) and the benchmark's client.
+//! Section 5 on postgres also measures plain PostgreSQL's Get with the
+//! statement prepared on every call, as the engine's reads do. Warnings the
+//! servers log and the cluster log's lines at WARNING and above are
+//! printed, on either engine.
 
 mod calibration;
 mod compression;
@@ -77,7 +105,18 @@ use tonic::transport::Channel;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 use workload::*;
 
+/// Where the archive servers keep the archive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// A data directory each (`serve --data-dir`).
+    Sled,
+    /// A database each of the benchmark's PostgreSQL cluster (`serve
+    /// --store`).
+    Postgres,
+}
+
 struct Options {
+    engine: Engine,
     articles: usize,
     growth: Vec<usize>,
     seconds: f64,
@@ -89,15 +128,23 @@ struct Options {
 }
 
 impl Options {
-    /// Arguments every server gets.
+    /// Arguments every server gets (the sled cache only on sled).
     fn server_args(&self) -> Vec<String> {
-        self.cache_mb
-            .map(|mb| vec!["--cache-mb".to_string(), mb.to_string()])
-            .unwrap_or_default()
+        match self.engine {
+            Engine::Sled => self
+                .cache_mb
+                .map(|mb| vec!["--cache-mb".to_string(), mb.to_string()])
+                .unwrap_or_default(),
+            Engine::Postgres => Vec::new(),
+        }
     }
 }
 
 const USAGE: &str = "accepted options:
+  --engine E        where the archive servers keep the archive: sled (a data directory
+                    each, the default) or postgres (a new database each of the
+                    benchmark's PostgreSQL cluster, serve --store; adds section 6,
+                    1-3 replicas on one database)
   --articles N      articles for sections 1-3 and 5 (default 20000)
   --growth N,N,...  sizes of the growth section (default 10000,100000)
   --large           growth to 10000,100000,1000000
@@ -113,6 +160,7 @@ const USAGE: &str = "accepted options:
 /// silently runs the defaults.
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
+        engine: Engine::Sled,
         articles: 20_000,
         growth: vec![10_000, 100_000],
         seconds: 3.0,
@@ -129,6 +177,15 @@ fn parse_options() -> Result<Options, String> {
                 .map_err(|_| format!("{arg}: {text:?} is not a whole number"))
         };
         match arg.as_str() {
+            "--engine" => {
+                options.engine = match value()?.as_str() {
+                    "sled" => Engine::Sled,
+                    "postgres" => Engine::Postgres,
+                    other => {
+                        return Err(format!("--engine: {other:?} is neither sled nor postgres"))
+                    }
+                }
+            }
             "--articles" => options.articles = number(value()?)?,
             "--large" => options.growth = vec![10_000, 100_000, 1_000_000],
             "--growth" => {
@@ -161,6 +218,13 @@ fn parse_options() -> Result<Options, String> {
     }
     if options.articles == 0 || options.growth.is_empty() || options.growth.contains(&0) {
         return Err("--articles and --growth sizes must be at least 1".into());
+    }
+    if options.engine == Engine::Postgres && !options.postgres {
+        return Err(
+            "--engine postgres keeps the archive in the benchmark's PostgreSQL cluster: \
+             it cannot go with --no-postgres"
+                .into(),
+        );
     }
     if !options.growth.is_sorted() {
         return Err("--growth sizes must be in increasing order".into());
@@ -243,13 +307,15 @@ fn store_walk(runtime: &tokio::runtime::Runtime, store: &Store) -> (usize, Durat
 }
 
 /// Streams articles `range` through `streams` concurrent IngestArticles
-/// calls and returns the time to the last acknowledgement and the raw bytes
-/// sent (see `raw_bytes`). Articles are generated in chunks of 100,000
-/// before the clock runs for them, as PostgreSQL's batches are generated
-/// before its clock runs, so neither side pays for the text model; a
-/// chunk's stream is drained before the next is generated.
+/// calls on each of `channels` (article `i` to stream `i % (streams ×
+/// servers)`, stream `k` to server `k % servers`: an even split) and
+/// returns the time to the last acknowledgement and the raw bytes sent
+/// (see `raw_bytes`). Articles are generated in chunks of 100,000 before
+/// the clock runs for them, as PostgreSQL's batches are generated before
+/// its clock runs, so neither side pays for the text model; a chunk's
+/// streams are drained before the next is generated.
 async fn ingest(
-    channel: &Channel,
+    channels: &[Channel],
     range: std::ops::Range<usize>,
     streams: usize,
 ) -> (Duration, usize) {
@@ -259,52 +325,75 @@ async fn ingest(
     let mut from = range.start;
     while from < range.end {
         let to = (from + CHUNK).min(range.end);
-        let mut per_stream: Vec<Vec<proto::IngestArticlesRequest>> = vec![Vec::new(); streams];
-        for i in from..to {
-            let article = article(i);
-            raw += raw_bytes(&article);
-            per_stream[i % streams].push(proto::IngestArticlesRequest {
-                restore_revision: false,
-                article: Some(article),
-            });
-        }
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for requests in per_stream {
-            let mut client = ArchiveServiceClient::new(channel.clone());
-            tasks.push(tokio::spawn(async move {
-                let expected = requests.len();
-                let mut responses = client
-                    .ingest_articles(tokio_stream::iter(requests))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let mut acknowledged = 0;
-                while let Some(response) = responses.next().await {
-                    let response = response.unwrap();
-                    assert_ne!(
-                        response.outcome,
-                        IngestOutcome::Rejected as i32,
-                        "{response:?}"
-                    );
-                    acknowledged += 1;
-                }
-                assert_eq!(acknowledged, expected);
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        elapsed += started.elapsed();
+        let (per_stream, chunk_raw) = ingest_requests(from..to, streams * channels.len());
+        raw += chunk_raw;
+        elapsed += send_streams(channels, per_stream).await;
         from = to;
     }
     (elapsed, raw)
 }
 
-/// `concurrency` workers call `call` back to back for `seconds`.
+/// The requests of articles `range` for `streams` streams (article `i` to
+/// stream `i % streams`), and their raw bytes.
+fn ingest_requests(
+    range: std::ops::Range<usize>,
+    streams: usize,
+) -> (Vec<Vec<proto::IngestArticlesRequest>>, usize) {
+    let mut raw = 0;
+    let mut per_stream: Vec<Vec<proto::IngestArticlesRequest>> = vec![Vec::new(); streams];
+    for i in range {
+        let article = article(i);
+        raw += raw_bytes(&article);
+        per_stream[i % streams].push(proto::IngestArticlesRequest {
+            restore_revision: false,
+            article: Some(article),
+        });
+    }
+    (per_stream, raw)
+}
+
+/// Sends each stream's requests through its own IngestArticles call,
+/// stream `k` to `channels[k % channels.len()]`, all at once; the time
+/// until every article is acknowledged (none rejected).
+async fn send_streams(
+    channels: &[Channel],
+    per_stream: Vec<Vec<proto::IngestArticlesRequest>>,
+) -> Duration {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (k, requests) in per_stream.into_iter().enumerate() {
+        let mut client = ArchiveServiceClient::new(channels[k % channels.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let expected = requests.len();
+            let mut responses = client
+                .ingest_articles(tokio_stream::iter(requests))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut acknowledged = 0;
+            while let Some(response) = responses.next().await {
+                let response = response.unwrap();
+                assert_ne!(
+                    response.outcome,
+                    IngestOutcome::Rejected as i32,
+                    "{response:?}"
+                );
+                acknowledged += 1;
+            }
+            assert_eq!(acknowledged, expected);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// `concurrency` workers call `call` (with the worker's number and a
+/// pseudo-random number) back to back for `seconds`.
 async fn closed_loop<F, Fut>(concurrency: usize, seconds: f64, call: F) -> Latencies
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let call = Arc::new(call);
@@ -319,7 +408,7 @@ where
             while Instant::now() < deadline {
                 n = n.wrapping_add(0x9E37_79B9);
                 let t = Instant::now();
-                call(n).await;
+                call(w, n).await;
                 samples.push(t.elapsed());
             }
             samples
@@ -332,15 +421,21 @@ where
     Latencies::new(samples, started.elapsed())
 }
 
+/// GetArticle of random ids of `ids` at `concurrency`, worker `w` on
+/// server `w % channels.len()`.
 async fn get_load(
-    channel: &Channel,
+    channels: &[Channel],
     ids: &Arc<Vec<String>>,
     concurrency: usize,
     seconds: f64,
 ) -> Latencies {
-    let (client, ids) = (ArchiveServiceClient::new(channel.clone()), Arc::clone(ids));
-    closed_loop(concurrency, seconds, move |n| {
-        let mut client = client.clone();
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|c| ArchiveServiceClient::new(c.clone()))
+        .collect();
+    let ids = Arc::clone(ids);
+    closed_loop(concurrency, seconds, move |w, n| {
+        let mut client = clients[w % clients.len()].clone();
         let id = ids[(n as usize) % ids.len()].clone();
         async move {
             client
@@ -354,7 +449,7 @@ async fn get_load(
 
 async fn health_load(channel: &Channel, concurrency: usize, seconds: f64) -> Latencies {
     let client = HealthClient::new(channel.clone());
-    closed_loop(concurrency, seconds, move |_| {
+    closed_loop(concurrency, seconds, move |_, _| {
         let mut client = client.clone();
         async move {
             client
@@ -434,20 +529,24 @@ async fn feed_stream(channel: &Channel, view: ArticleView) -> (usize, Duration) 
 
 /// One-day range queries (BASIC, up to 1000 a page): latency and mean
 /// articles per day asked.
-async fn one_day_lists(channel: &Channel, queries: usize) -> (Latencies, f64) {
-    range_lists(channel, queries, Some(86_400), 1000).await
+async fn one_day_lists(channels: &[Channel], queries: usize) -> (Latencies, f64) {
+    range_lists(channels, queries, Some(86_400), 1000).await
 }
 
 /// Pages of at most `page_size` articles (BASIC) starting at the days of
-/// `query_day`, `span` seconds long (unbounded when `None`): latency and
-/// mean articles per page.
+/// `query_day`, `span` seconds long (unbounded when `None`), one after
+/// another, query `q` to server `q % channels.len()`: latency and mean
+/// articles per page.
 async fn range_lists(
-    channel: &Channel,
+    channels: &[Channel],
     queries: usize,
     span: Option<i64>,
     page_size: i32,
 ) -> (Latencies, f64) {
-    let mut client = ArchiveServiceClient::new(channel.clone());
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|c| ArchiveServiceClient::new(c.clone()))
+        .collect();
     let mut samples = Vec::with_capacity(queries);
     let mut articles = 0;
     let started = Instant::now();
@@ -460,6 +559,7 @@ async fn range_lists(
             page_size,
             ..Default::default()
         };
+        let mut client = clients[q % clients.len()].clone();
         let t = Instant::now();
         let page = client.list_articles(request).await.unwrap().into_inner();
         samples.push(t.elapsed());
@@ -601,10 +701,10 @@ fn twin_latency_row(name: &str, theirs: Duration, ours: Duration) -> String {
     )
 }
 
-fn twin_header() -> String {
+fn twin_header(ours: &str) -> String {
     format!(
         "{:<54} {:>12} {:>12} {:>10}",
-        "workload", "PostgreSQL", "archive", "archive/PG"
+        "workload", "PostgreSQL", ours, "archive/PG"
     )
 }
 
@@ -633,6 +733,251 @@ fn rate_row(
 
 const RATE_HEADER: &str =
     "workload                                        articles  seconds  articles/s     MB/s   ratio";
+
+/// Where the benchmark's archive servers keep their data: a data directory
+/// each (sled), or a database each of the benchmark's PostgreSQL cluster,
+/// named after the data directory the sled run would use.
+struct Stores<'a> {
+    runtime: &'a tokio::runtime::Runtime,
+    /// The cluster, with `--engine postgres`.
+    pg: Option<&'a postgres::Postgres>,
+    /// Arguments every server gets.
+    extra: Vec<String>,
+}
+
+impl Stores<'_> {
+    fn database(dir: &Path) -> String {
+        dir.file_name().unwrap().to_str().unwrap().to_string()
+    }
+
+    /// Starts a server on `dir`'s data directory or database (created the
+    /// first time).
+    fn start(&self, dir: &Path) -> ServerProcess {
+        match self.pg {
+            None => ServerProcess::start(
+                &["--data-dir".to_string(), dir.display().to_string()],
+                &self.extra,
+            ),
+            Some(pg) => {
+                let db = Self::database(dir);
+                self.runtime.block_on(pg.create_database(&db));
+                ServerProcess::start(&["--store".to_string(), pg.url(&db)], &self.extra)
+            }
+        }
+    }
+
+    /// Bytes of `dir`'s archive: the data directory's allocated blocks, or
+    /// `pg_database_size` of its database.
+    fn disk(&self, dir: &Path) -> u64 {
+        match self.pg {
+            None => disk_usage(dir),
+            Some(pg) => self
+                .runtime
+                .block_on(pg.database_size(&Self::database(dir))),
+        }
+    }
+}
+
+/// CPU clock ticks used so far, for the split of section 6.
+struct CpuSample {
+    /// The archive server processes.
+    servers: u64,
+    /// Every process of the `postgres` user, and the children they waited
+    /// for (backends that ended).
+    postgres_user: u64,
+    /// The same of the benchmark's cluster only: its postmaster and its
+    /// children.
+    cluster: u64,
+    /// This process: the benchmark's client.
+    client: u64,
+    /// The whole machine: (busy, iowait, idle), all CPUs.
+    machine: (u64, u64, u64),
+    /// Each process of the cluster: its own ticks and its title (`postgres:
+    /// USER DATABASE HOST(PORT) STATE` for a backend).
+    processes: std::collections::HashMap<u32, (u64, String)>,
+}
+
+impl CpuSample {
+    fn take(pg: &postgres::Postgres, servers: &[ServerProcess]) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let own = |pid: u32| process_ticks(pid).map_or(0, |(_, ticks, _)| ticks);
+        let postmaster = pg.postmaster_pid().unwrap_or(0);
+        let uid = std::fs::metadata(format!("/proc/{postmaster}")).map_or(u32::MAX, |m| m.uid());
+        let (mut postgres_user, mut cluster) = (0, 0);
+        let mut processes = std::collections::HashMap::new();
+        for pid in processes_of(uid) {
+            if let Some((parent, ticks, waited)) = process_ticks(pid) {
+                postgres_user += ticks + waited;
+                if pid == postmaster || parent == postmaster {
+                    cluster += ticks + waited;
+                    let title = std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|t| String::from_utf8_lossy(&t).replace('\0', " "))
+                        .unwrap_or_default();
+                    processes.insert(pid, (ticks, title.trim().to_string()));
+                }
+            }
+        }
+        Self {
+            servers: servers.iter().map(|s| own(s.child.id())).sum(),
+            postgres_user,
+            cluster,
+            client: own(std::process::id()),
+            machine: machine_ticks(),
+            processes,
+        }
+    }
+
+    /// Since `before`: the ticks of the cluster's backends connected to
+    /// `database`, and the busiest single process of the cluster (its
+    /// ticks and what it is).
+    fn processes_since(&self, before: &Self, database: &str) -> (u64, (u64, String)) {
+        let mut backends = 0;
+        let mut busiest = (0, String::new());
+        for (pid, (ticks, title)) in &self.processes {
+            let used = ticks - before.processes.get(pid).map_or(0, |(t, _)| *t).min(*ticks);
+            let words: Vec<&str> = title.split_whitespace().collect();
+            let of_database = words.get(2) == Some(&database);
+            if of_database {
+                backends += used;
+            }
+            if used > busiest.0 {
+                let what = if of_database {
+                    format!("a backend of {database}")
+                } else {
+                    words.get(1..).unwrap_or_default().join(" ")
+                };
+                busiest = (used, what);
+            }
+        }
+        (backends, busiest)
+    }
+}
+
+/// Section 6: `replicas` servers on one fresh database: ingest, Get and
+/// one-day List; the figures and the CPU split of the ingest.
+struct ReplicaRun {
+    replicas: usize,
+    ingest_rate: f64,
+    /// Transactions that wrote during the ingest (the writers' batches,
+    /// with any retried).
+    write_transactions: i64,
+    get: Latencies,
+    day: Latencies,
+    /// Clock ticks during the ingest: servers, postgres user, the cluster,
+    /// client, machine busy, iowait, idle.
+    cpu: [u64; 7],
+    /// Clock ticks during the ingest of the cluster's backends connected to
+    /// the database (the servers' connections: the writers'), and of the
+    /// busiest single process of the cluster, with what it is.
+    backends: u64,
+    busiest: (u64, String),
+    /// Wall clock ticks of the ingest.
+    wall: u64,
+}
+
+fn replica_run(
+    runtime: &tokio::runtime::Runtime,
+    pg: &postgres::Postgres,
+    stores: &Stores,
+    dir: &Path,
+    replicas: usize,
+    articles: usize,
+    seconds: f64,
+) -> ReplicaRun {
+    let servers: Vec<ServerProcess> = (0..replicas).map(|_| stores.start(dir)).collect();
+    let channels: Vec<Channel> = servers
+        .iter()
+        .map(|s| runtime.block_on(connect(s.addr)))
+        .collect();
+    let (per_stream, _) = ingest_requests(0..articles, 4 * replicas);
+    let xid = runtime.block_on(pg.next_xid());
+    let before = CpuSample::take(pg, &servers);
+    let elapsed = runtime.block_on(send_streams(&channels, per_stream));
+    let after = CpuSample::take(pg, &servers);
+    let write_transactions = runtime.block_on(pg.next_xid()) - xid;
+    let (backends, busiest) = after.processes_since(&before, &Stores::database(dir));
+    let ids: Arc<Vec<String>> = Arc::new((0..articles).map(id_of).collect());
+    let get = runtime.block_on(get_load(&channels, &ids, 64, seconds));
+    let (day, _) = runtime.block_on(one_day_lists(&channels, 200));
+    for server in servers {
+        server.stop();
+    }
+    ReplicaRun {
+        replicas,
+        ingest_rate: articles as f64 / elapsed.as_secs_f64(),
+        write_transactions,
+        get,
+        day,
+        cpu: [
+            after.servers - before.servers,
+            after.postgres_user - before.postgres_user,
+            after.cluster - before.cluster,
+            after.client - before.client,
+            after.machine.0 - before.machine.0,
+            after.machine.1 - before.machine.1,
+            after.machine.2 - before.machine.2,
+        ],
+        backends,
+        busiest,
+        wall: (elapsed.as_secs_f64() * clock_ticks()).round() as u64,
+    }
+}
+
+const REPLICA_HEADER: &str =
+    "replicas  ingest a/s  vs 1  write tx  a/tx  get c=64 req/s  vs 1  get p99 ms  vs 1  day p50 ms  vs 1";
+
+const CPU_HEADER: &str =
+    "replicas   servers  PostgreSQL  of which backends  bench client  other busy  iowait   idle   server ms/a   PG ms/a  busiest process, % of one core";
+
+impl ReplicaRun {
+    fn row(&self, one: &Self, articles: usize) -> String {
+        let latency = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        format!(
+            "{:>8} {:>11.0} {:>5.2} {:>9} {:>5.0} {:>15.0} {:>5.2} {:>11} {:>5.2} {:>11} {:>5.2}",
+            self.replicas,
+            self.ingest_rate,
+            self.ingest_rate / one.ingest_rate,
+            self.write_transactions,
+            articles as f64 / self.write_transactions.max(1) as f64,
+            self.get.rate(),
+            self.get.rate() / one.get.rate(),
+            ms(self.get.p99),
+            latency(self.get.p99, one.get.p99),
+            ms(self.day.p50),
+            latency(self.day.p50, one.day.p50),
+        )
+    }
+
+    /// Shares of the machine (all CPUs = 100 %) during the ingest, and CPU
+    /// milliseconds per article of the servers and of PostgreSQL.
+    fn cpu_row(&self, articles: usize, ticks_per_second: f64) -> String {
+        let [servers, postgres, _, client, busy, iowait, idle] = self.cpu;
+        let capacity = (busy + iowait + idle).max(1) as f64;
+        let share = |ticks: u64| format!("{:.0} %", 100.0 * ticks as f64 / capacity);
+        let other = busy.saturating_sub(servers + postgres + client);
+        let per_article = |ticks: u64| {
+            format!(
+                "{:.3}",
+                ticks as f64 / ticks_per_second * 1e3 / articles as f64
+            )
+        };
+        format!(
+            "{:>8} {:>9} {:>11} {:>18} {:>13} {:>11} {:>7} {:>6} {:>13} {:>9}  {:.0} % ({})",
+            self.replicas,
+            share(servers),
+            share(postgres),
+            share(self.backends),
+            share(client),
+            share(other),
+            share(iowait),
+            share(idle),
+            per_article(servers),
+            per_article(postgres),
+            100.0 * self.busiest.0 as f64 / self.wall.max(1) as f64,
+            self.busiest.1,
+        )
+    }
+}
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -690,44 +1035,80 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let server_args = options.server_args();
+    let on_postgres = options.engine == Engine::Postgres;
+    // On PostgreSQL the archive lives in the benchmark's cluster from the
+    // start; on sled the cluster starts after section 3, for the twins.
+    let early_cluster =
+        on_postgres.then(
+            || match postgres::Postgres::start(&runtime, &dir.path().join("pg")) {
+                Ok(pg) => pg,
+                Err(reason) => {
+                    eprintln!("--engine postgres: the PostgreSQL cluster cannot start: {reason}");
+                    std::process::exit(1);
+                }
+            },
+        );
+    let stores = Stores {
+        runtime: &runtime,
+        pg: early_cluster.as_ref(),
+        extra: options.server_args(),
+    };
+    if let Some(pg) = &early_cluster {
+        println!(
+            "\nEngine: PostgreSQL {} (serve --store): every archive server on a new database of the \
+             benchmark's cluster\n(loopback, fsync and synchronous_commit on, shared_buffers 256MB), \
+             the one the plain-PostgreSQL twin uses.",
+            runtime.block_on(pg.version())
+        );
+        if options.cache_mb.is_some() {
+            println!(
+                "--cache-mb ignored: it sizes sled's cache, which a server on PostgreSQL has not"
+            );
+        }
+    }
+    let ours_label = if on_postgres { "archive-pg" } else { "archive" };
     let n = options.articles;
     let input: Vec<proto::Article> = (0..n).map(article).collect();
     let bytes: usize = input.iter().map(text_bytes).sum();
 
     // 1. Ingest.
     let mut rows = Vec::new();
-    let (raw_elapsed, raw_store) =
-        store_ingest(&runtime, &dir.path().join("raw"), &input, options.cache_mb);
-    let raw_rate = n as f64 / raw_elapsed.as_secs_f64();
-    rows.push(rate_row(
-        "ingest: the store in-process (baseline)",
-        n,
-        bytes,
-        raw_elapsed,
-        None,
-    ));
-    let server = ServerProcess::start(&dir.path().join("svc1"), &server_args);
+    let (raw_rate, raw_store) = if on_postgres {
+        (None, None)
+    } else {
+        let (raw_elapsed, raw_store) =
+            store_ingest(&runtime, &dir.path().join("raw"), &input, options.cache_mb);
+        rows.push(rate_row(
+            "ingest: the store in-process (baseline)",
+            n,
+            bytes,
+            raw_elapsed,
+            None,
+        ));
+        (Some(n as f64 / raw_elapsed.as_secs_f64()), Some(raw_store))
+    };
+    let server = stores.start(&dir.path().join("svc1"));
     let channel = runtime.block_on(connect(server.addr));
-    let (one_stream, _) = runtime.block_on(ingest(&channel, 0..n, 1));
+    let channels = std::slice::from_ref(&channel);
+    let (one_stream, _) = runtime.block_on(ingest(channels, 0..n, 1));
     let one_stream_rate = n as f64 / one_stream.as_secs_f64();
     rows.push(rate_row(
         "ingest: gRPC, 1 stream (vs in-process)",
         n,
         bytes,
         one_stream,
-        Some(raw_rate),
+        raw_rate,
     ));
     {
-        let four = ServerProcess::start(&dir.path().join("svc4"), &server_args);
+        let four = stores.start(&dir.path().join("svc4"));
         let four_channel = runtime.block_on(connect(four.addr));
-        let (elapsed, _) = runtime.block_on(ingest(&four_channel, 0..n, 4));
+        let (elapsed, _) = runtime.block_on(ingest(std::slice::from_ref(&four_channel), 0..n, 4));
         rows.push(rate_row(
             "ingest: gRPC, 4 streams (vs in-process)",
             n,
             bytes,
             elapsed,
-            Some(raw_rate),
+            raw_rate,
         ));
         four.stop();
     }
@@ -738,7 +1119,7 @@ fn main() {
             .map(|a| article_archive::cli::jsonl::to_line(a) + "\n")
             .collect();
         std::fs::write(&file, lines).unwrap();
-        let cli_server = ServerProcess::start(&dir.path().join("cli"), &server_args);
+        let cli_server = stores.start(&dir.path().join("cli"));
         let started = Instant::now();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_article-archive"))
             .args(["ingest", "--server", &format!("http://{}", cli_server.addr)])
@@ -760,6 +1141,12 @@ fn main() {
         cli_server.stop();
     }
     print_rows("1. Ingest", RATE_HEADER, &rows);
+    if on_postgres {
+        println!(
+            "in-process baseline skipped on postgres: it opens a Store on a sled data directory \
+             (so the \"vs in-process\" ratios are empty)"
+        );
+    }
 
     // 2. Get against the health floor.
     let ids: Arc<Vec<String>> = Arc::new((0..n).map(id_of).collect());
@@ -767,7 +1154,7 @@ fn main() {
     let mut our_gets = Vec::new();
     for concurrency in [1, 16, 64] {
         let health = runtime.block_on(health_load(&channel, concurrency, options.seconds));
-        let get = runtime.block_on(get_load(&channel, &ids, concurrency, options.seconds));
+        let get = runtime.block_on(get_load(channels, &ids, concurrency, options.seconds));
         rows.push(format!(
             "concurrency {concurrency:<3} {:>12.0} {:>9} {:>9} {:>9} {:>12.0} {:>9} {:>7.2}",
             get.rate(),
@@ -787,15 +1174,18 @@ fn main() {
     );
 
     // 3. List: full walks against raw iteration, one-day ranges.
-    let (raw_count, raw_walk) = store_walk(&runtime, &raw_store);
-    let raw_walk_rate = raw_count as f64 / raw_walk.as_secs_f64();
-    let mut rows = vec![rate_row(
-        "walk: the store's FULL pages in-process (baseline)",
-        raw_count,
-        bytes,
-        raw_walk,
-        None,
-    )];
+    let mut rows = Vec::new();
+    let raw_walk_rate = raw_store.as_ref().map(|raw_store| {
+        let (raw_count, raw_walk) = store_walk(&runtime, raw_store);
+        rows.push(rate_row(
+            "walk: the store's FULL pages in-process (baseline)",
+            raw_count,
+            bytes,
+            raw_walk,
+            None,
+        ));
+        raw_count as f64 / raw_walk.as_secs_f64()
+    });
     let mut walk_rates = Vec::new();
     for (name, view, page) in [
         (
@@ -807,7 +1197,7 @@ fn main() {
     ] {
         let (count, elapsed) = runtime.block_on(list_walk(&channel, view, page));
         assert_eq!(count, n);
-        rows.push(rate_row(name, count, bytes, elapsed, Some(raw_walk_rate)));
+        rows.push(rate_row(name, count, bytes, elapsed, raw_walk_rate));
         walk_rates.push(count as f64 / elapsed.as_secs_f64());
     }
     // The change feed streams what ExportArticles streams (every article
@@ -820,7 +1210,7 @@ fn main() {
         n,
         bytes,
         export_elapsed,
-        Some(raw_walk_rate),
+        raw_walk_rate,
     ));
     for (name, view) in [
         (
@@ -841,23 +1231,36 @@ fn main() {
         RATE_HEADER,
         &rows,
     );
-    let (day, per_day) = runtime.block_on(one_day_lists(&channel, 200));
+    if on_postgres {
+        println!(
+            "in-process walk baseline skipped on postgres: it reads a Store on a sled data directory"
+        );
+    }
+    let (day, per_day) = runtime.block_on(one_day_lists(channels, 200));
     println!(
         "one-day ranges at {n} articles ({per_day:.1} articles a day asked): p50 {} ms, p99 {} ms",
         ms(day.p50),
         ms(day.p99)
     );
-    let disk_per_article = disk_usage(&dir.path().join("svc1")) as f64 / n as f64;
+    let disk_per_article = stores.disk(&dir.path().join("svc1")) as f64 / n as f64;
     drop(raw_store);
     server.stop();
 
-    // PostgreSQL serves sections 4 and 5 from one temporary cluster.
-    let postgres = if options.postgres {
-        postgres::Postgres::start(&runtime, &dir.path().join("pg"))
-    } else {
-        Err("--no-postgres was given".into())
+    // PostgreSQL serves sections 4 and 5 from one temporary cluster (on
+    // postgres, the one already running).
+    let late_cluster;
+    let postgres: Result<&postgres::Postgres, String> = match &early_cluster {
+        Some(pg) => Ok(pg),
+        None => {
+            late_cluster = if options.postgres {
+                postgres::Postgres::start(&runtime, &dir.path().join("pg"))
+            } else {
+                Err("--no-postgres was given".into())
+            };
+            late_cluster.as_ref().map_err(Clone::clone)
+        }
     };
-    let pg = postgres.as_ref().ok();
+    let pg = postgres.as_ref().ok().copied();
     if let Some(pg) = pg {
         println!(
             "\nPostgreSQL {} on loopback: COPY (binary) in batches of {}, one transaction each, fsync on",
@@ -873,20 +1276,20 @@ fn main() {
     let mut rows = Vec::new();
     // The floor for opening: a server on an empty data directory, stopped
     // cleanly and then killed, as the growth archive is at each size.
-    let mut open_rows = vec![{
+    let mut open_rows = Vec::new();
+    if !on_postgres {
         let empty_dir = dir.path().join("empty");
-        let first = ServerProcess::start(&empty_dir, &server_args);
+        let first = stores.start(&empty_dir);
         first.stop();
-        let clean = ServerProcess::start(&empty_dir, &server_args);
+        let clean = stores.start(&empty_dir);
         let clean_open = clean.startup;
         clean.kill();
-        let checked = ServerProcess::start(&empty_dir, &server_args);
-        let row = open_row("empty dir", clean_open, &checked, None);
+        let checked = stores.start(&empty_dir);
+        open_rows.push(open_row("empty dir", clean_open, &checked, None));
         checked.stop();
-        row
-    }];
+    }
     let growth_dir = dir.path().join("growth");
-    let mut server = ServerProcess::start(&growth_dir, &server_args);
+    let mut server = stores.start(&growth_dir);
     let mut channel = runtime.block_on(connect(server.addr));
     let growth_seconds = options.seconds.min(2.0);
     let pg_connections = pg.map(|pg| {
@@ -896,7 +1299,8 @@ fn main() {
     let mut loaded = 0;
     let mut raw_total = 0usize;
     for &size in &options.growth {
-        let (elapsed, raw) = runtime.block_on(ingest(&channel, loaded..size, 1));
+        let channels = std::slice::from_ref(&channel);
+        let (elapsed, raw) = runtime.block_on(ingest(channels, loaded..size, 1));
         raw_total += raw;
         let step = size - loaded;
         // Progress on stderr: a large growth runs for an hour or more.
@@ -911,9 +1315,9 @@ fn main() {
                 .map(id_of)
                 .collect(),
         );
-        let get = runtime.block_on(get_load(&channel, &sample, 16, growth_seconds));
-        let (day, per_day) = runtime.block_on(one_day_lists(&channel, 200));
-        let (page, _) = runtime.block_on(range_lists(&channel, 200, None, 20));
+        let get = runtime.block_on(get_load(channels, &sample, 16, growth_seconds));
+        let (day, per_day) = runtime.block_on(one_day_lists(channels, 200));
+        let (page, _) = runtime.block_on(range_lists(channels, 200, None, 20));
         let ours = Growth {
             ingest_rate: step as f64 / elapsed.as_secs_f64(),
             get,
@@ -921,9 +1325,9 @@ fn main() {
             day,
             page,
             memory: Some(server.memory()),
-            disk: disk_usage(&growth_dir),
+            disk: stores.disk(&growth_dir),
         };
-        rows.push(ours.row(size, "archive", raw_total));
+        rows.push(ours.row(size, ours_label, raw_total));
         if let (Some(pg), Some(connections)) = (pg, &pg_connections) {
             let elapsed = postgres_load(&runtime, pg, loaded..size);
             runtime.block_on(pg.analyze());
@@ -931,6 +1335,7 @@ fn main() {
                 connections,
                 &sample,
                 growth_seconds,
+                false,
             ));
             let (day, per_day) = runtime.block_on(pg.ranges(200, Some(86_400), 1000));
             let (page, _) = runtime.block_on(pg.ranges(200, None, 20));
@@ -946,18 +1351,32 @@ fn main() {
             rows.push(theirs.row(size, "PostgreSQL", raw_total));
             rows.push(Growth::ratio_row(size, &ours, &theirs));
         }
+        if on_postgres {
+            // A clean restart, untimed, so peak MiB means what it means on
+            // sled: the peak since the last size.
+            server.stop();
+            server = stores.start(&growth_dir);
+            channel = runtime.block_on(connect(server.addr));
+            loaded = size;
+            continue;
+        }
         // Opening the archive of this size: stopped cleanly (SIGTERM), then
         // killed (the next start checks every record and index first). The
         // growth goes on in the server started last.
         server.stop();
-        let clean = ServerProcess::start(&growth_dir, &server_args);
+        let clean = stores.start(&growth_dir);
         let clean_open = clean.startup;
         clean.kill();
-        server = ServerProcess::start(&growth_dir, &server_args);
+        server = stores.start(&growth_dir);
         channel = runtime.block_on(connect(server.addr));
         // Get again on the restarted server, seconds after the growth
         // row's: what is left of the cost once nothing is being written.
-        let get_again = runtime.block_on(get_load(&channel, &sample, 16, growth_seconds));
+        let get_again = runtime.block_on(get_load(
+            std::slice::from_ref(&channel),
+            &sample,
+            16,
+            growth_seconds,
+        ));
         open_rows.push(open_row(
             &size.to_string(),
             clean_open,
@@ -966,28 +1385,48 @@ fn main() {
         ));
         loaded = size;
     }
-    print_rows(
+    let growth_title = if on_postgres {
+        "4. Growth and cost: the archive on PostgreSQL (archive-pg: a server process, serve --store, on a\n   \
+         database of its own; disk = pg_database_size of that database, its catalogs included, over the\n   \
+         articles; peak and RSS MiB = the server process only, the database's memory is not included) and\n   \
+         plain PostgreSQL (disk = pg_total_relation_size: table, TOAST and indexes) on the same articles,\n   \
+         in the same cluster.\n   \
+         raw = bytes of the article fields; get at concurrency 16; a/day = articles in the days asked.\n   \
+         archive/PG above 1 is better for the archive in ingest and req/s, below 1 in latency and disk.\n   \
+         The server restarts (cleanly, untimed) after each size, so peak MiB is the peak since the last size."
+    } else {
         "4. Growth and cost: the archive (a server process; disk = allocated bytes of its data dir) and\n   \
          PostgreSQL (disk = pg_total_relation_size: table, TOAST and indexes) on the same articles.\n   \
          raw = bytes of the article fields; get at concurrency 16; a/day = articles in the days asked.\n   \
          archive/PG above 1 is better for the archive in ingest and req/s, below 1 in latency and disk.\n   \
-         The server restarts after each size (below), so peak MiB is the peak since the last size.",
-        GROWTH_HEADER,
-        &rows,
-    );
+         The server restarts after each size (below), so peak MiB is the peak since the last size."
+    };
+    print_rows(growth_title, GROWTH_HEADER, &rows);
     if let Err(reason) = &postgres {
         println!("PostgreSQL twins skipped: {reason}");
     }
-    print_rows(
-        "4b. Opening the archive after each size: seconds from spawning a new server process on the\n    \
-         data dir until it logs \"listening on\" (OS page cache warm). After a clean stop (SIGTERM)\n    \
-         it only opens; after kill -9 it first checks every record and index (the check's own time\n    \
-         and what it counted are from its log line). The first row is an empty data dir: the floor.\n    \
-         Then Get (concurrency 16, the same ids) on the server started after kill -9, which goes on\n    \
-         with the growth, against the growth row's Get (measured right after that size's ingest).",
-        OPEN_HEADER,
-        &open_rows,
-    );
+    if let Some(pg) = early_cluster.as_ref() {
+        let empty = runtime.block_on(pg.database_size("template1"));
+        println!(
+            "(an empty database of this cluster, template1, is {:.1} MiB: part of every archive-pg disk figure)",
+            empty as f64 / 1048576.0
+        );
+        println!(
+            "\n4b. skipped on postgres: opening after a clean stop and the check after kill -9 are the \
+             sled data directory's (a server on PostgreSQL keeps nothing of its own to open or check)"
+        );
+    } else {
+        print_rows(
+            "4b. Opening the archive after each size: seconds from spawning a new server process on the\n    \
+             data dir until it logs \"listening on\" (OS page cache warm). After a clean stop (SIGTERM)\n    \
+             it only opens; after kill -9 it first checks every record and index (the check's own time\n    \
+             and what it counted are from its log line). The first row is an empty data dir: the floor.\n    \
+             Then Get (concurrency 16, the same ids) on the server started after kill -9, which goes on\n    \
+             with the growth, against the growth row's Get (measured right after that size's ingest).",
+            OPEN_HEADER,
+            &open_rows,
+        );
+    }
     if let Some(&largest) = options.growth.last() {
         print_rows(
             &format!(
@@ -1026,6 +1465,7 @@ fn main() {
             &connections,
             &ids,
             options.seconds,
+            false,
         ));
         rows.push(twin_row(
             &format!("get by id, concurrency {concurrency} (req/s)"),
@@ -1038,6 +1478,23 @@ fn main() {
             theirs.p99,
             our_p99,
         ));
+        if on_postgres {
+            // The archive-pg engine prepares each read's statement anew
+            // (src/store/postgres/mod.rs `query`): the same on plain
+            // PostgreSQL, to tell that cost from the rest.
+            let theirs = runtime.block_on(postgres::Postgres::gets(
+                &connections,
+                &ids,
+                options.seconds,
+                true,
+            ));
+            rows.push(twin_row(
+                "  same, PostgreSQL preparing per call (req/s)",
+                theirs.rate(),
+                our_rate,
+                "higher is better",
+            ));
+        }
     }
     let (their_day, _) = runtime.block_on(pg.ranges(200, Some(86_400), 1000));
     rows.push(twin_latency_row(
@@ -1069,14 +1526,88 @@ fn main() {
         ));
     }
     rows.push(twin_row(
-        "disk per article (bytes)",
+        if on_postgres {
+            "disk per article (bytes; archive: pg_database_size)"
+        } else {
+            "disk per article (bytes)"
+        },
         runtime.block_on(pg.disk_bytes()) as f64 / n as f64,
         disk_per_article,
         "lower is better",
     ));
     print_rows(
         &format!("5. PostgreSQL on the {n} articles of sections 1-3"),
-        &twin_header(),
+        &twin_header(ours_label),
         &rows,
     );
+
+    // 6. Replicas: 1, 2 and 3 servers on one database.
+    if on_postgres {
+        let ticks_per_second = clock_ticks();
+        let mut runs: Vec<ReplicaRun> = Vec::new();
+        for replicas in 1..=3 {
+            let run = replica_run(
+                &runtime,
+                pg,
+                &stores,
+                &dir.path().join(format!("replicas{replicas}")),
+                replicas,
+                n,
+                options.seconds,
+            );
+            // The cluster's processes against every postgres-user process:
+            // they differ only when another cluster ran meanwhile.
+            let [_, user, cluster, ..] = run.cpu;
+            if user.abs_diff(cluster) as f64 > 0.02 * user.max(1) as f64 {
+                println!(
+                    "note: during the {replicas}-replica ingest the postgres user's processes used {:.2} s \
+                     of CPU, the benchmark's cluster {:.2} s: another PostgreSQL was busy",
+                    user as f64 / ticks_per_second,
+                    cluster as f64 / ticks_per_second
+                );
+            }
+            runs.push(run);
+        }
+        let rows: Vec<String> = runs.iter().map(|r| r.row(&runs[0], n)).collect();
+        print_rows(
+            &format!(
+                "6. Replicas: N servers (serve --store) on one fresh database each time. Ingest: the same {n}\n   \
+                 articles split evenly across the N servers, 4 streams a server, all at once (total a/s);\n   \
+                 write tx = transactions that wrote meanwhile (the writers' batches, retries included, and\n   \
+                 any autovacuum), a/tx = articles per such transaction. GetArticle at concurrency 64 spread\n   \
+                 evenly across the N servers (total req/s, p99); one-day List (BASIC, up to 1000) one at a\n   \
+                 time, round robin. vs 1 = against 1 replica. This machine has {} cores, shared by the\n   \
+                 servers, PostgreSQL and this benchmark's client: that limits what can scale.",
+                std::thread::available_parallelism().map_or(0, |c| c.get())
+            ),
+            REPLICA_HEADER,
+            &rows,
+        );
+        let rows: Vec<String> = runs
+            .iter()
+            .map(|r| r.cpu_row(n, ticks_per_second))
+            .collect();
+        print_rows(
+            "   Where the CPU went during each ingest, as shares of the whole machine (all cores = 100 %):\n   \
+             the archive server processes (utime + stime of /proc/<pid>/stat), PostgreSQL (every process\n   \
+             of the postgres user, with the backends that ended; of which its backends connected to the\n   \
+             database: the servers' connections, so the writers'), this benchmark's client, the rest of\n   \
+             the machine, iowait and idle (/proc/stat); then CPU ms per article of the servers and of\n   \
+             PostgreSQL, and the busiest single process of the cluster against one core's time.",
+            CPU_HEADER,
+            &rows,
+        );
+    }
+    let problems = pg.log_problems();
+    if problems.is_empty() {
+        println!("\nPostgreSQL's log: nothing at WARNING or above");
+    } else {
+        println!(
+            "\nPostgreSQL's log: {} lines at WARNING or above; the first ones:",
+            problems.len()
+        );
+        for line in problems.iter().take(20) {
+            println!("  {line}");
+        }
+    }
 }

@@ -239,6 +239,82 @@ impl Postgres {
             .get(0)
     }
 
+    /// The url of database `db` of this cluster, for `serve --store`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.cluster.port
+        )
+    }
+
+    /// Creates database `db` (a plain lower-case name) unless it exists.
+    pub async fn create_database(&self, db: &str) {
+        let exists = self
+            .client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+            .await
+            .unwrap()
+            .is_some();
+        if !exists {
+            self.client
+                .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// `pg_database_size` of database `db`: its tables, TOAST, indexes and
+    /// catalogs (not the cluster's WAL).
+    pub async fn database_size(&self, db: &str) -> u64 {
+        let size: i64 = self
+            .client
+            .query_one("SELECT pg_database_size($1::text::name)", &[&db])
+            .await
+            .unwrap()
+            .get(0);
+        size as u64
+    }
+
+    /// The next transaction id the cluster will assign: transactions that
+    /// wrote (committed or not) between two reads are the difference.
+    /// Reading it assigns none.
+    pub async fn next_xid(&self) -> i64 {
+        self.client
+            .query_one(
+                "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// The postmaster's pid: it and its children are the cluster.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.cluster.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The cluster's log lines at WARNING and above (ERROR, FATAL, PANIC).
+    pub fn log_problems(&self) -> Vec<String> {
+        let log = self.cluster.data.with_file_name("log");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                ["WARNING:", "ERROR:", "FATAL:", "PANIC:"]
+                    .iter()
+                    .any(|level| l.contains(level))
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     /// An empty articles table (dropping the one a previous section filled).
     pub async fn create_table(&self) {
         self.client.batch_execute(CREATE_TABLE).await.unwrap();
@@ -305,26 +381,34 @@ impl Postgres {
     }
 
     /// Whole articles by id, one worker per connection, back to back for
-    /// `seconds`, ids picked as the archive's Get workers pick them.
-    pub async fn gets(clients: &[Arc<Client>], ids: &Arc<Vec<String>>, seconds: f64) -> Latencies {
+    /// `seconds`, ids picked as the archive's Get workers pick them; with
+    /// `prepare_each`, each call prepares its statement first (a round trip
+    /// and a parse more), as a client without a statement cache does.
+    pub async fn gets(
+        clients: &[Arc<Client>],
+        ids: &Arc<Vec<String>>,
+        seconds: f64,
+        prepare_each: bool,
+    ) -> Latencies {
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(seconds);
         let mut workers = Vec::new();
         for (w, client) in clients.iter().enumerate() {
             let (client, ids) = (Arc::clone(client), Arc::clone(ids));
             workers.push(tokio::spawn(async move {
-                let statement = client
-                    .prepare(&format!(
-                        "SELECT {FULL_COLUMNS} FROM articles WHERE id = $1"
-                    ))
-                    .await
-                    .unwrap();
+                let sql = format!("SELECT {FULL_COLUMNS} FROM articles WHERE id = $1");
+                let prepared = client.prepare(&sql).await.unwrap();
                 let mut samples = Vec::new();
                 let mut n = w as u64 * 7_919;
                 while Instant::now() < deadline {
                     n = n.wrapping_add(0x9E37_79B9);
                     let id = &ids[(n as usize) % ids.len()];
                     let t = Instant::now();
+                    let statement = if prepare_each {
+                        client.prepare(&sql).await.unwrap()
+                    } else {
+                        prepared.clone()
+                    };
                     let row = client.query_one(&statement, &[id]).await.unwrap();
                     std::hint::black_box(decode(&row));
                     samples.push(t.elapsed());

@@ -106,8 +106,9 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// The real binary serving a data directory, for figures that must not
-/// include the benchmark's own memory.
+/// The real binary serving a data directory (`--data-dir`) or a PostgreSQL
+/// database (`--store`), for figures that must not include the benchmark's
+/// own memory.
 pub struct ServerProcess {
     pub child: Child,
     pub addr: SocketAddr,
@@ -120,11 +121,13 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    pub fn start(data_dir: &Path, extra: &[String]) -> Self {
+    /// Starts `serve` with `store` (`--data-dir DIR` or `--store URL`) and
+    /// `extra`, and waits until it listens.
+    pub fn start(store: &[String], extra: &[String]) -> Self {
         let started = Instant::now();
         let mut child = Command::new(env!("CARGO_BIN_EXE_article-archive"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(store)
             .args(extra)
             .env(
                 "RUST_LOG",
@@ -145,8 +148,17 @@ impl ServerProcess {
             startup_log.push(line);
         };
         let startup = started.elapsed();
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the server never blocks on a full pipe;
+        // what it warns about goes to ours, so a failing batch or a lost
+        // database connection is not hidden behind its figures.
+        let pid = child.id();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains(" WARN ") || line.contains(" ERROR ") {
+                    eprintln!("server {pid}: {line}");
+                }
+            }
+        });
         Self {
             child,
             addr,
@@ -203,6 +215,66 @@ impl ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Clock ticks a second of the times in `/proc/<pid>/stat`.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Of `/proc/<pid>/stat`: the parent's pid, and the clock ticks the process
+/// spent in user and system mode, and those of its children it waited for
+/// (utime + stime, cutime + cstime). `None` once the process is gone.
+pub fn process_ticks(pid: u32) -> Option<(u32, u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some((
+        number(1)? as u32,
+        number(11)? + number(12)?,
+        number(13)? + number(14)?,
+    ))
+}
+
+/// The machine's CPU time so far, in clock ticks of all CPUs together, from
+/// the first line of `/proc/stat`: (busy, iowait, idle).
+pub fn machine_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let numbers: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let at = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    (busy, at(4), at(3))
+}
+
+/// Pids of every process running as `uid`.
+pub fn processes_of(uid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                    (e.metadata().ok()?.uid() == uid).then_some(pid)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A `Duration` as its `Debug` form writes it (`3.2s`, `850.1ms`,
