@@ -525,16 +525,41 @@ impl PostgresStore {
             return Ok(Vec::new());
         };
         super::check_count_span(first, last, interval)?;
-        let mut sql = Sql::default();
-        sql.push("SELECT published_day, count(*)::bigint FROM articles WHERE true");
-        sql.range(range);
-        sql.filter(filter);
-        sql.push(" GROUP BY published_day ORDER BY published_day");
-        let rows = query(&client, &sql.text, &sql.refs()).await?;
+        let mut per_day: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+        // Unfiltered, whole days come from the writers' day counters; the
+        // days a bound cuts, and filtered counts, from the articles.
+        let (scans, whole_days) = if filter.is_empty() {
+            split_by_whole_days(range)
+        } else {
+            (vec![range], None)
+        };
+        for scan in scans {
+            let mut sql = Sql::default();
+            sql.push("SELECT published_day, count(*)::bigint FROM articles WHERE true");
+            sql.range(scan);
+            sql.filter(filter);
+            sql.push(" GROUP BY published_day");
+            for row in query(&client, &sql.text, &sql.refs()).await? {
+                *per_day.entry(row.get(0)).or_default() += row.get::<_, i64>(1);
+            }
+        }
+        if let Some((from, to)) = whole_days {
+            let mut sql = Sql::default();
+            sql.push("SELECT day, articles FROM day_counts WHERE articles <> 0");
+            if let Some(from) = from {
+                let p = sql.param(from);
+                sql.push(&format!(" AND day >= {p}"));
+            }
+            if let Some(to) = to {
+                let p = sql.param(to);
+                sql.push(&format!(" AND day < {p}"));
+            }
+            for row in query(&client, &sql.text, &sql.refs()).await? {
+                *per_day.entry(row.get(0)).or_default() += row.get::<_, i64>(1);
+            }
+        }
         let mut buckets: Vec<CountBucket> = Vec::new();
-        for row in rows {
-            let day: i64 = row.get(0);
-            let count: i64 = row.get(1);
+        for (day, count) in per_day.into_iter().filter(|(_, count)| *count > 0) {
             let bucket = interval.bucket(Timestamp {
                 seconds: day * 86_400,
                 nanos: 0,
@@ -765,6 +790,13 @@ impl PostgresStore {
                  FROM feed_head h",
             ),
             (
+                "days whose counter disagrees with the articles",
+                "SELECT count(*)::bigint FROM (SELECT published_day, count(*) AS n FROM \
+                 articles GROUP BY published_day) a FULL JOIN (SELECT day, articles FROM \
+                 day_counts WHERE articles <> 0) d ON a.published_day = d.day \
+                 WHERE a.n IS DISTINCT FROM d.articles",
+            ),
+            (
                 "changes above the feed head",
                 "SELECT count(*)::bigint FROM changes, feed_head WHERE sequence > last_sequence",
             ),
@@ -924,6 +956,55 @@ async fn retrying<T, F: std::future::Future<Output = Result<T>>>(
             other => return other,
         }
     }
+}
+
+/// An unfiltered count's range split into the parts a bound cuts out of a
+/// day (to be counted from the articles) and the whole UTC days between
+/// them (from `day_counts`): `[from, to)` day numbers, `None` unbounded;
+/// no whole days at all when the range lies inside one day.
+#[allow(clippy::type_complexity)]
+fn split_by_whole_days(range: DateRange) -> (Vec<DateRange>, Option<(Option<i64>, Option<i64>)>) {
+    const DAY: i64 = 86_400;
+    let midnight = |day: i64| Timestamp {
+        seconds: day * DAY,
+        nanos: 0,
+    };
+    let is_midnight = |t: Timestamp| t.nanos == 0 && t.seconds.rem_euclid(DAY) == 0;
+    let day_of = |t: Timestamp| t.seconds.div_euclid(DAY);
+    let mut cut = Vec::new();
+    // The first whole day: the start's, when the start is its midnight.
+    let from = range.start.map(|start| {
+        if is_midnight(start) {
+            day_of(start)
+        } else {
+            day_of(start) + 1
+        }
+    });
+    // Days before the end's are whole (the end is exclusive).
+    let to = range.end.map(day_of);
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            // Inside one day: all of it is a cut.
+            return (vec![range], None);
+        }
+    }
+    if let (Some(start), Some(from)) = (range.start, from) {
+        if !is_midnight(start) {
+            cut.push(DateRange {
+                start: Some(start),
+                end: Some(midnight(from)),
+            });
+        }
+    }
+    if let (Some(end), Some(to)) = (range.end, to) {
+        if !is_midnight(end) {
+            cut.push(DateRange {
+                start: Some(midnight(to)),
+                end: Some(end),
+            });
+        }
+    }
+    (cut, Some((from, to)))
 }
 
 /// Why `id` has no live row: deleted (with when), or not found.
@@ -1206,5 +1287,52 @@ pub(crate) fn put(article: Article, restore: Option<(u64, Timestamp)>) -> Op {
         content: Box::new(content),
         content_sha256,
         restore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn at(seconds: i64, nanos: u32) -> Timestamp {
+        Timestamp { seconds, nanos }
+    }
+
+    proptest! {
+        /// Counting the cut parts from the articles and the whole days from
+        /// day counters gives exactly the articles in the range, for any
+        /// bounds (either open, before 1970, inside one day, on midnights).
+        #[test]
+        fn whole_days_and_cuts_count_exactly_the_range(
+            times in prop::collection::vec((-200_000i64..200_000, prop_oneof![Just(0u32), 0u32..1_000_000_000]), 0..60),
+            start in prop::option::of((-200_000i64..200_000, prop_oneof![Just(0u32), 0u32..3])),
+            end in prop::option::of((-200_000i64..200_000, prop_oneof![Just(0u32), 0u32..3])),
+            snap in any::<(bool, bool)>(),
+        ) {
+            // Bounds on midnights often, as real queries have them.
+            let bound = |b: Option<(i64, u32)>, snap: bool| b.map(|(s, n)| {
+                if snap { at(s.div_euclid(86_400) * 86_400, 0) } else { at(s, n) }
+            });
+            let range = DateRange { start: bound(start, snap.0), end: bound(end, snap.1) };
+            let times: Vec<Timestamp> = times.into_iter().map(|(s, n)| at(s, n)).collect();
+            let expected = times.iter().filter(|t| range.contains(**t)).count();
+            let (cuts, whole) = split_by_whole_days(range);
+            let in_cuts = times.iter().filter(|t| cuts.iter().any(|c| c.contains(**t))).count();
+            let in_whole = whole.map_or(0, |(from, to)| {
+                times.iter().filter(|t| {
+                    let day = t.seconds.div_euclid(86_400);
+                    from.is_none_or(|f| day >= f) && to.is_none_or(|e| day < e)
+                }).count()
+            });
+            // No article is counted twice.
+            for t in &times {
+                let day = t.seconds.div_euclid(86_400);
+                let whole_has = whole.is_some_and(|(from, to)| from.is_none_or(|f| day >= f) && to.is_none_or(|e| day < e));
+                prop_assert!(!(whole_has && cuts.iter().any(|c| c.contains(*t))));
+            }
+            prop_assert_eq!(in_cuts + in_whole, expected, "{:?} -> {:?} {:?}", range, cuts, whole);
+        }
     }
 }

@@ -184,6 +184,8 @@ struct IdWork {
     state: State,
     /// Had a row in `articles` before the batch.
     had_live_row: bool,
+    /// The UTC day of that row's publication.
+    old_day: Option<i64>,
     /// Had a tombstone before the batch.
     had_tombstone: bool,
     /// Got a new version or was deleted in the batch.
@@ -252,6 +254,7 @@ async fn commit(
                 IdWork {
                     state: State::Absent,
                     had_live_row: false,
+                    old_day: None,
                     had_tombstone: false,
                     touched: false,
                     erase: false,
@@ -262,7 +265,8 @@ async fn commit(
         .collect();
     for row in tx
         .query(
-            "SELECT id, revision, sequence, content_sha256 FROM articles WHERE id = ANY($1)",
+            "SELECT id, revision, sequence, content_sha256, published_day FROM articles \
+             WHERE id = ANY($1)",
             &[&ids],
         )
         .await
@@ -272,6 +276,7 @@ async fn commit(
         let sha: Vec<u8> = row.get(3);
         if let Some(w) = work.get_mut(&id) {
             w.had_live_row = true;
+            w.old_day = Some(row.get(4));
             w.state = State::Live {
                 revision: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
                 sequence: row.get(2),
@@ -494,6 +499,32 @@ async fn commit(
         .filter(|v| v.kept)
         .partition(|v| is_current(v));
     insert_versions(tx, "articles", &current).await?;
+
+    // The day counters: each article that changed leaves its old day and
+    // joins its new one (a deleted one only leaves).
+    let mut days: std::collections::BTreeMap<i64, i64> = std::collections::BTreeMap::new();
+    for w in work.values().filter(|w| w.touched) {
+        if let Some(day) = w.old_day {
+            *days.entry(day).or_default() -= 1;
+        }
+    }
+    for v in &current {
+        *days
+            .entry(Interval::Day.bucket(v.content.published_at))
+            .or_default() += 1;
+    }
+    let (day_numbers, day_deltas): (Vec<i64>, Vec<i64>) =
+        days.into_iter().filter(|(_, delta)| *delta != 0).unzip();
+    if !day_numbers.is_empty() {
+        tx.execute(
+            "INSERT INTO day_counts (day, articles) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[]) \
+             ON CONFLICT (day) DO UPDATE SET articles = day_counts.articles + excluded.articles",
+            &[&day_numbers, &day_deltas],
+        )
+        .await
+        .map_err(db_error)?;
+    }
     insert_versions(tx, "revisions", &older).await?;
 
     // Tombstones: set by a deletion, lifted by a re-ingest that was allowed.
