@@ -48,7 +48,9 @@
 //! `--growth N,N,...`, `--seconds S` (each latency run, default 3),
 //! `--no-postgres`, `--engine sled|postgres` (below), `--corpus-only`
 //! (print the calibration and the compression table, and stop; exit 1 when
-//! the corpus is outside its bands), `--write-corpus N` (the articles as JSON Lines on standard
+//! the corpus is outside its bands), `--interface-cost` (the same reads
+//! straight on the sled engine and through `Store`, `interface.rs`, and
+//! stop), `--write-corpus N` (the articles as JSON Lines on standard
 //! output), `--cache-mb N` (the sled cache of every store the benchmark
 //! opens, passed to the servers as `serve --cache-mb N`; default: the
 //! server's; sled only), `--help`. Of `--large` and `--growth`, the last
@@ -83,6 +85,7 @@
 mod calibration;
 mod compression;
 mod corpus;
+mod interface;
 mod postgres;
 mod queries;
 mod workload;
@@ -122,6 +125,7 @@ struct Options {
     seconds: f64,
     postgres: bool,
     corpus_only: bool,
+    interface_cost: bool,
     write_corpus: Option<usize>,
     /// `serve --cache-mb` for every server; `None`: the server's default.
     cache_mb: Option<u64>,
@@ -151,6 +155,7 @@ const USAGE: &str = "accepted options:
   --seconds S       length of each latency run (default 3)
   --no-postgres     skip PostgreSQL
   --corpus-only     print the corpus calibration and the compression table, and stop
+  --interface-cost  time the same reads straight on the sled engine and through Store, and stop
   --write-corpus N  write articles 0..N as JSON Lines (the ingest command's input) to
                     standard output and stop: for A/B runs of whole binaries
   --cache-mb N      sled cache of every store, in MiB (default: the server's)
@@ -166,6 +171,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 3.0,
         postgres: true,
         corpus_only: false,
+        interface_cost: false,
         write_corpus: None,
         cache_mb: None,
     };
@@ -202,6 +208,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--no-postgres" => options.postgres = false,
             "--corpus-only" => options.corpus_only = true,
+            "--interface-cost" => options.interface_cost = true,
             "--write-corpus" => options.write_corpus = Some(number(value()?)?),
             "--cache-mb" => {
                 let mb = number(value()?)?;
@@ -1028,6 +1035,10 @@ fn main() {
         return;
     }
     println!("article-archive benchmark on {}", machine());
+    if options.interface_cost {
+        interface::run();
+        return;
+    }
     let on_target = calibration::run();
     compression::run();
     if options.corpus_only {
