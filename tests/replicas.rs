@@ -154,6 +154,45 @@ async fn three_replicas_share_one_database_and_lose_nothing_acknowledged() {
     .map(|a| a.id)
     .collect();
     let mut b_client = b.client().await;
+    // A page token from one server is good at another (the key that signs
+    // them is in the database).
+    let first = b_client
+        .list_articles(proto::ListArticlesRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = c_client
+        .list_articles(proto::ListArticlesRequest {
+            page_size: 10,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let paged: Vec<String> = first
+        .articles
+        .iter()
+        .chain(&second.articles)
+        .map(|a| a.id.clone())
+        .collect();
+    let expected: Vec<String> = c_client
+        .list_articles(proto::ListArticlesRequest {
+            page_size: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .articles
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(expected.len(), 20);
+    assert_eq!(paged, expected, "B's token continues at C where B stopped");
     let mut export = b_client
         .export_articles(proto::ExportArticlesRequest::default())
         .await
