@@ -713,7 +713,9 @@ impl PostgresStore {
                     page.changes.push(change);
                 }
                 page.resume_after = sequence;
-                if examined >= FILTER_SCAN_BUDGET {
+                // A full page ends here, not at the next query: that one
+                // would fetch a chunk of bodies only to find no room.
+                if examined >= FILTER_SCAN_BUDGET || page.changes.len() == request.limit {
                     page.reached_end = page.resume_after >= durable;
                     return Ok(page);
                 }
