@@ -29,7 +29,9 @@
 //!    at the largest size, the query RPCs (`queries.rs`): pages filtered by
 //!    an indexed source of about 0.1 % and by other fields against the same
 //!    unfiltered page, url matches, counts from the counters and from
-//!    scans, and BatchGetArticles against GetArticle;
+//!    scans, and BatchGetArticles against GetArticle; and (4d), at each
+//!    size, full walks (BASIC and FULL), Export and the change feed from 0
+//!    on the growth server, next to PostgreSQL's keyset walks on its twin;
 //! 5. PostgreSQL on the articles of sections 1-3: the same batches, lookups,
 //!    keyset range queries and full walks without and with bodies;
 //! 6. with `--engine postgres` only: replicas (below).
@@ -492,6 +494,37 @@ async fn list_walk(channel: &Channel, view: ArticleView, page_size: i32) -> (usi
         }
         request.page_token = page.next_page_token;
     }
+}
+
+const WALK_HEADER: &str =
+    " articles system       BASIC walk   FULL walk      Export   feed FULL  feed BASIC";
+
+/// The growth server's full walks (BASIC, FULL), Export and the feed from 0
+/// (FULL, BASIC), in articles/s; each must see every one of `size` articles.
+async fn walks_and_feed(channel: &Channel, size: usize) -> [Option<f64>; 5] {
+    let rate = |(count, elapsed): (usize, Duration)| {
+        assert_eq!(count, size, "a full read sees every article");
+        Some(count as f64 / elapsed.as_secs_f64())
+    };
+    [
+        rate(list_walk(channel, ArticleView::Basic, 1000).await),
+        rate(list_walk(channel, ArticleView::Full, 100).await),
+        rate(export_stream(channel).await),
+        rate(feed_stream(channel, ArticleView::Full).await),
+        rate(feed_stream(channel, ArticleView::Basic).await),
+    ]
+}
+
+fn walk_row(size: usize, system: &str, figures: &[Option<f64>]) -> String {
+    let mut row = format!("{size:>9} {system:<12}");
+    for figure in figures {
+        row.push_str(&match figure {
+            Some(value) if *value < 10.0 => format!(" {value:>11.2}"),
+            Some(value) => format!(" {value:>11.0}"),
+            None => format!(" {:>11}", "-"),
+        });
+    }
+    row
 }
 
 /// Streams the whole archive through ExportArticles (current versions,
@@ -1309,6 +1342,9 @@ fn main() {
     });
     let mut loaded = 0;
     let mut raw_total = 0usize;
+    // 4d: full walks and the feed at each size, the archive's and (walks)
+    // PostgreSQL's.
+    let mut walk_rows = Vec::new();
     for &size in &options.growth {
         let channels = std::slice::from_ref(&channel);
         let (elapsed, raw) = runtime.block_on(ingest(channels, loaded..size, 1));
@@ -1339,9 +1375,29 @@ fn main() {
             disk: stores.disk(&growth_dir),
         };
         rows.push(ours.row(size, ours_label, raw_total));
+        let ours_walks = runtime.block_on(walks_and_feed(&channel, size));
+        walk_rows.push(walk_row(size, ours_label, &ours_walks));
         if let (Some(pg), Some(connections)) = (pg, &pg_connections) {
             let elapsed = postgres_load(&runtime, pg, loaded..size);
             runtime.block_on(pg.analyze());
+            let rate = |(count, elapsed): (usize, Duration)| {
+                assert_eq!(count, size);
+                count as f64 / elapsed.as_secs_f64()
+            };
+            let theirs_walks = [
+                Some(rate(runtime.block_on(pg.walk(false, 1000)))),
+                Some(rate(runtime.block_on(pg.walk(true, 100)))),
+                None,
+                None,
+                None,
+            ];
+            walk_rows.push(walk_row(size, "PostgreSQL", &theirs_walks));
+            let ratios: Vec<Option<f64>> = ours_walks
+                .iter()
+                .zip(&theirs_walks)
+                .map(|(ours, theirs)| Some((*ours)? / (*theirs)?))
+                .collect();
+            walk_rows.push(walk_row(size, &format!("{ours_label}/PG"), &ratios));
             let get = runtime.block_on(postgres::Postgres::gets(
                 connections,
                 &sample,
@@ -1416,6 +1472,14 @@ fn main() {
     if let Err(reason) = &postgres {
         println!("PostgreSQL twins skipped: {reason}");
     }
+    print_rows(
+        "4d. Full walks and the change feed at each size, articles/s: ListArticles BASIC (1000 a page)\n   \
+         and FULL (100 a page), ExportArticles, WatchChanges from 0 FULL and BASIC, on the growth\n   \
+         server; PostgreSQL's keyset walks without and with bodies (same page sizes) on its twin.\n   \
+         The /PG row: above 1 is faster for the archive.",
+        WALK_HEADER,
+        &walk_rows,
+    );
     if let Some(pg) = early_cluster.as_ref() {
         let empty = runtime.block_on(pg.database_size("template1"));
         println!(
