@@ -210,6 +210,30 @@ pub fn url_index_key(
     key
 }
 
+/// The `[start, end)` ranges of url-index keys a url query scans, in key
+/// order: one per prefix of the query (EXACT: the whole key with its
+/// scheme). Every engine that keeps url keys scans these.
+pub fn url_scan_ranges(query: &super::url_key::UrlQuery) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query
+        .prefixes
+        .iter()
+        .map(|prefix| {
+            let start = if query.whole {
+                url_scheme_prefix(&super::url_key::UrlKey {
+                    surt: prefix.clone(),
+                    scheme: query.scheme.clone().unwrap_or_default(),
+                })
+            } else {
+                let mut start = Vec::new();
+                push_escaped(&mut start, prefix.as_bytes());
+                start
+            };
+            let end = prefix_end(&start);
+            (start, end)
+        })
+        .collect()
+}
+
 /// What the keys of exactly this url and scheme start with.
 pub fn url_scheme_prefix(url: &super::url_key::UrlKey) -> Vec<u8> {
     let mut key = Vec::with_capacity(url.surt.len() + url.scheme.len() + 2);

@@ -344,6 +344,16 @@ pub struct Change {
     pub reason: String,
 }
 
+impl Change {
+    /// About the bytes it takes in a response, for the feed's byte budget.
+    pub fn estimated_size(&self) -> usize {
+        64 + self.reason.len()
+            + self.article.as_ref().map_or(0, |a| {
+                a.content.body.len() + a.content.title.len() + a.content.description.len() + 512
+            })
+    }
+}
+
 /// What the change feed reads in one go.
 #[derive(Debug, Clone)]
 pub struct ChangesRequest {

@@ -35,9 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_postgres::{error::SqlState, types::ToSql, Row};
 
 use super::{
-    calendar::Interval, url_key::UrlKey, BatchLimits, ChangeKind, ChangesPage, ChangesRequest,
-    CountBucket, DateRange, Filter, Order, PageRequest, Position, RevisionsPage, StoreUsage,
-    StoredPage, UrlPage, UrlPageRequest, WriteHealth, WriteOutcome, FILTER_SCAN_BUDGET,
+    calendar::Interval, BatchLimits, ChangeKind, ChangesPage, ChangesRequest, CountBucket,
+    DateRange, Filter, Order, PageRequest, Position, RevisionsPage, StoreUsage, StoredPage,
+    UrlPage, UrlPageRequest, WriteHealth, WriteOutcome, FILTER_SCAN_BUDGET,
 };
 use crate::{
     article::{Article, ArticleContent, ArticleId, StoredArticle, Timestamp},
@@ -273,11 +273,7 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Revision `revision` of `id` (0: the current one).
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::Deleted`], [`Error::NoSuchRevision`],
-    /// or a database error.
+    /// One try of [`PostgresStore::get_revision`].
     async fn get_revision_once(&self, id: &ArticleId, revision: u64) -> Result<StoredArticle> {
         let client = self.client().await?;
         let current = query_opt(
@@ -320,10 +316,7 @@ impl PostgresStore {
         }
     }
 
-    /// See [`crate::Store::batch_get`].
-    ///
-    /// # Errors
-    /// A database error.
+    /// One try of [`PostgresStore::batch_get`].
     async fn batch_get_once(
         &self,
         ids: &[ArticleId],
@@ -348,11 +341,7 @@ impl PostgresStore {
         Ok(ids.iter().map(|id| found.remove(id)).collect())
     }
 
-    /// One page of a date range: the same order, positions and size rules
-    /// as the sled engine's.
-    ///
-    /// # Errors
-    /// A database error.
+    /// One try of [`PostgresStore::page`].
     async fn page_once(&self, request: &PageRequest) -> Result<StoredPage> {
         let mut sql = Sql::default();
         sql.push(&format!(
@@ -403,11 +392,7 @@ impl PostgresStore {
         Ok(page)
     }
 
-    /// A page of articles whose url matches, in url-key order; resumes
-    /// after a key of the same form as the sled engine's `urls` index.
-    ///
-    /// # Errors
-    /// A database error.
+    /// One try of [`PostgresStore::by_url`].
     async fn by_url_once(&self, request: &UrlPageRequest) -> Result<UrlPage> {
         let client = self.client().await?;
         let url_query = &request.query;
@@ -424,18 +409,7 @@ impl PostgresStore {
             version_columns(request.with_body)
         );
         let first_statement = statement.replace("url_key > $1", "url_key >= $1");
-        for prefix in &url_query.prefixes {
-            let start = if url_query.whole {
-                keys::url_scheme_prefix(&UrlKey {
-                    surt: prefix.clone(),
-                    scheme: url_query.scheme.clone().unwrap_or_default(),
-                })
-            } else {
-                let mut start = Vec::new();
-                keys::push_escaped(&mut start, prefix.as_bytes());
-                start
-            };
-            let end = keys::prefix_end(&start);
+        for (start, end) in keys::url_scan_ranges(url_query) {
             let mut lower = match &request.after {
                 Some(after) if after.as_slice() >= start.as_slice() => Some(after.clone()),
                 _ => None,
@@ -484,12 +458,9 @@ impl PostgresStore {
         Ok(page)
     }
 
-    /// Articles per `interval` in `range` that match `filter`: counted by
-    /// UTC day in the database, then summed into months or years here.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for a range of too many buckets, or a
-    /// database error.
+    /// One try of [`PostgresStore::count`]: counted by UTC day in the
+    /// database (whole days from `day_counts` when unfiltered), then summed
+    /// into months or years here.
     async fn count_once(
         &self,
         range: DateRange,
@@ -576,10 +547,7 @@ impl PostgresStore {
         Ok(buckets)
     }
 
-    /// A page of `id`'s history, newest first.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], [`Error::Deleted`], or a database error.
+    /// One try of [`PostgresStore::revisions`].
     async fn revisions_once(
         &self,
         id: &ArticleId,
@@ -624,11 +592,7 @@ impl PostgresStore {
         Ok(RevisionsPage { revisions, more })
     }
 
-    /// The changes after `request.after`, in sequence order, up to the head
-    /// committed when the read began.
-    ///
-    /// # Errors
-    /// A database error.
+    /// One try of [`PostgresStore::changes`].
     async fn changes_once(&self, request: &ChangesRequest) -> Result<ChangesPage> {
         let client = self.client().await?;
         let durable = u64::try_from(read_head(&client).await?).unwrap_or(0);
@@ -700,9 +664,7 @@ impl PostgresStore {
                 };
                 examined += 1;
                 if let Some(change) = change {
-                    let size = 64
-                        + change.reason.len()
-                        + change.article.as_ref().map_or(0, estimated_size);
+                    let size = change.estimated_size();
                     if page.changes.len() == request.limit
                         || (bytes + size > request.byte_budget && !page.changes.is_empty())
                     {

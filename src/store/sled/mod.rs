@@ -942,14 +942,7 @@ impl SledStore {
                     RecordKind::Version => None,
                 };
             if let Some(change) = change {
-                let size = 64
-                    + change.reason.len()
-                    + change.article.as_ref().map_or(0, |a| {
-                        a.content.body.len()
-                            + a.content.title.len()
-                            + a.content.description.len()
-                            + 512
-                    });
+                let size = change.estimated_size();
                 if page.changes.len() == request.limit
                     || (bytes + size > request.byte_budget && !page.changes.is_empty())
                 {

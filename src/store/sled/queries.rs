@@ -387,18 +387,7 @@ pub(crate) fn url_scan(
     let mut hits = Vec::new();
     let mut last = None;
     let mut examined = 0;
-    for prefix in &query.prefixes {
-        let start = if query.whole {
-            keys::url_scheme_prefix(&UrlKey {
-                surt: prefix.clone(),
-                scheme: query.scheme.clone().unwrap_or_default(),
-            })
-        } else {
-            let mut start = Vec::new();
-            keys::push_escaped(&mut start, prefix.as_bytes());
-            start
-        };
-        let end = keys::prefix_end(&start);
+    for (start, end) in keys::url_scan_ranges(query) {
         let lower = match after {
             Some(after) if after >= start.as_slice() => Bound::Excluded(after.to_vec()),
             _ => Bound::Included(start),
