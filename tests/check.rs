@@ -14,6 +14,7 @@ use article_archive::{
         sled::{
             index::{DateEntry, IdEntry},
             log::Pointer,
+            runs,
         },
     },
 };
@@ -180,9 +181,8 @@ fn query_index_damage_is_found_and_repaired() {
     archive_with(dir.path(), 5);
     {
         let db = open_sled(dir.path());
-        let sources = db.open_tree("sources").unwrap();
         let counts = db.open_tree("counts").unwrap();
-        let mut missing = keys::label_key(
+        let missing = keys::label_key(
             "example.com",
             Timestamp {
                 seconds: seconds_of(2),
@@ -190,9 +190,18 @@ fn query_index_damage_is_found_and_repaired() {
             },
             &id("a2"),
         );
-        sources.remove(&missing).unwrap().unwrap();
-        missing.extend_from_slice(b"-orphan");
-        sources.insert(missing, &[][..]).unwrap();
+        let mut orphan = missing.clone();
+        orphan.extend_from_slice(b"-orphan");
+        // A batch in the query log that takes a2's entry away and adds one
+        // that no article holds.
+        let changes = runs::Changes::from([
+            (runs::Index::Sources.key(&missing), false),
+            (runs::Index::Sources.key(&orphan), true),
+        ]);
+        db.open_tree(runs::QUERY_LOG_TREE)
+            .unwrap()
+            .insert(keys::u64_key(1_000_000), runs::encode_changes(&changes))
+            .unwrap();
         let (key, _) = counts.first().unwrap().unwrap();
         counts.insert(key, &7u64.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
@@ -201,6 +210,7 @@ fn query_index_damage_is_found_and_repaired() {
     assert_eq!(code, Some(1), "{text}");
     for expected in [
         "sources index: no entry for a2",
+        "sources index: 5 entries for 5 articles, not the ones they call for",
         "counts: 1 counters are wrong",
     ] {
         assert!(text.contains(expected), "{expected}: {text}");
@@ -209,21 +219,79 @@ fn query_index_damage_is_found_and_repaired() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("problems 0"), "{text}");
 
+    // A run file damaged: found, and rebuilt by the repair.
+    let runs_dir = dir.path().join(runs::RUNS_DIR);
+    let run = std::fs::read_dir(&runs_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|e| e == "run"))
+        .expect("the repair wrote a run");
+    let mut bytes = std::fs::read(&run).unwrap();
+    bytes[2] ^= 0x55;
+    std::fs::write(&run, bytes).unwrap();
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("query indexes:") && text.contains("checksum"),
+        "{text}"
+    );
+    let (code, text) = check(dir.path(), true);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(0), "{text}");
+
     // Indexes never built: the next open builds them.
     {
         let db = open_sled(dir.path());
-        for tree in ["sources", "sections", "urls", "counts"] {
+        for tree in ["counts", runs::QUERY_LOG_TREE] {
             db.drop_tree(tree).unwrap();
         }
         db.open_tree("meta")
             .unwrap()
-            .remove("query_indexes")
+            .remove(runs::MANIFEST_KEY)
             .unwrap();
         db.flush().unwrap();
     }
     drop(open_store(dir.path()));
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(0), "{text}");
+}
+
+/// A store whose query indexes are sled trees (as this engine kept them
+/// before they moved to runs) gets runs built from its date index at open,
+/// and the old trees dropped.
+#[test]
+fn query_indexes_kept_in_sled_trees_move_to_runs_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with(dir.path(), 5);
+    {
+        let db = open_sled(dir.path());
+        let sources = db.open_tree("sources").unwrap();
+        sources.insert(b"example.com\0key", &[][..]).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.remove(runs::MANIFEST_KEY).unwrap();
+        meta.insert("query_indexes", &b"1"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let runs_dir = dir.path().join(runs::RUNS_DIR);
+    std::fs::remove_dir_all(&runs_dir).unwrap();
+    drop(open_store(dir.path()));
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(0), "{text}");
+    let db = open_sled(dir.path());
+    assert!(
+        !db.tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"sources"),
+        "the sled tree is gone"
+    );
+    assert!(db
+        .open_tree("meta")
+        .unwrap()
+        .get("query_indexes")
+        .unwrap()
+        .is_none());
+    assert!(std::fs::read_dir(&runs_dir).unwrap().count() > 0);
 }
 
 /// Stops a server on `dir` the hard way, so the archive is not closed

@@ -69,6 +69,11 @@ pub struct StoreConfig {
     /// Revisions kept per article, the current one included (0: all). When
     /// an update makes more, the oldest are erased.
     pub keep_revisions: u64,
+    /// Query-index entries (three or so per article) kept in memory before
+    /// they are written out as a sorted run (sled engine; see
+    /// `store::sled::runs`). The tests make it small, so that runs and
+    /// their merges happen with a few articles.
+    pub query_memtable_entries: usize,
 }
 
 impl StoreConfig {
@@ -85,6 +90,7 @@ impl StoreConfig {
             min_free_bytes: 256 * 1024 * 1024,
             dictionary_after: 4096,
             keep_revisions: 0,
+            query_memtable_entries: sled::runs::MEMTABLE_ENTRIES,
         }
     }
 }

@@ -167,6 +167,9 @@ impl TestServer {
             Backend::Sled => retry_while_locked(
                 || {
                     let mut config = StoreConfig::new(&path);
+                    // Runs of the query indexes written and merged every
+                    // few dozen articles, in every sled test.
+                    config.query_memtable_entries = 100;
                     configure(&mut config);
                     Store::open(&config)
                 },

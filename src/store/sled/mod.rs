@@ -42,6 +42,7 @@ pub mod index;
 pub mod log;
 pub(crate) mod queries;
 pub mod record;
+pub mod runs;
 pub mod upgrade;
 mod usage;
 mod writer;
@@ -111,25 +112,23 @@ pub(crate) struct Trees {
     /// log: where the change feed starts reading to resume after a given
     /// sequence number (one entry per batch).
     pub checkpoints: sled::Tree,
-    /// The query indexes and counters ([`queries`]).
-    pub sources: sled::Tree,
-    pub sections: sled::Tree,
-    pub urls: sled::Tree,
+    /// The label and url indexes ([`queries`], [`runs`]).
+    pub query: runs::RunIndex,
+    /// The query counters ([`queries`]).
     pub counts: sled::Tree,
 }
 
 impl Trees {
-    pub(crate) fn open(db: sled::Db) -> Result<Self> {
+    /// The trees of the sled database `db` of the data directory `path`.
+    pub(crate) fn open(db: sled::Db, path: &Path) -> Result<Self> {
         Ok(Self {
+            query: runs::RunIndex::open(&db, path)?,
             ids: db.open_tree(IDS_TREE)?,
             dates: db.open_tree(DATES_TREE)?,
             revisions: db.open_tree(REVISIONS_TREE)?,
             dicts: db.open_tree(DICTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
-            sources: db.open_tree(queries::SOURCES_TREE)?,
-            sections: db.open_tree(queries::SECTIONS_TREE)?,
-            urls: db.open_tree(queries::URLS_TREE)?,
             counts: db.open_tree(queries::COUNTS_TREE)?,
             db,
         })
@@ -436,7 +435,10 @@ impl SledStore {
     pub fn open(config: &StoreConfig) -> Result<Self> {
         let db = open_sled(config)?;
         upgrade::refuse_older_formats(&db, &config.path)?;
-        let trees = Trees::open(db)?;
+        let trees = Trees::open(db, &config.path)?;
+        trees
+            .query
+            .set_memtable_entries(config.query_memtable_entries);
         let page_token_key = init_meta(&trees)?;
         upgrade::drop_leftovers(&trees.db)?;
         let codec = Codec::default();
@@ -491,9 +493,10 @@ impl SledStore {
             .0,
             metrics: std::sync::OnceLock::new(),
         });
-        if shared.trees.meta.get(queries::QUERY_INDEXES_KEY)?.is_none() {
-            // Made before the query indexes existed, or their build was
-            // interrupted: build them from the date index now.
+        if !shared.trees.query.is_complete() {
+            // Made before the query indexes existed or before they moved
+            // to runs, or their build was interrupted, or a run is
+            // damaged: build them from the date index now.
             let started = std::time::Instant::now();
             let mut report = RepairReport::default();
             queries::rebuild(&shared.trees, &shared.codec, &mut report)?;
@@ -1287,6 +1290,9 @@ impl Drop for SledStore {
                 tracing::error!("the writer thread panicked");
             }
         }
+        // Its thread holds sled's handles too; what it had not written out
+        // is in `query_log`.
+        self.shared.trees.query.stop();
         let clear = self.clear_open_marker.load(Ordering::Relaxed);
         // No write on a disk short of space or after a failure: the marker
         // stays, and the next start checks the store.

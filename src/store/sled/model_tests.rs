@@ -89,7 +89,8 @@ proptest! {
         batches in vec(vec(step(), 1..12), 1..10),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
+        let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
+        trees.query.rebuild(std::iter::empty()).unwrap();
         let log = RecordLog::open(dir.path(), None).unwrap();
         let codec = Codec::default();
         let mut state = WriterState { next_sequence: 1, keep_revisions: 0 };
@@ -237,7 +238,7 @@ proptest! {
             let mut problems = Vec::new();
             super::queries::check(&trees, &codec, &mut problems).unwrap();
             prop_assert!(problems.is_empty(), "{problems:?}");
-            prop_assert_eq!(trees.sources.len(), live);
+            prop_assert_eq!(trees.query.len(super::runs::Index::Sources).unwrap(), live as u64);
             // What the metrics' article gauge starts from.
             prop_assert_eq!(super::queries::live_articles(&trees.counts).unwrap(), live as u64);
         }
@@ -251,7 +252,8 @@ proptest! {
 #[test]
 fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
     let dir = tempfile::tempdir().unwrap();
-    let trees = Trees::open(sled::open(dir.path().join("db")).unwrap()).unwrap();
+    let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
+    trees.query.rebuild(std::iter::empty()).unwrap();
     let log = RecordLog::open(dir.path(), None).unwrap();
     let codec = Codec::default();
     let mut state = WriterState {

@@ -1,5 +1,8 @@
 //! The query indexes: labels, urls and counters.
 //!
+//! The label and url indexes are kept as sorted runs of our own
+//! ([`super::runs`]); the counters are a sled tree.
+//!
 //! - `sources`: `lower-cased source ‖ 0 ‖ date key` and `sections`:
 //!   `section ‖ 0 ‖ date key` ([`keys::label_key`]), one entry per article,
 //!   so the articles of one source or section are a range in date order;
@@ -27,7 +30,12 @@ use std::{
     ops::Bound,
 };
 
-use super::{codec::Codec, index::DateEntry, Trees};
+use super::{
+    codec::Codec,
+    index::DateEntry,
+    runs::{self, Index, RunIndex},
+    Trees,
+};
 use crate::{
     article::{ArticleContent, ArticleId, Timestamp},
     error::{Error, Result},
@@ -39,14 +47,12 @@ use crate::{
     },
 };
 
-pub(crate) const SOURCES_TREE: &str = "sources";
-pub(crate) const SECTIONS_TREE: &str = "sections";
-pub(crate) const URLS_TREE: &str = "urls";
 pub(crate) const COUNTS_TREE: &str = "counts";
-/// Set in `meta` once the query indexes describe every article; a store
-/// without it (made before they existed, or whose rebuild was interrupted)
-/// gets them built when it is opened.
-pub(crate) const QUERY_INDEXES_KEY: &str = "query_indexes";
+/// The sled trees that held the label and url indexes before they moved to
+/// sorted runs: dropped once the runs are built.
+pub(crate) const SLED_QUERY_TREES: [&str; 3] = ["sources", "sections", "urls"];
+/// Set in `meta` by the stores whose query indexes were sled trees.
+pub(crate) const SLED_QUERY_INDEXES_KEY: &str = "query_indexes";
 
 /// Counter kind of the per-source counters.
 const SOURCE_COUNT: u8 = b's';
@@ -75,35 +81,39 @@ impl Labels {
     }
 }
 
-/// The query-index changes of one batch, in the order of its operations.
+/// The index entries of an article version with `labels` at `at`.
+pub(crate) fn index_keys(labels: &Labels, at: Timestamp, id: &ArticleId) -> Vec<(Index, Vec<u8>)> {
+    let mut out = vec![
+        (Index::Sources, keys::label_key(&labels.source, at, id)),
+        (Index::Sections, keys::label_key(&labels.section, at, id)),
+    ];
+    if let Some(url) = &labels.url {
+        out.push((Index::Urls, keys::url_index_key(url, at, id)));
+    }
+    out
+}
+
+/// The query-index changes of one batch, in the order of its operations
+/// (a later change of a key replaces an earlier one).
 #[derive(Default)]
 pub(crate) struct QueryChanges {
-    sources: sled::Batch,
-    sections: sled::Batch,
-    urls: sled::Batch,
+    entries: runs::Changes,
     counts: HashMap<Vec<u8>, i64>,
 }
 
 impl QueryChanges {
     /// An article's current version now is `labels` at `at`.
     pub fn add(&mut self, labels: &Labels, at: Timestamp, id: &ArticleId) {
-        self.sources
-            .insert(keys::label_key(&labels.source, at, id), &[][..]);
-        self.sections
-            .insert(keys::label_key(&labels.section, at, id), &[][..]);
-        if let Some(url) = &labels.url {
-            self.urls.insert(keys::url_index_key(url, at, id), &[][..]);
+        for (index, key) in index_keys(labels, at, id) {
+            self.entries.insert(index.key(&key), true);
         }
         self.count(labels, at, 1);
     }
 
     /// An article's current version no longer is `labels` at `at`.
     pub fn remove(&mut self, labels: &Labels, at: Timestamp, id: &ArticleId) {
-        self.sources.remove(keys::label_key(&labels.source, at, id));
-        self.sections
-            .remove(keys::label_key(&labels.section, at, id));
-        if let Some(url) = &labels.url {
-            self.urls.remove(keys::url_index_key(url, at, id));
+        for (index, key) in index_keys(labels, at, id) {
+            self.entries.insert(index.key(&key), false);
         }
         self.count(labels, at, -1);
     }
@@ -123,10 +133,10 @@ impl QueryChanges {
             .or_default() += delta;
     }
 
-    /// The batches for `sources`, `sections`, `urls` and `counts`. The
-    /// counters are read here, outside the transaction: the writer is the
-    /// only one that changes them.
-    pub fn into_batches(self, counts: &sled::Tree) -> Result<[sled::Batch; 4]> {
+    /// The index entries' changes (for [`RunIndex::apply`]) and the batch
+    /// for `counts`. The counters are read here, outside the transaction:
+    /// the writer is the only one that changes them.
+    pub fn into_parts(self, counts: &sled::Tree) -> Result<(runs::Changes, sled::Batch)> {
         let mut counters = sled::Batch::default();
         for (key, delta) in self.counts {
             if delta == 0 {
@@ -145,7 +155,7 @@ impl QueryChanges {
                 counters.insert(key, &next.to_be_bytes()[..]);
             }
         }
-        Ok([self.sources, self.sections, self.urls, counters])
+        Ok((self.entries, counters))
     }
 }
 
@@ -252,7 +262,8 @@ impl Iterator for Merge {
 /// The date keys of one label's entries in `range`, in `order`, strictly
 /// after `after`.
 fn label_range(
-    tree: &sled::Tree,
+    query: &RunIndex,
+    index: Index,
     label: &str,
     range: DateRange,
     order: Order,
@@ -288,16 +299,11 @@ fn label_range(
         return Box::new(std::iter::empty());
     }
     let skip = prefix.len();
-    let iter = tree.range::<Vec<u8>, _>((lower, upper));
-    let to_date_key = move |entry: sled::Result<(sled::IVec, sled::IVec)>| {
-        entry
-            .map(|(key, _)| key[skip..].to_vec())
-            .map_err(Error::from)
-    };
-    match order {
-        Order::OldestFirst => Box::new(iter.map(to_date_key)),
-        Order::NewestFirst => Box::new(iter.rev().map(to_date_key)),
-    }
+    Box::new(
+        query
+            .range(index, lower, upper, order)
+            .map(move |key| key.map(|mut key| key.split_off(skip))),
+    )
 }
 
 /// Which indexed field a filter is planned on.
@@ -355,14 +361,14 @@ pub(crate) fn candidates(
     order: Order,
     after: Option<&Position>,
 ) -> Result<DateKeys> {
-    let (tree, labels) = match plan {
-        Plan::Sources => (&trees.sources, &filter.sources),
-        Plan::Sections => (&trees.sections, &filter.sections),
+    let (index, labels) = match plan {
+        Plan::Sources => (Index::Sources, &filter.sources),
+        Plan::Sections => (Index::Sections, &filter.sections),
         Plan::Dates => unreachable!("a date-range read has no index candidates"),
     };
     let iters = dedup(labels)
         .into_iter()
-        .map(|label| label_range(tree, label, range, order, after))
+        .map(|label| label_range(&trees.query, index, label, range, order, after))
         .collect();
     Ok(Box::new(Merge::new(iters, order)?))
 }
@@ -395,27 +401,24 @@ pub(crate) fn url_scan(
         if matches!(&lower, Bound::Excluded(l) if *l >= end) {
             continue;
         }
-        for entry in trees
-            .urls
-            .range::<Vec<u8>, _>((lower, Bound::Excluded(end)))
+        for key in trees
+            .query
+            .range(Index::Urls, lower, Bound::Excluded(end), Order::OldestFirst)
         {
-            let (key, _) = entry?;
+            let key = key?;
             if wanted == 0 || examined == budget {
                 return Ok((hits, last, true));
             }
             examined += 1;
             let (url, date_key) =
                 keys::parse_url_index_key(&key).ok_or_else(|| Error::Corrupt {
-                    key: format!("{URLS_TREE}/{key:?}"),
+                    key: format!("urls/{key:?}"),
                     reason: "not a url-index key".into(),
                 })?;
             let date_key = date_key.to_vec();
-            last = Some(key.to_vec());
+            last = Some(key.clone());
             if query.matches(&url) {
-                hits.push(UrlHit {
-                    key: key.to_vec(),
-                    date_key,
-                });
+                hits.push(UrlHit { key, date_key });
                 wanted -= 1;
             }
         }
@@ -534,20 +537,43 @@ pub(crate) fn date_of(date_key: &[u8]) -> Result<(Timestamp, ArticleId)> {
     })
 }
 
-/// What [`check`] expects of the counters, built from `dates`.
-#[derive(Default)]
-struct Expected {
-    counts: BTreeMap<Vec<u8>, u64>,
-    sources: u64,
-    sections: u64,
-    urls: u64,
+/// An order-independent summary of a set of index keys: how many, and the
+/// wrapping sum of a 64-bit hash of each. The check compares what the runs
+/// hold with what `dates` calls for this way, in constant memory; damage
+/// that leaves both the number and the sum as they were is not a worry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    entries: u64,
+    hash_sum: u64,
 }
 
-/// Verifies the query indexes against `dates`: every article has its
-/// entries, no index has more entries than that (so none is an orphan),
-/// and every counter is right. Problems are pushed to `problems`.
-pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) -> Result<()> {
-    let mut expected = Expected::default();
+impl Tally {
+    fn add(&mut self, key: &[u8]) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.entries += 1;
+        self.hash_sum = self.hash_sum.wrapping_add(hasher.finish());
+    }
+}
+
+/// The slot of an index in per-index arrays.
+fn slot(index: Index) -> usize {
+    match index {
+        Index::Sources => 0,
+        Index::Sections => 1,
+        Index::Urls => 2,
+    }
+}
+
+/// Calls `each` with every index entry the articles of `dates` call for
+/// (and the article's id); returns the counters they call for.
+fn expected(
+    trees: &Trees,
+    codec: &Codec,
+    mut each: impl FnMut(Index, Vec<u8>, &ArticleId),
+) -> Result<BTreeMap<Vec<u8>, u64>> {
+    let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     for entry in &trees.dates {
         let (key, value) = entry?;
         let Some((published_at, id)) = keys::parse_date_key(&key) else {
@@ -560,42 +586,65 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
         let mut changes = QueryChanges::default();
         changes.count(&labels, published_at, 1);
         for (key, delta) in changes.counts {
-            *expected.counts.entry(key).or_default() += delta as u64;
+            *counts.entry(key).or_default() += delta as u64;
         }
-        expected.sources += 1;
-        expected.sections += 1;
-        if !trees
-            .sources
-            .contains_key(keys::label_key(&labels.source, published_at, &id))?
-        {
-            problems.push(format!("sources index: no entry for {id}"));
-        }
-        if !trees
-            .sections
-            .contains_key(keys::label_key(&labels.section, published_at, &id))?
-        {
-            problems.push(format!("sections index: no entry for {id}"));
-        }
-        if let Some(url) = &labels.url {
-            expected.urls += 1;
-            if !trees
-                .urls
-                .contains_key(keys::url_index_key(url, published_at, &id))?
-            {
-                problems.push(format!("urls index: no entry for {id}"));
-            }
+        for (index, key) in index_keys(&labels, published_at, &id) {
+            each(index, key, &id);
         }
     }
-    for (name, tree, wanted) in [
-        (SOURCES_TREE, &trees.sources, expected.sources),
-        (SECTIONS_TREE, &trees.sections, expected.sections),
-        (URLS_TREE, &trees.urls, expected.urls),
-    ] {
-        let held = tree.len() as u64;
-        if held != wanted {
-            problems.push(format!(
-                "{name} index: {held} entries for {wanted} articles"
-            ));
+    Ok(counts)
+}
+
+/// What the runs hold, per index.
+fn held(query: &RunIndex) -> Result<[Tally; 3]> {
+    let mut held = [Tally::default(); 3];
+    for entry in query.entries() {
+        let (index, key) = entry?;
+        held[slot(index)].add(&key);
+    }
+    Ok(held)
+}
+
+/// At most this many articles are named per index whose entry is missing.
+const NAMED_PROBLEMS: usize = 20;
+
+/// Verifies the query indexes against `dates`: every article has its
+/// entries, no index has more entries than that (so none is an orphan),
+/// every run file reads back, and every counter is right. Problems are
+/// pushed to `problems`.
+pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) -> Result<()> {
+    let mut wanted = [Tally::default(); 3];
+    let counts = expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key))?;
+    match held(&trees.query) {
+        Err(e) => problems.push(format!("query indexes: {e}")),
+        Ok(held) => {
+            for index in Index::ALL {
+                let (held, wanted) = (held[slot(index)], wanted[slot(index)]);
+                if held == wanted {
+                    continue;
+                }
+                let mut named = 0;
+                expected(trees, codec, |of, key, id| {
+                    if of == index
+                        && named < NAMED_PROBLEMS
+                        && !matches!(trees.query.contains(index, &key), Ok(true))
+                    {
+                        problems.push(format!("{} index: no entry for {id}", index.name()));
+                        named += 1;
+                    }
+                })?;
+                problems.push(format!(
+                    "{} index: {} entries for {} articles{}",
+                    index.name(),
+                    held.entries,
+                    wanted.entries,
+                    if held.entries == wanted.entries {
+                        ", not the ones they call for"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
     }
     let mut stored = BTreeMap::new();
@@ -604,75 +653,28 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
         let count = value.as_ref().try_into().map(u64::from_be_bytes);
         stored.insert(key.to_vec(), count.unwrap_or(u64::MAX));
     }
-    if stored != expected.counts {
-        let wrong = expected
-            .counts
+    if stored != counts {
+        let wrong = counts
             .iter()
             .filter(|(key, count)| stored.get(*key) != Some(count))
             .count()
             + stored
                 .keys()
-                .filter(|key| !expected.counts.contains_key(*key))
+                .filter(|key| !counts.contains_key(*key))
                 .count();
         problems.push(format!("counts: {wrong} counters are wrong"));
     }
     Ok(())
 }
 
-/// Rebuilds the query indexes from `dates`: adds what is missing, removes
-/// what no article holds, rewrites wrong counters. Entries already right
-/// are left alone. Sets the `meta` flag once they are complete.
+/// Rebuilds the query indexes from `dates`: the counters first (wrong ones
+/// rewritten, stray ones removed), then, unless the runs already hold
+/// exactly what the articles call for, all runs anew ([`RunIndex::rebuild`],
+/// whose manifest is the commit point). Drops the sled trees that held
+/// these indexes in stores made before they moved to runs.
 pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -> Result<()> {
-    trees.meta.remove(QUERY_INDEXES_KEY)?;
-    let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for entry in &trees.dates {
-        let (key, value) = entry?;
-        let Some((published_at, id)) = keys::parse_date_key(&key) else {
-            continue;
-        };
-        let Ok(entry) = DateEntry::decode(codec, published_at, id.clone(), &value) else {
-            continue;
-        };
-        let labels = Labels::of(&entry.article.content);
-        let mut changes = QueryChanges::default();
-        changes.count(&labels, published_at, 1);
-        for (key, delta) in changes.counts {
-            *counts.entry(key).or_default() += delta as u64;
-        }
-        let mut wanted = vec![
-            (
-                &trees.sources,
-                keys::label_key(&labels.source, published_at, &id),
-            ),
-            (
-                &trees.sections,
-                keys::label_key(&labels.section, published_at, &id),
-            ),
-        ];
-        if let Some(url) = &labels.url {
-            wanted.push((&trees.urls, keys::url_index_key(url, published_at, &id)));
-        }
-        for (tree, key) in wanted {
-            if !tree.contains_key(&key)? {
-                tree.insert(key, &[][..])?;
-                report.added += 1;
-            }
-        }
-    }
-    // Orphans: an entry whose article is gone, or has other labels now.
-    for (tree, which) in [
-        (&trees.sources, Which::Source),
-        (&trees.sections, Which::Section),
-        (&trees.urls, Which::Url),
-    ] {
-        for entry in tree.iter() {
-            let (key, _) = entry?;
-            if !held(trees, codec, &key, which)? {
-                tree.remove(&key)?;
-                report.removed += 1;
-            }
-        }
-    }
+    let mut wanted = [Tally::default(); 3];
+    let counts = expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key))?;
     for entry in &trees.counts {
         let (key, _) = entry?;
         if !counts.contains_key(key.as_ref()) {
@@ -688,42 +690,43 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
         }
     }
     trees.db.flush()?;
-    trees.meta.insert(QUERY_INDEXES_KEY, &b"1"[..])?;
+    let held = if trees.query.is_complete() {
+        held(&trees.query).ok()
+    } else {
+        None
+    };
+    if held != Some(wanted) {
+        report.removed += held.map_or(0, |held| held.iter().map(|t| t.entries).sum());
+        let entries = trees
+            .dates
+            .iter()
+            .flat_map(|entry| -> Vec<Result<Vec<u8>>> {
+                let (key, value) = match entry {
+                    Ok(entry) => entry,
+                    Err(e) => return vec![Err(e.into())],
+                };
+                let Some((published_at, id)) = keys::parse_date_key(&key) else {
+                    return Vec::new();
+                };
+                let Ok(entry) = DateEntry::decode(codec, published_at, id.clone(), &value) else {
+                    return Vec::new();
+                };
+                index_keys(&Labels::of(&entry.article.content), published_at, &id)
+                    .into_iter()
+                    .map(|(index, key)| Ok(index.key(&key)))
+                    .collect()
+            });
+        report.added += trees.query.rebuild(entries)?;
+    }
+    let names = trees.db.tree_names();
+    for name in SLED_QUERY_TREES {
+        if names.iter().any(|t| t.as_ref() == name.as_bytes()) {
+            trees.db.drop_tree(name)?;
+        }
+    }
+    trees.meta.remove(SLED_QUERY_INDEXES_KEY)?;
     trees.db.flush()?;
     Ok(())
-}
-
-/// Which query index an entry is in.
-#[derive(Debug, Clone, Copy)]
-enum Which {
-    Source,
-    Section,
-    Url,
-}
-
-/// Whether the article an index entry names holds exactly that entry.
-fn held(trees: &Trees, codec: &Codec, key: &[u8], which: Which) -> Result<bool> {
-    let date_key = match which {
-        Which::Url => keys::parse_url_index_key(key).map(|(_, date)| date),
-        Which::Source | Which::Section => keys::split_terminated(key).map(|(_, date)| date),
-    };
-    let Some((published_at, id)) = date_key.and_then(keys::parse_date_key) else {
-        return Ok(false);
-    };
-    let Some(labels) = stored_labels(trees, codec, &id, published_at)
-        .ok()
-        .flatten()
-    else {
-        return Ok(false);
-    };
-    let wanted = match which {
-        Which::Url => labels
-            .url
-            .map(|url| keys::url_index_key(&url, published_at, &id)),
-        Which::Source => Some(keys::label_key(&labels.source, published_at, &id)),
-        Which::Section => Some(keys::label_key(&labels.section, published_at, &id)),
-    };
-    Ok(wanted.as_deref() == Some(key))
 }
 
 /// The BASIC article of a date key, if it is (still) there.

@@ -46,16 +46,17 @@ const FORMAT_1_TREES: [&str; 2] = ["articles", "by_date"];
 /// Where format 1 and the conversion put damaged records (keyed by id).
 const FORMAT_1_QUARANTINE: &str = "quarantine";
 /// Format 2's trees, dropped when an interrupted conversion starts again.
-const FORMAT_2_TREES: [&str; 10] = [
+const FORMAT_2_TREES: [&str; 11] = [
     super::IDS_TREE,
     super::DATES_TREE,
     super::REVISIONS_TREE,
     DICTS_TREE,
     super::QUARANTINED_RECORDS_TREE,
     super::CHECKPOINTS_TREE,
-    super::queries::SOURCES_TREE,
-    super::queries::SECTIONS_TREE,
-    super::queries::URLS_TREE,
+    super::queries::SLED_QUERY_TREES[0],
+    super::queries::SLED_QUERY_TREES[1],
+    super::queries::SLED_QUERY_TREES[2],
+    super::runs::QUERY_LOG_TREE,
     super::queries::COUNTS_TREE,
 ];
 /// Articles converted per transaction.
@@ -155,13 +156,17 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     }
     meta.remove(SEQUENCE_HIGH_KEY)?;
     meta.remove(LOG_TAIL_KEY)?;
-    meta.remove(super::queries::QUERY_INDEXES_KEY)?;
+    meta.remove(super::queries::SLED_QUERY_INDEXES_KEY)?;
+    meta.remove(super::runs::MANIFEST_KEY)?;
     db.flush()?;
     RecordLog::remove_all(&config.path)?;
+    super::runs::RunIndex::remove_all(&config.path)?;
     let log = RecordLog::open(&config.path, None)?;
     let articles = db.open_tree(FORMAT_1_TREES[0])?;
     let quarantine = db.open_tree(FORMAT_1_QUARANTINE)?;
-    let trees = Trees::open(db.clone())?;
+    let trees = Trees::open(db.clone(), &config.path)?;
+    // Empty: the conversion's commits fill them, and write runs as they go.
+    trees.query.rebuild(std::iter::empty())?;
     let dir = std::fs::File::open(&config.path).map_err(|e| Error::DataDir {
         path: config.path.clone(),
         doing: "opening it to sync its filesystem",
@@ -229,10 +234,8 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     trees.db.flush()?;
     writer::sync_filesystem(&dir)?;
 
-    // The writer's commits kept the query indexes with every article.
-    trees
-        .meta
-        .insert(super::queries::QUERY_INDEXES_KEY, &b"1"[..])?;
+    // The writer's commits kept the query indexes with every article (in
+    // runs and in `query_log`).
     // The commit point.
     trees.meta.insert(FORMAT_KEY, FORMAT_VERSION)?;
     trees.db.flush()?;

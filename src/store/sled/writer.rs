@@ -57,7 +57,7 @@ use super::{
     log::{Pointer, RecordLog},
     queries::{self, Labels, QueryChanges},
     record::{self, DeletionNote, RecordHeader, RecordKind},
-    Prepared, Shared, Trees, LOG_TAIL_KEY, SEQUENCE_HIGH_KEY,
+    runs, Prepared, Shared, Trees, LOG_TAIL_KEY, SEQUENCE_HIGH_KEY,
 };
 use crate::{
     article::{ArticleId, Timestamp},
@@ -499,17 +499,22 @@ pub(super) fn commit(
                 index::encode_pointer(pointer),
             );
         }
-        let [sources, sections, urls, counts] =
-            std::mem::take(&mut changes.query).into_batches(&trees.counts)?;
+        let (query_changes, counts) =
+            std::mem::take(&mut changes.query).into_parts(&trees.counts)?;
+        let mut query_log = sled::Batch::default();
+        if !query_changes.is_empty() {
+            query_log.insert(
+                &keys::u64_key(first_sequence),
+                runs::encode_changes(&query_changes),
+            );
+        }
         let batches = [
             std::mem::take(&mut changes.ids),
             std::mem::take(&mut changes.dates),
             revisions,
             meta,
             checkpoints,
-            sources,
-            sections,
-            urls,
+            query_log,
             counts,
         ];
         let views = [
@@ -518,9 +523,7 @@ pub(super) fn commit(
             &trees.revisions,
             &trees.meta,
             &trees.checkpoints,
-            &trees.sources,
-            &trees.sections,
-            &trees.urls,
+            trees.query.log_tree(),
             &trees.counts,
         ];
         // The closure only applies prepared batches, so sled may retry it.
@@ -537,6 +540,7 @@ pub(super) fn commit(
                 sled::transaction::TransactionError::Storage(e) => Error::from(e),
                 sled::transaction::TransactionError::Abort(never) => match never {},
             })?;
+        trees.query.apply(query_changes, first_sequence);
     }
     // Flush even when nothing changed: an UNCHANGED answer promises that the
     // stored version is durable, and an earlier failed flush may have left it
