@@ -56,7 +56,9 @@
 //! output), `--cache-mb N` (the sled cache of every store the benchmark
 //! opens, passed to the servers as `serve --cache-mb N`; default: the
 //! server's; sled only), `--help`. Of `--large` and `--growth`, the last
-//! given wins.
+//! given wins. `--postgres-up-to N` and `--walks-up-to N` leave out
+//! PostgreSQL's twin and the 4d walks above growth size N (for a 10M run:
+//! the twin's disk, the walks' time).
 //!
 //! `--engine postgres` runs every archive server of the benchmark on
 //! PostgreSQL (`serve --store postgres://...`) instead of a data directory:
@@ -131,6 +133,10 @@ struct Options {
     write_corpus: Option<usize>,
     /// `serve --cache-mb` for every server; `None`: the server's default.
     cache_mb: Option<u64>,
+    /// Growth sizes above this get no PostgreSQL twin (its disk).
+    postgres_up_to: usize,
+    /// Growth sizes above this get no 4d walks (their time).
+    walks_up_to: usize,
 }
 
 impl Options {
@@ -161,6 +167,10 @@ const USAGE: &str = "accepted options:
   --write-corpus N  write articles 0..N as JSON Lines (the ingest command's input) to
                     standard output and stop: for A/B runs of whole binaries
   --cache-mb N      sled cache of every store, in MiB (default: the server's)
+  --postgres-up-to N  PostgreSQL's twin only at growth sizes up to N (a 10M twin
+                    takes some 41 GB of disk)
+  --walks-up-to N   the full walks and feeds (4d) only at growth sizes up to N (at
+                    10M they take about half an hour)
   --help            this list";
 
 /// The command line; an option we do not know is an error, so a typo never
@@ -176,6 +186,8 @@ fn parse_options() -> Result<Options, String> {
         interface_cost: false,
         write_corpus: None,
         cache_mb: None,
+        postgres_up_to: usize::MAX,
+        walks_up_to: usize::MAX,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -219,6 +231,8 @@ fn parse_options() -> Result<Options, String> {
                 }
                 options.cache_mb = Some(mb as u64);
             }
+            "--postgres-up-to" => options.postgres_up_to = number(value()?)?,
+            "--walks-up-to" => options.walks_up_to = number(value()?)?,
             "--help" => return Err(String::new()),
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
@@ -1375,29 +1389,39 @@ fn main() {
             disk: stores.disk(&growth_dir),
         };
         rows.push(ours.row(size, ours_label, raw_total));
-        let ours_walks = runtime.block_on(walks_and_feed(&channel, size));
-        walk_rows.push(walk_row(size, ours_label, &ours_walks));
-        if let (Some(pg), Some(connections)) = (pg, &pg_connections) {
+        let walks = size <= options.walks_up_to;
+        let ours_walks = if walks {
+            runtime.block_on(walks_and_feed(&channel, size))
+        } else {
+            [None; 5]
+        };
+        if walks {
+            walk_rows.push(walk_row(size, ours_label, &ours_walks));
+        }
+        let twin = pg.filter(|_| size <= options.postgres_up_to);
+        if let (Some(pg), Some(connections)) = (twin, &pg_connections) {
             let elapsed = postgres_load(&runtime, pg, loaded..size);
             runtime.block_on(pg.analyze());
             let rate = |(count, elapsed): (usize, Duration)| {
                 assert_eq!(count, size);
                 count as f64 / elapsed.as_secs_f64()
             };
-            let theirs_walks = [
-                Some(rate(runtime.block_on(pg.walk(false, 1000)))),
-                Some(rate(runtime.block_on(pg.walk(true, 100)))),
-                None,
-                None,
-                None,
-            ];
-            walk_rows.push(walk_row(size, "PostgreSQL", &theirs_walks));
-            let ratios: Vec<Option<f64>> = ours_walks
-                .iter()
-                .zip(&theirs_walks)
-                .map(|(ours, theirs)| Some((*ours)? / (*theirs)?))
-                .collect();
-            walk_rows.push(walk_row(size, &format!("{ours_label}/PG"), &ratios));
+            if walks {
+                let theirs_walks = [
+                    Some(rate(runtime.block_on(pg.walk(false, 1000)))),
+                    Some(rate(runtime.block_on(pg.walk(true, 100)))),
+                    None,
+                    None,
+                    None,
+                ];
+                walk_rows.push(walk_row(size, "PostgreSQL", &theirs_walks));
+                let ratios: Vec<Option<f64>> = ours_walks
+                    .iter()
+                    .zip(&theirs_walks)
+                    .map(|(ours, theirs)| Some((*ours)? / (*theirs)?))
+                    .collect();
+                walk_rows.push(walk_row(size, &format!("{ours_label}/PG"), &ratios));
+            }
             let get = runtime.block_on(postgres::Postgres::gets(
                 connections,
                 &sample,

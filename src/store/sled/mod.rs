@@ -22,11 +22,20 @@
 //!     the log, for the change feed to start reading after a sequence;
 //!   - `dicts`: `kind ‖ id` → a zstd dictionary ([`codec`]);
 //!   - `meta`: the format (`2`), the page-token key, the sequence
-//!     high-water mark, the log's committed end, and the marker set while
-//!     a process has the store open;
+//!     high-water mark, the log's committed end, the marker set while
+//!     a process has the store open, and the query runs' manifest;
+//!   - `counts`: articles per day, month, year, source and section
+//!     ([`queries`]);
+//!   - `query_log`: per batch, its changes to the query indexes that are
+//!     not yet in a run ([`runs`]);
 //!   - `quarantined_records`: records `check --repair` found damaged,
 //!     copied out of the log byte for byte before they were erased there
 //!     (`quarantine`, keyed by id, holds what format 1 set aside).
+//!
+//! - `query-runs/`: the query indexes (`sources`, `sections`, `urls`:
+//!   label or url ‖ date key) as sorted run files of our own, written and
+//!   merged by a background thread ([`runs`], [`queries`]), because in
+//!   sled their random entries cost a leaf write each.
 //!
 //! A batch's records are written and synced to the log before the one
 //! sled transaction that indexes them (and moves the log's committed end),
