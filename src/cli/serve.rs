@@ -70,9 +70,10 @@ pub struct ServeArgs {
 
     /// sled page cache size in MiB, at least 1 (a target, not a hard cap on
     /// memory).
-    // 128: at 1M articles as fast as 256 for ingest and Get, with about 200
-    // MiB less resident memory (BENCHMARKS.md "The sled cache").
-    #[arg(long, env = "ARCHIVE_CACHE_MB", default_value_t = 128,
+    // 64: with the query indexes out of sled, sled holds ids, dates and
+    // small trees; at 1M articles 64 was as fast as 128 for ingest and Get
+    // with about 60 MiB less resident memory (BENCHMARKS.md "The sled cache").
+    #[arg(long, env = "ARCHIVE_CACHE_MB", default_value_t = 64,
           value_parser = RangedU64ValueParser::<u64>::new().range(1..=1024 * 1024))]
     pub cache_mb: u64,
 

@@ -82,7 +82,7 @@ impl StoreConfig {
         Self {
             path: path.into(),
             // As `serve --cache-mb`'s default (BENCHMARKS.md "The sled cache").
-            cache_capacity_bytes: 128 * 1024 * 1024,
+            cache_capacity_bytes: 64 * 1024 * 1024,
             batch_limits: BatchLimits::default(),
             queue_capacity: 4096,
             queue_bytes: 64 * 1024 * 1024,

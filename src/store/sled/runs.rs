@@ -159,6 +159,9 @@ struct Inner {
     complete: AtomicBool,
     /// A memtable is frozen once it holds this many entries.
     memtable_entries: AtomicUsize,
+    /// Held while the runs change (manifest and view): a flush appends a
+    /// run, a merge replaces some with one.
+    runs_change: Mutex<()>,
 }
 
 /// A frozen memtable to write out; `covered` is the `query_log` key of its
@@ -244,6 +247,7 @@ impl RunIndex {
                 stop: AtomicBool::new(false),
                 complete: AtomicBool::new(complete),
                 memtable_entries: AtomicUsize::new(MEMTABLE_ENTRIES),
+                runs_change: Mutex::new(()),
             }),
             flusher: Mutex::new(None),
         };
@@ -560,37 +564,52 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The flusher thread: writes out each frozen memtable, then merges
-    /// runs. A failure is logged and the job tried again a second later
-    /// (its changes stay in memory and in `query_log` meanwhile).
+    /// The flusher thread: writes out each frozen memtable, and has a
+    /// thread of its own merge runs after each (so a long merge never
+    /// holds up the next flush, and memtables do not pile up in memory). A
+    /// failed flush is logged and tried again a second later (its changes
+    /// stay in memory and in `query_log` meanwhile).
     fn flush_jobs(&self, jobs: &mpsc::Receiver<Job>) {
-        while let Ok(job) = jobs.recv() {
-            loop {
-                if self.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                match self.flush(&job) {
-                    Ok(()) => break,
-                    Err(Error::TaskFailed(_)) => return,
-                    Err(e) => {
-                        warn!(error = %e, "writing a query-index run failed; trying again");
-                        thread::sleep(Duration::from_secs(1));
+        thread::scope(|scope| {
+            let (merges, wanted) = mpsc::channel::<()>();
+            let merger = thread::Builder::new()
+                .name("archive-query-merge".into())
+                .spawn_scoped(scope, move || {
+                    while wanted.recv().is_ok() {
+                        while wanted.try_recv().is_ok() {}
+                        if let Err(e) = self.merge() {
+                            if !self.stop.load(Ordering::Acquire) {
+                                warn!(error = %e, "merging query-index runs failed; the runs stay as they are");
+                            }
+                        }
+                    }
+                });
+            if let Err(e) = &merger {
+                warn!(error = %e, "could not start the query-index merger; runs are not merged until the next start");
+            }
+            while let Ok(job) = jobs.recv() {
+                loop {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    match self.flush(&job) {
+                        Ok(()) => break,
+                        Err(Error::TaskFailed(_)) => return,
+                        Err(e) => {
+                            warn!(error = %e, "writing a query-index run failed; trying again");
+                            thread::sleep(Duration::from_secs(1));
+                        }
                     }
                 }
+                let _ = merges.send(());
             }
-            if let Err(e) = self.merge() {
-                if !self.stop.load(Ordering::Acquire) {
-                    warn!(error = %e, "merging query-index runs failed; the runs stay as they are");
-                }
-            }
-        }
+        });
     }
 
     /// Writes `job`'s memtable as a run, names it in the manifest and
     /// trims `query_log` in one transaction, then puts the run in the
     /// memtable's place.
     fn flush(&self, job: &Job) -> Result<()> {
-        let runs = self.snapshot().runs.clone();
         let entries: Vec<Entry> = job
             .memtable
             .read()
@@ -598,16 +617,20 @@ impl Inner {
             .iter()
             .map(|(key, present)| (key.clone(), *present))
             .collect();
-        // With no older run, a removal hides nothing.
-        let keep_removed = !runs.is_empty();
+        // With no older run, a removal hides nothing. (Runs appear only
+        // here, so none can appear meanwhile.)
+        let keep_removed = !self.snapshot().runs.is_empty();
         let run = self.write_run(entries.into_iter().map(Ok), keep_removed)?;
-        let mut named = runs.clone();
-        named.extend(run.map(Arc::new));
         let trimmed: Vec<sled::IVec> = self
             .log
             .range(..=keys::u64_key(job.covered))
             .keys()
             .collect::<sled::Result<_>>()?;
+        let _change = self.lock_runs_change();
+        // A merge may have replaced some runs meanwhile: append to what is
+        // there now.
+        let mut named = self.snapshot().runs.clone();
+        named.extend(run.map(Arc::new));
         self.commit_manifest(&named, &trimmed)?;
         let mut current = self
             .view
@@ -626,10 +649,17 @@ impl Inner {
         Ok(())
     }
 
+    fn lock_runs_change(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.runs_change
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Merges the newest runs while the one before the newest is no
     /// larger than it (a binary counter: at most about log2(entries /
     /// memtable) runs, each entry rewritten as often). A merge into the
-    /// oldest run drops removals.
+    /// oldest run drops removals. Runs the flusher appends meanwhile stay
+    /// after the merged one.
     fn merge(&self) -> Result<()> {
         loop {
             let runs = self.snapshot().runs.clone();
@@ -657,16 +687,19 @@ impl Inner {
                 from > 0,
             );
             let run = self.write_run(merged, from > 0)?;
-            let mut named = runs[..from].to_vec();
-            named.extend(run.map(Arc::new));
-            self.commit_manifest(&named, &[])?;
             {
+                let _change = self.lock_runs_change();
+                // Only this thread removes runs, so `merging` is still
+                // there, in a row, at `from`.
+                let now = self.snapshot().runs.clone();
+                let mut named = now[..from].to_vec();
+                named.extend(run.map(Arc::new));
+                named.extend_from_slice(&now[from + merging.len()..]);
+                self.commit_manifest(&named, &[])?;
                 let mut current = self
                     .view
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                // Only this thread changes the runs, so they are still
-                // `runs` followed by nothing new.
                 *current = Arc::new(View {
                     active: Arc::clone(&current.active),
                     frozen: current.frozen.clone(),
@@ -1287,7 +1320,20 @@ mod tests {
     use std::fs::OpenOptions;
 
     fn open(dir: &Path) -> (sled::Db, RunIndex) {
-        let db = sled::open(dir.join("db")).unwrap();
+        // sled releases its directory lock a moment after the last handle
+        // is dropped (its flusher thread lets go on its own time).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.join("db")) {
+                Ok(db) => break db,
+                Err(e)
+                    if e.to_string().contains("lock") && std::time::Instant::now() < deadline =>
+                {
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("opening sled: {e}"),
+            }
+        };
         let index = RunIndex::open(&db, dir).unwrap();
         (db, index)
     }
