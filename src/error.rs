@@ -243,6 +243,16 @@ impl From<sled::Error> for Error {
     }
 }
 
+/// A sled transaction whose closure never aborts fails only in storage.
+impl From<sled::transaction::TransactionError<std::convert::Infallible>> for Error {
+    fn from(e: sled::transaction::TransactionError<std::convert::Infallible>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Storage(e) => Error::from(e),
+            sled::transaction::TransactionError::Abort(never) => match never {},
+        }
+    }
+}
+
 /// The code for an I/O failure in storage: a full disk is something an
 /// operator can fix and a client can retry later (RESOURCE_EXHAUSTED), as is
 /// anything else the disk refuses (UNAVAILABLE).

@@ -302,33 +302,8 @@ impl RunIndex {
         if inner.stop.load(Ordering::Acquire) || !inner.complete.load(Ordering::Acquire) {
             return;
         }
-        let job = {
-            let mut current = inner
-                .view
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let full = current
-                .active
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .len()
-                >= inner.memtable_entries.load(Ordering::Relaxed);
-            let covered = *inner.lock_newest_batch();
-            let (true, Some(covered)) = (full, covered) else {
-                return;
-            };
-            let frozen = Arc::clone(&current.active);
-            let mut layers = current.frozen.clone();
-            layers.push(Arc::clone(&frozen));
-            *current = Arc::new(View {
-                active: Arc::default(),
-                frozen: layers,
-                runs: current.runs.clone(),
-            });
-            Job {
-                memtable: frozen,
-                covered,
-            }
+        let Some(job) = inner.freeze(inner.memtable_entries.load(Ordering::Relaxed)) else {
+            return;
         };
         if slot.is_none() {
             let (jobs, receiver) = mpsc::channel();
@@ -558,6 +533,35 @@ impl Inner {
         )
     }
 
+    /// Moves the active memtable to the frozen ones and returns the job
+    /// that writes it out, if it holds at least `entries` entries and any
+    /// batch at all.
+    fn freeze(&self, entries: usize) -> Option<Job> {
+        let mut current = self
+            .view
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let full = current
+            .active
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+            >= entries;
+        let covered = (*self.lock_newest_batch()).filter(|_| full)?;
+        let frozen = Arc::clone(&current.active);
+        let mut layers = current.frozen.clone();
+        layers.push(Arc::clone(&frozen));
+        *current = Arc::new(View {
+            active: Arc::default(),
+            frozen: layers,
+            runs: current.runs.clone(),
+        });
+        Some(Job {
+            memtable: frozen,
+            covered,
+        })
+    }
+
     fn lock_newest_batch(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
         self.newest_batch
             .lock()
@@ -726,10 +730,7 @@ impl Inner {
                     (),
                 )
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => Error::from(e),
-                sled::transaction::TransactionError::Abort(never) => match never {},
-            })?;
+            .map_err(Error::from)?;
         self.meta.flush()?;
         Ok(())
     }
@@ -1390,29 +1391,13 @@ mod tests {
         }
     }
 
-    /// Freezes the active memtable whatever its size, and waits until the
-    /// flusher has written it out.
+    /// Freezes the active memtable whatever its size, and writes it out
+    /// and merges on this thread.
     fn force_freeze(index: &RunIndex) {
-        let inner = &index.inner;
-        let covered = *inner.lock_newest_batch();
-        let Some(covered) = covered else { return };
-        let job = {
-            let mut current = inner.view.write().unwrap();
-            let frozen = Arc::clone(&current.active);
-            let mut layers = current.frozen.clone();
-            layers.push(Arc::clone(&frozen));
-            *current = Arc::new(View {
-                active: Arc::default(),
-                frozen: layers,
-                runs: current.runs.clone(),
-            });
-            Job {
-                memtable: frozen,
-                covered,
-            }
-        };
-        inner.flush(&job).unwrap();
-        inner.merge().unwrap();
+        if let Some(job) = index.inner.freeze(0) {
+            index.inner.flush(&job).unwrap();
+            index.inner.merge().unwrap();
+        }
     }
 
     fn check_reads(

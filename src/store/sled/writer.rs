@@ -536,10 +536,7 @@ pub(super) fn commit(
                     (),
                 )
             })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => Error::from(e),
-                sled::transaction::TransactionError::Abort(never) => match never {},
-            })?;
+            .map_err(Error::from)?;
         trees.query.apply(query_changes, first_sequence);
     }
     // Flush even when nothing changed: an UNCHANGED answer promises that the
