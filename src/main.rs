@@ -5,28 +5,28 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-fn main() -> ExitCode {
-    limit_malloc_arenas();
-    article_archive::cli::run(article_archive::cli::Cli::parse())
-}
+/// jemalloc, not glibc's malloc. A page of articles allocates a few strings
+/// an article and frees them all once the answer is sent; glibc's bins serve
+/// that slowly (half the server's time in a one-day range at 1M articles
+/// went to `_int_malloc` and `malloc_consolidate`), and its per-thread arenas
+/// hold memory they rarely return. mimalloc was faster still but held 4-9 ×
+/// the memory with a hundred feed followers. BENCHMARKS.md "The allocator"
+/// has the measurements.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// glibc gives each thread that allocates under contention an arena of its
-/// own and rarely returns their memory; with sled's threads, tonic's workers
-/// and the writer, a server's resident memory ends up far above what is live
-/// (615 MiB against 415 MiB with two arenas, at 100k articles, for the same
-/// ingest rate: BENCHMARKS.md). Two arenas, though, made the writer wait on
-/// their locks once the query indexes left sled (about a fifth of its time at
-/// 1M articles); four took a 1M load in at 1.2–1.3 × the rate for 30 MiB
-/// more (BENCHMARKS.md "The allocator"; mimalloc was faster still, but held
-/// 4–9 × the memory with a hundred feed followers). An explicit
-/// `MALLOC_ARENA_MAX` wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only sets an allocator parameter; it is called
-        // before any other thread exists.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 4);
-        }
-    }
+/// jemalloc's options, read at its first allocation (the crate builds it
+/// with the `_rjem_` prefix, so this is the symbol it reads; the environment
+/// variable `_RJEM_MALLOC_CONF` still overrides). Freed pages go back to the
+/// system after a second, not ten, by a background thread rather than on
+/// some later allocation; two arenas, not eight per core, as the threads
+/// that allocate much are few (tonic's workers, the writer, the blocking
+/// pool). `abort_conf` makes a mistyped option fail at start, not be
+/// ignored.
+#[export_name = "_rjem_malloc_conf"]
+static MALLOC_CONF: &[u8; 86] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0,narenas:2,abort_conf:true\0";
+
+fn main() -> ExitCode {
+    article_archive::cli::run(article_archive::cli::Cli::parse())
 }

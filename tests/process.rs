@@ -1,5 +1,6 @@
 //! Tests of the real binary as a process: crash with SIGKILL mid-stream,
-//! SIGTERM with open streams, and a second server on a locked directory.
+//! SIGTERM with open streams, a second server on a locked directory, and the
+//! allocator the binary runs on.
 
 mod common;
 
@@ -327,4 +328,29 @@ fn a_tls_key_that_does_not_match_its_certificate_stops_the_start_before_listenin
     assert!(stderr.contains("TLS configuration"), "{stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
     assert!(!data.exists(), "{stderr}");
+}
+
+/// The binary runs on jemalloc with the options `src/main.rs` builds in
+/// (a symbol jemalloc silently ignores when misnamed): asked to print its
+/// statistics at exit, it shows them in effect.
+#[test]
+fn the_binary_allocates_with_jemalloc_and_its_built_in_options() {
+    let output = std::process::Command::new(BINARY)
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stats = String::from_utf8_lossy(&output.stderr);
+    for option in [
+        "opt.narenas: 2",
+        "opt.background_thread: true",
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+    ] {
+        assert!(
+            stats.contains(option),
+            "`{option}` not in jemalloc's statistics:\n{stats}"
+        );
+    }
 }

@@ -1174,6 +1174,21 @@ impl SledStore {
         })
     }
 
+    /// Whether `request` is a BASIC page of at most `entries` articles:
+    /// asked for no more, or (unfiltered) over a range of a few days whose
+    /// day counters add up to no more. Cheap (a counter read or two).
+    pub fn is_small_basic_page(&self, request: &PageRequest, entries: usize) -> bool {
+        if request.with_body {
+            return false;
+        }
+        request.limit <= entries
+            || (request.filter.is_empty()
+                // A counter that cannot be read only means the page is
+                // read on the blocking pool, where the read reports it.
+                && queries::holds_at_most(&self.shared.trees, request.range, entries as u64)
+                    .unwrap_or(false))
+    }
+
     /// Flushes everything written so far to disk. Blocking.
     ///
     /// # Errors

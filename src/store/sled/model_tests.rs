@@ -241,6 +241,27 @@ proptest! {
             prop_assert_eq!(trees.query.len(super::runs::Index::Sources).unwrap(), live as u64);
             // What the metrics' article gauge starts from.
             prop_assert_eq!(super::queries::live_articles(&trees.counts).unwrap(), live as u64);
+            // The day counters a small page is recognised by: a day's
+            // range holds exactly the model's live articles of that day
+            // (TIMES puts several on one day and days on both sides of
+            // 1970); the next day is added up too, a wider range is not.
+            for t in TIMES {
+                let day = t.div_euclid(86_400) * 86_400;
+                let range = |days: i64| crate::store::DateRange {
+                    start: Some(Timestamp { seconds: day, nanos: 0 }),
+                    end: Some(Timestamp { seconds: day + days * 86_400, nanos: 0 }),
+                };
+                let in_days = |days: i64| model.values().filter(|m| matches!(m, Model::Live(h)
+                    if h.last().is_some_and(|v| (day..day + days * 86_400).contains(&v.published_at.seconds)))).count() as u64;
+                for days in [1, 2] {
+                    let count = in_days(days);
+                    prop_assert!(super::queries::holds_at_most(&trees, range(days), count).unwrap());
+                    if count > 0 {
+                        prop_assert!(!super::queries::holds_at_most(&trees, range(days), count - 1).unwrap());
+                    }
+                }
+                prop_assert!(!super::queries::holds_at_most(&trees, range(4), u64::MAX).unwrap());
+            }
         }
     }
 }

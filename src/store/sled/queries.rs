@@ -170,6 +170,44 @@ pub(crate) fn live_articles(counts: &sled::Tree) -> Result<u64> {
     Ok(live)
 }
 
+/// Most days [`holds_at_most`] adds up: a longer range is not a small one.
+const SMALL_RANGE_DAYS: i64 = 3;
+
+/// Whether `range` holds at most `limit` articles by the counters of the
+/// days it touches (whole days, so an upper bound; read outside any
+/// transaction, so a guide, not a promise). `false` for a range open at
+/// either end or over more than [`SMALL_RANGE_DAYS`] days.
+pub(crate) fn holds_at_most(trees: &Trees, range: DateRange, limit: u64) -> Result<bool> {
+    let (Some(start), Some(end)) = (range.start, range.end) else {
+        return Ok(false);
+    };
+    if start >= end {
+        return Ok(true);
+    }
+    let day = Interval::Day;
+    let (first, last) = (
+        day.bucket(start),
+        day.bucket(crate::store::just_before(end)),
+    );
+    if last - first >= SMALL_RANGE_DAYS {
+        return Ok(false);
+    }
+    let kind = day.counter_kind();
+    let (lower, upper) = (
+        keys::counter_key(kind, first),
+        keys::counter_key(kind, last),
+    );
+    let mut total = 0u64;
+    for entry in trees.counts.range(lower..=upper) {
+        let (key, value) = entry?;
+        total = total.saturating_add(counter_value(&key, &value)?);
+        if total > limit {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn counter_value(key: &[u8], value: &[u8]) -> Result<u64> {
     value
         .try_into()
