@@ -504,12 +504,13 @@ pub struct StartupCheck {
 /// than the hop.
 const PREPARE_INLINE_BYTES: usize = 256 * 1024;
 
-/// BASIC pages of up to this many articles are read on the async worker:
-/// an index scan of this many entries (each decompressed, a microsecond or
-/// two) costs less than handing the call to the blocking pool and back
-/// (measured: a one-day range of 85 articles at 1M, p50 0.70-0.77 ms
-/// inline against 0.80-1.10 ms through the pool; BENCHMARKS.md "Small
-/// pages on the async worker").
+/// Unfiltered BASIC pages of up to this many articles are read on the async
+/// worker: an index scan of this many entries (each decompressed, a
+/// microsecond or two) costs less than handing the call to the blocking pool
+/// and back (a one-day range of 85 articles at 1M: p50 0.64-0.74 ms inline
+/// against 0.74-0.83 ms through the pool; BENCHMARKS.md "The allocator").
+/// A filtered page goes to the pool whatever its size: it may scan
+/// thousands of entries for a few matches.
 const INLINE_BASIC_PAGE: usize = 100;
 
 /// The newest durable change of the feed, followed as it moves.

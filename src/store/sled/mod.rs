@@ -1174,19 +1174,20 @@ impl SledStore {
         })
     }
 
-    /// Whether `request` is a BASIC page of at most `entries` articles:
-    /// asked for no more, or (unfiltered) over a range of a few days whose
-    /// day counters add up to no more. Cheap (a counter read or two).
+    /// Whether `request` is an unfiltered BASIC page that reads at most
+    /// `entries` date entries: it asks for no more, or its range covers a
+    /// few days whose day counters add up to no more. Cheap (a counter read
+    /// or two). A filtered page is never small: it may examine up to
+    /// [`FILTER_SCAN_BUDGET`] entries to find its articles.
     pub fn is_small_basic_page(&self, request: &PageRequest, entries: usize) -> bool {
-        if request.with_body {
+        if request.with_body || !request.filter.is_empty() {
             return false;
         }
         request.limit <= entries
-            || (request.filter.is_empty()
-                // A counter that cannot be read only means the page is
-                // read on the blocking pool, where the read reports it.
-                && queries::holds_at_most(&self.shared.trees, request.range, entries as u64)
-                    .unwrap_or(false))
+            // A counter that cannot be read only means the page is read on
+            // the blocking pool, where the read reports it.
+            || queries::holds_at_most(&self.shared.trees, request.range, entries as u64)
+                .unwrap_or(false)
     }
 
     /// Flushes everything written so far to disk. Blocking.
