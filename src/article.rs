@@ -360,10 +360,24 @@ impl StoredArticle {
             language: content.language,
             description: content.description,
             ingested_at: Some(self.ingested_at.to_proto()),
-            content_sha256: hex::encode(self.content_sha256),
+            content_sha256: lower_hex(&self.content_sha256),
             revision: self.revision,
         }
     }
+}
+
+/// Lower-case hex of `bytes`. `hex::encode` goes a char at a time through
+/// an iterator; a page of 1000 articles encodes 1000 hashes, and this
+/// table-driven loop took its share of a BASIC walk's profile (2.8 % + 2 %)
+/// down to noise.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// The id of an article sent without one.

@@ -144,28 +144,35 @@ pub(super) async fn read_page(
             filter: spec.filter.clone(),
         })
         .await?;
-    let mut articles = Vec::with_capacity(stored.articles.len());
+    let mut articles: Vec<proto::Article> = Vec::with_capacity(stored.articles.len());
     let mut bytes = 0;
-    let mut last_included = None;
+    // The date of the last article taken; its id is in `articles`.
+    let mut last_published_at = None;
     for article in stored.articles {
-        let position = Position {
-            published_at: article.content.published_at,
-            id: article.id.clone(),
-        };
+        let published_at = article.content.published_at;
         let article = article.into_proto(spec.view.with_body());
         let framed = framed_len(&article);
-        if bytes + framed > spec.budget && !articles.is_empty() {
+        if let (true, Some(last), Some(last_date)) = (
+            bytes + framed > spec.budget,
+            articles.last(),
+            last_published_at,
+        ) {
             // Cut here, not where the store stopped: the next page starts
-            // after the last article sent.
+            // after the last article sent. (Its id is parsed again only
+            // here, rather than copied for every article.)
+            let id = ArticleId::parse("id", &last.id)?;
             return Ok(Page {
                 articles,
-                resume_after: last_included,
+                resume_after: Some(Position {
+                    published_at: last_date,
+                    id,
+                }),
                 more: true,
             });
         }
         bytes += framed;
         articles.push(article);
-        last_included = Some(position);
+        last_published_at = Some(published_at);
     }
     Ok(Page {
         articles,
