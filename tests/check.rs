@@ -12,7 +12,8 @@ use article_archive::{
     store::{
         keys,
         sled::{
-            index::{DateEntry, IdEntry},
+            codec::Codec,
+            index::{self, BasicFields, DateEntry, IdEntry, VersionFacts},
             log::Pointer,
             runs,
         },
@@ -88,6 +89,41 @@ fn date_key(name: &str, seconds: i64) -> Vec<u8> {
     keys::date_key(Timestamp { seconds, nanos: 0 }, &id(name))
 }
 
+/// A date entry pointing where `name`'s `ids` entry points (its BASIC
+/// fields made up): what a stray or misplaced entry looks like.
+fn date_entry_like(db: &sled::Db, name: &str) -> Vec<u8> {
+    let current = id_entry(db, name);
+    let codec = Codec::default();
+    let content = Article::from_proto(article(name, 0))
+        .unwrap()
+        .content()
+        .clone();
+    index::encode_date_entry(
+        &VersionFacts {
+            sequence: current.sequence,
+            pointer: current.pointer,
+            revision: current.revision,
+            ingested_at: Timestamp {
+                seconds: 0,
+                nanos: 0,
+            },
+            content_sha256: current.content_sha256,
+            body_bytes: 1,
+        },
+        &BasicFields::of(&codec, &content),
+    )
+}
+
+/// Puts `changes` in the query log as the newest batch: the next open
+/// replays them into the runs' memtable, as if the writer had made them.
+fn inject(db: &sled::Db, changes: runs::Changes) {
+    db.open_tree(runs::QUERY_LOG_TREE)
+        .unwrap()
+        .insert(keys::u64_key(1_000_000), runs::encode_changes(&changes))
+        .unwrap();
+    db.flush().unwrap();
+}
+
 /// The `ids` entry of an article, read straight from sled.
 fn id_entry(db: &sled::Db, name: &str) -> IdEntry {
     IdEntry::decode(&db.open_tree("ids").unwrap().get(name).unwrap().unwrap()).unwrap()
@@ -117,19 +153,22 @@ fn index_damage_is_found_and_repaired_from_the_log() {
     archive_with(dir.path(), 5);
     {
         let db = open_sled(dir.path());
-        let dates = db.open_tree("dates").unwrap();
         let ids = db.open_tree("ids").unwrap();
         let revisions = db.open_tree("revisions").unwrap();
-        dates
-            .remove(date_key("a0", seconds_of(0)))
-            .unwrap()
-            .unwrap();
-        let a3 = dates
-            .remove(date_key("a3", seconds_of(3)))
-            .unwrap()
-            .unwrap();
-        dates.insert(date_key("a3", 12_345), a3.clone()).unwrap();
-        dates.insert(date_key("ghost", 7), a3).unwrap();
+        // A batch in the query log that takes a0's date entry away, moves
+        // a3's to another date and adds one for an article that does not
+        // exist.
+        let a3 = date_entry_like(&db, "a3");
+        let dates = |name: &str, seconds: i64| runs::Index::Dates.key(&date_key(name, seconds));
+        inject(
+            &db,
+            runs::Changes::from([
+                (dates("a0", seconds_of(0)), None),
+                (dates("a3", seconds_of(3)), None),
+                (dates("a3", 12_345), Some(a3.clone())),
+                (dates("ghost", 7), Some(a3)),
+            ]),
+        );
         ids.remove("a4").unwrap().unwrap();
         revisions
             .remove(keys::revision_key(&id("a1"), 1))
@@ -195,8 +234,8 @@ fn query_index_damage_is_found_and_repaired() {
         // A batch in the query log that takes a2's entry away and adds one
         // that no article holds.
         let changes = runs::Changes::from([
-            (runs::Index::Sources.key(&missing), false),
-            (runs::Index::Sources.key(&orphan), true),
+            (runs::Index::Sources.key(&missing), None),
+            (runs::Index::Sources.key(&orphan), Some(Vec::new())),
         ]);
         db.open_tree(runs::QUERY_LOG_TREE)
             .unwrap()
@@ -449,14 +488,16 @@ fn a_server_repairs_the_indexes_after_an_unclean_stop() {
     crash_a_server_on(dir.path());
     {
         let db = open_sled(dir.path());
-        let dates = db.open_tree("dates").unwrap();
-        let a1 = dates
-            .remove(date_key("a1", seconds_of(1)))
-            .unwrap()
-            .unwrap();
+        let a1 = date_entry_like(&db, "a1");
         assert!(DateEntry::locate(&a1).is_ok());
-        dates.insert(date_key("ghost", 5), a1).unwrap();
-        db.flush().unwrap();
+        let dates = |name: &str, seconds: i64| runs::Index::Dates.key(&date_key(name, seconds));
+        inject(
+            &db,
+            runs::Changes::from([
+                (dates("a1", seconds_of(1)), None),
+                (dates("ghost", 5), Some(a1)),
+            ]),
+        );
     }
     let server = ServerProcess::start(dir.path(), &[]);
     let log = server.startup_log.join("\n");

@@ -41,11 +41,13 @@ use super::{
         self, BasicFields, DateEntry, IdEntry, IdState, RevisionEntry, Tombstone, VersionFacts,
     },
     log::{Frame, Pointer},
+    queries::{self, Tally, NAMED_PROBLEMS, NAMING_PROBES},
     record::{self, RecordHeader, RecordKind},
+    runs::Index,
     Shared, QUARANTINED_RECORDS_TREE,
 };
 use crate::{
-    article::{ArticleContent, ArticleId, StoredArticle},
+    article::{ArticleId, StoredArticle},
     error::{Error, Result},
     store::{keys, CheckReport, RepairReport},
 };
@@ -101,6 +103,9 @@ enum Finding {
     Problem(String),
     /// A deletion record: the id and the deletion's sequence.
     Deletion(ArticleId, u64),
+    /// A current version: the digest of the date entry it calls for
+    /// ([`date_digest`]).
+    Current(u64),
     Damaged,
 }
 
@@ -133,8 +138,10 @@ fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<Vec<Finding>> {
             }
             Read::Version(header, stored) => {
                 findings.push(Finding::Sequence(header.sequence));
-                check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+                let current =
+                    check_version(shared, header.sequence, pointer, &stored, &mut report)?;
                 problems(&mut report, &mut findings);
+                findings.extend(current.map(Finding::Current));
             }
         }
     }
@@ -224,6 +231,8 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let mut last_sequence = 0;
     // Per id, the sequence of its last deletion record.
     let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
+    // The date entries the current versions call for.
+    let mut wanted_dates = Tally::default();
     for finding in findings.into_values().flatten() {
         match finding {
             Finding::Sequence(sequence) => {
@@ -238,6 +247,7 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             Finding::Deletion(id, sequence) => {
                 deletions.insert(id, sequence);
             }
+            Finding::Current(digest) => wanted_dates.add_hash(digest),
             Finding::Damaged => report.damaged_records += 1,
         }
     }
@@ -251,9 +261,9 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             let mut problems = Vec::new();
             super::queries::check(trees, &shared.codec, &mut problems).map(|()| problems)
         });
-        let join = |name: &str, joined: std::thread::Result<Result<CheckReport>>| {
+        fn join<T>(name: &str, joined: std::thread::Result<Result<T>>) -> Result<T> {
             joined.map_err(|_| Error::TaskFailed(format!("the check of {name} panicked")))?
-        };
+        }
         (
             join("ids", ids.join()),
             join("dates", dates.join()),
@@ -265,7 +275,21 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
                 .and_then(|checked| checked),
         )
     });
-    for part in [ids?, dates?, revisions?, checkpoints?] {
+    let (dates, held_dates) = dates?;
+    if held_dates != wanted_dates {
+        report.problems.push(format!(
+            "date index: {} entries for {} current versions{}",
+            held_dates.entries,
+            wanted_dates.entries,
+            if held_dates.entries == wanted_dates.entries {
+                ", not the ones they call for"
+            } else {
+                ""
+            }
+        ));
+        name_date_problems(shared, &mut report.problems)?;
+    }
+    for part in [ids?, dates, revisions?, checkpoints?] {
         report.articles += part.articles;
         report.deleted += part.deleted;
         report.date_entries += part.date_entries;
@@ -318,11 +342,22 @@ fn check_ids(shared: &Shared, deletions: &HashMap<ArticleId, u64>) -> Result<Che
 
 /// Each date entry is at its article's date and points at its current
 /// version.
-fn check_dates(shared: &Shared) -> Result<CheckReport> {
+/// Also returns the tally of what the entries say ([`date_digest`]), for
+/// the record pass to compare with what the current versions call for.
+fn check_dates(shared: &Shared) -> Result<(CheckReport, Tally)> {
     let trees = &shared.trees;
     let mut report = CheckReport::default();
-    for entry in &trees.dates {
-        let (key, value) = entry?;
+    let mut held = Tally::default();
+    for entry in queries::all_dates(trees) {
+        let (key, value) = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // A run that cannot be read: the query-index check names
+                // it too; the repair rebuilds the runs from the log.
+                report.problems.push(format!("date index: {e}"));
+                break;
+            }
+        };
         report.date_entries += 1;
         let Some((published_at, id)) = keys::parse_date_key(&key) else {
             report
@@ -350,8 +385,92 @@ fn check_dates(shared: &Shared) -> Result<CheckReport> {
                 }
             }
         }
+        match DateEntry::decode(&shared.codec, published_at, id.clone(), &value) {
+            Ok(entry) => held.add_hash(date_digest(
+                &key,
+                entry.sequence,
+                entry.pointer,
+                entry.body_bytes,
+                &entry.article,
+            )),
+            Err(reason) => report
+                .problems
+                .push(format!("date entry for {id}: {reason}")),
+        }
     }
-    Ok(report)
+    Ok((report, held))
+}
+
+/// What a date entry says, as one number: the same for the entry a
+/// current version calls for and for a stored entry that agrees with it
+/// field by field (whatever dictionary compressed it). The check adds
+/// these up on both sides ([`Tally`]) instead of looking up each
+/// version's entry: the date index is in runs, where a point read costs a
+/// block of every run.
+fn date_digest(
+    date_key: &[u8],
+    sequence: u64,
+    pointer: Pointer,
+    body_bytes: u64,
+    article: &StoredArticle,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    date_key.hash(&mut hasher);
+    (sequence, pointer, body_bytes, article.revision).hash(&mut hasher);
+    (article.ingested_at, article.content_sha256).hash(&mut hasher);
+    index::plain_basic(&article.content).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Names the current versions whose date entry is missing or wrong, when
+/// the tallies differ: a point read per article, so at most
+/// [`NAMING_PROBES`] articles are looked at and [`NAMED_PROBLEMS`]
+/// named.
+fn name_date_problems(shared: &Shared, problems: &mut Vec<String>) -> Result<()> {
+    let mut named = 0;
+    for entry in shared.trees.ids.iter().take(NAMING_PROBES) {
+        if named == NAMED_PROBLEMS {
+            break;
+        }
+        let (key, value) = entry?;
+        let (Some(id), Ok(IdState::Live(current))) = (id_of_key(&key), IdState::decode(&value))
+        else {
+            continue; // the ids pass reports it
+        };
+        let date_key = keys::date_key(current.published_at, &id);
+        let found = match shared.trees.query.get(Index::Dates, &date_key) {
+            Ok(found) => found,
+            // A run that cannot be read is reported already.
+            Err(_) => return Ok(()),
+        };
+        let problem = match found {
+            None => format!(
+                "record {}: {id} has no date entry at its date",
+                current.sequence
+            ),
+            Some(bytes) => {
+                let agrees =
+                    DateEntry::decode(&shared.codec, current.published_at, id.clone(), &bytes)
+                        .is_ok_and(|entry| {
+                            entry.sequence == current.sequence
+                                && entry.pointer == current.pointer
+                                && entry.article.revision == current.revision
+                                && entry.article.content_sha256 == current.content_sha256
+                        });
+                if agrees {
+                    continue;
+                }
+                format!(
+                    "date entry for {id}: disagrees with its record {}",
+                    current.sequence
+                )
+            }
+        };
+        problems.push(problem);
+        named += 1;
+    }
+    Ok(())
 }
 
 /// Each `revisions` entry points at its record, older than the current
@@ -471,14 +590,15 @@ fn check_deletion(shared: &Shared, header: &RecordHeader, report: &mut CheckRepo
     Ok(())
 }
 
-/// The checks of one sound version against the indexes.
+/// The checks of one sound version against the indexes; for the current
+/// version of its id, the digest of the date entry it calls for.
 fn check_version(
     shared: &Shared,
     sequence: u64,
     pointer: Pointer,
     stored: &StoredArticle,
     report: &mut CheckReport,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let trees = &shared.trees;
     let id = &stored.id;
     let current = live_entry(shared, id)?;
@@ -499,7 +619,7 @@ fn check_version(
                 stored.revision
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
     if current.pointer != pointer
         || current.revision != stored.revision
@@ -510,43 +630,13 @@ fn check_version(
             "ids entry {id}: disagrees with its record {sequence}"
         ));
     }
-    let date_key = keys::date_key(stored.content.published_at, id);
-    match trees.dates.get(&date_key)? {
-        None => report.problems.push(format!(
-            "record {sequence}: {id} has no date entry at its date"
-        )),
-        Some(bytes) => {
-            let decoded = DateEntry::decode(
-                &shared.codec,
-                stored.content.published_at,
-                id.clone(),
-                &bytes,
-            )
-            .ok();
-            let agrees = decoded.is_some_and(|entry| {
-                entry.sequence == sequence
-                    && entry.pointer == pointer
-                    && entry.body_bytes == stored.content.body.len() as u64
-                    && entry.article == without_body(stored)
-            });
-            if !agrees {
-                report.problems.push(format!(
-                    "date entry for {id}: disagrees with its record {sequence}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn without_body(stored: &StoredArticle) -> StoredArticle {
-    StoredArticle {
-        content: ArticleContent {
-            body: String::new(),
-            ..stored.content.clone()
-        },
-        ..stored.clone()
-    }
+    Ok(Some(date_digest(
+        &keys::date_key(stored.content.published_at, id),
+        sequence,
+        pointer,
+        stored.content.body.len() as u64,
+        stored,
+    )))
 }
 
 fn id_of_key(key: &[u8]) -> Option<ArticleId> {
@@ -681,7 +771,9 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             wanted_checkpoints.insert(keys::u64_key(header.sequence).to_vec(), pointer);
         }
     }
-    // Pass 3: the ids (and date) entries of each id.
+    // Pass 3: the ids entries of each id (and what the date index should
+    // hold, as a tally).
+    let mut wanted_dates = Tally::default();
     for (id, life) in &lives {
         let state = match (life.newest, life.tombstone) {
             (None, Some(tombstone)) => IdState::Deleted(tombstone),
@@ -694,7 +786,13 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
                         reason,
                     }
                 })?;
-                rebuild_date_entry(shared, id, sequence, pointer, &stored, &mut report)?;
+                wanted_dates.add_hash(date_digest(
+                    &keys::date_key(stored.content.published_at, id),
+                    sequence,
+                    pointer,
+                    stored.content.body.len() as u64,
+                    &stored,
+                ));
                 IdState::Live(IdEntry {
                     sequence,
                     pointer,
@@ -728,22 +826,6 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             .is_some_and(|life| life.newest.is_some() || life.tombstone.is_some());
         if !known {
             trees.ids.remove(&key)?;
-            report.removed += 1;
-        }
-    }
-    for entry in &trees.dates {
-        let (key, value) = entry?;
-        let keep_entry = keys::parse_date_key(&key).is_some_and(|(published_at, id)| {
-            live_entry(shared, &id)
-                .ok()
-                .flatten()
-                .is_some_and(|current| {
-                    current.published_at == published_at
-                        && DateEntry::locate(&value).is_ok_and(|(seq, _)| seq == current.sequence)
-                })
-        });
-        if !keep_entry {
-            trees.dates.remove(&key)?;
             report.removed += 1;
         }
     }
@@ -786,8 +868,14 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             .insert(key, index::encode_pointer(pointer))?;
     }
     trees.db.flush()?;
-    // Derived from `dates`, which is right from here on.
-    super::queries::rebuild(trees, &shared.codec, &mut report)?;
+    // The date index, from the log unless it holds just what it should;
+    // the query indexes and counters from it.
+    if !trees.query.is_complete() || held_dates(shared).ok() != Some(wanted_dates) {
+        let dates = dates_from_log(shared)?;
+        queries::rebuild_from(trees, &shared.codec, dates, &mut report)?;
+    } else {
+        queries::rebuild(trees, &shared.codec, &mut report)?;
+    }
     for pointer in &erase {
         shared.log.erase(*pointer, false)?;
     }
@@ -796,49 +884,64 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     Ok(report)
 }
 
-/// Makes the date entry of a current version right.
-fn rebuild_date_entry(
-    shared: &Shared,
-    id: &ArticleId,
-    sequence: u64,
-    pointer: Pointer,
-    stored: &StoredArticle,
-    report: &mut RepairReport,
-) -> Result<()> {
-    let trees = &shared.trees;
-    let date_key = keys::date_key(stored.content.published_at, id);
-    let present = trees
-        .dates
-        .get(&date_key)?
-        .and_then(|bytes| {
-            DateEntry::decode(
-                &shared.codec,
-                stored.content.published_at,
-                id.clone(),
-                &bytes,
-            )
-            .ok()
-        })
-        .is_some_and(|entry| {
-            entry.sequence == sequence
-                && entry.pointer == pointer
-                && entry.body_bytes == stored.content.body.len() as u64
-                && entry.article == without_body(stored)
+/// The tally of the date entries as the index holds them (an entry that
+/// cannot be decoded counts as one that says something else).
+fn held_dates(shared: &Shared) -> Result<Tally> {
+    let mut held = Tally::default();
+    for entry in queries::all_dates(&shared.trees) {
+        let (key, value) = entry?;
+        let digest = keys::parse_date_key(&key).and_then(|(published_at, id)| {
+            DateEntry::decode(&shared.codec, published_at, id, &value).ok()
         });
-    if !present {
-        let expected = index::encode_date_entry(
-            &VersionFacts {
-                sequence,
-                pointer,
-                revision: stored.revision,
-                ingested_at: stored.ingested_at,
-                content_sha256: stored.content_sha256,
-                body_bytes: stored.content.body.len() as u64,
-            },
-            &BasicFields::of(&shared.codec, &stored.content),
-        );
-        trees.dates.insert(date_key, expected)?;
-        report.added += 1;
+        held.add_hash(digest.map_or(0, |entry| {
+            date_digest(
+                &key,
+                entry.sequence,
+                entry.pointer,
+                entry.body_bytes,
+                &entry.article,
+            )
+        }));
     }
-    Ok(())
+    Ok(held)
+}
+
+/// The date entries (date key, entry) of the current versions the `ids`
+/// entries point at, read from the log: what the date index is rebuilt
+/// from when it cannot be trusted. An `ids` entry whose record cannot be
+/// read fails the rebuild (a repair erases damaged records first).
+pub(super) fn dates_from_log(
+    shared: &Shared,
+) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_> {
+    Ok(shared.trees.ids.iter().filter_map(move |entry| {
+        let read = || -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            let (key, value) = entry?;
+            let Some(id) = id_of_key(&key) else {
+                return Ok(None);
+            };
+            let Ok(IdState::Live(current)) = IdState::decode(&value) else {
+                return Ok(None);
+            };
+            let bytes = shared.log.read(current.pointer)?;
+            let stored = record::decode_verified(&shared.codec, &bytes).map_err(|reason| {
+                Error::Corrupt {
+                    key: format!("record {}", current.sequence),
+                    reason,
+                }
+            })?;
+            let entry = index::encode_date_entry(
+                &VersionFacts {
+                    sequence: current.sequence,
+                    pointer: current.pointer,
+                    revision: stored.revision,
+                    ingested_at: stored.ingested_at,
+                    content_sha256: stored.content_sha256,
+                    body_bytes: stored.content.body.len() as u64,
+                },
+                &BasicFields::of(&shared.codec, &stored.content),
+            );
+            Ok(Some((keys::date_key(current.published_at, &id), entry)))
+        };
+        read().transpose()
+    }))
 }

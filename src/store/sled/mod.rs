@@ -113,7 +113,6 @@ pub(crate) const FORMAT_VERSION: &[u8] = b"2";
 pub(crate) struct Trees {
     pub db: sled::Db,
     pub ids: sled::Tree,
-    pub dates: sled::Tree,
     pub revisions: sled::Tree,
     pub dicts: sled::Tree,
     pub meta: sled::Tree,
@@ -133,7 +132,6 @@ impl Trees {
         Ok(Self {
             query: runs::RunIndex::open(&db, path)?,
             ids: db.open_tree(IDS_TREE)?,
-            dates: db.open_tree(DATES_TREE)?,
             revisions: db.open_tree(REVISIONS_TREE)?,
             dicts: db.open_tree(DICTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
@@ -503,20 +501,51 @@ impl SledStore {
             metrics: std::sync::OnceLock::new(),
         });
         if !shared.trees.query.is_complete() {
-            // Made before the query indexes existed or before they moved
-            // to runs, or their build was interrupted, or a run is
-            // damaged: build them from the date index now.
             let started = std::time::Instant::now();
             let mut report = RepairReport::default();
-            queries::rebuild(&shared.trees, &shared.codec, &mut report)?;
+            let sled_dates = shared.trees.db.open_tree(DATES_TREE)?;
+            let from = if shared.trees.query.held_dates() || sled_dates.is_empty() {
+                // The runs held the date index, but one of them cannot be
+                // read or their rebuild was interrupted, or their manifest
+                // is gone, or the store is new: everything they hold is
+                // derived from the log.
+                let dates = check::dates_from_log(&shared)?;
+                queries::rebuild_from(&shared.trees, &shared.codec, dates, &mut report)?;
+                "the record log"
+            } else {
+                // Made before the date index moved to the runs: its sled
+                // tree is the source, dropped below once the runs hold it.
+                let dates = sled_dates;
+                let entries = dates.iter().map(|entry| {
+                    entry
+                        .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                        .map_err(Error::from)
+                });
+                queries::rebuild_from(&shared.trees, &shared.codec, entries, &mut report)?;
+                "the sled tree `dates`"
+            };
             if report.added + report.removed > 0 {
                 info!(
                     added = report.added,
                     removed = report.removed,
                     seconds = started.elapsed().as_secs_f64(),
-                    "built the query indexes (sources, sections, urls, counts)"
+                    from,
+                    "built the date and query indexes (dates, sources, sections, urls, counts)"
                 );
             }
+        }
+        if shared.trees.query.held_dates()
+            && shared
+                .trees
+                .db
+                .tree_names()
+                .iter()
+                .any(|name| name.as_ref() == DATES_TREE.as_bytes())
+        {
+            // The date index as a sled tree, from before it moved to the
+            // runs; they hold it now (their manifest says so).
+            shared.trees.db.drop_tree(DATES_TREE)?;
+            shared.trees.db.flush()?;
         }
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
@@ -727,11 +756,14 @@ impl SledStore {
         // An open bound counts from the archive's first (or to its last)
         // article.
         let edge = |last: bool| -> Result<Option<Timestamp>> {
-            let entry = if last {
-                trees.dates.last()?
+            let order = if last {
+                Order::NewestFirst
             } else {
-                trees.dates.first()?
+                Order::OldestFirst
             };
+            let entry = date_range(trees, DateRange::default(), order, None)
+                .next()
+                .transpose()?;
             Ok(entry
                 .and_then(|(key, _)| keys::parse_date_key(&key))
                 .map(|(t, _)| t))
@@ -781,19 +813,28 @@ impl SledStore {
             },
             queries::Plan::Dates => filter.clone(),
         };
-        let keys: Box<dyn Iterator<Item = Result<Vec<u8>>>> = if plan == queries::Plan::Dates {
+        // Date keys, with their entries when the date index gave them.
+        type KeysAndEntries = Box<dyn Iterator<Item = Result<(Vec<u8>, Option<Vec<u8>>)>>>;
+        let keys: KeysAndEntries = if plan == queries::Plan::Dates {
             Box::new(
-                date_range(&trees.dates, range, Order::OldestFirst, None)
-                    .map(|entry| entry.map(|(key, _)| key.to_vec()).map_err(Error::from)),
+                date_range(trees, range, Order::OldestFirst, None)
+                    .map(|entry| entry.map(|(key, value)| (key, Some(value)))),
             )
         } else {
-            queries::candidates(trees, plan, filter, range, Order::OldestFirst, None)?
+            Box::new(
+                queries::candidates(trees, plan, filter, range, Order::OldestFirst, None)?
+                    .map(|key| key.map(|key| (key, None))),
+            )
         };
         let mut out = std::collections::BTreeMap::new();
         for key in keys {
-            let key = key?;
+            let (key, value) = key?;
             if !rest.is_empty() {
-                match queries::entry_at(trees, &self.shared.codec, &key)? {
+                let entry = match value {
+                    Some(value) => Some(queries::decode_entry(&self.shared.codec, &key, &value)?),
+                    None => queries::entry_at(trees, &self.shared.codec, &key)?,
+                };
+                match entry {
                     Some(entry) if rest.matches(&entry.article.content) => {}
                     _ => continue,
                 }
@@ -1099,40 +1140,32 @@ impl SledStore {
         let mut more = false;
         let mut resume_after = None;
         let plan = queries::plan(trees, &request.filter)?;
-        let candidates: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> =
-            if plan == queries::Plan::Dates {
-                Box::new(
-                    date_range(
-                        &trees.dates,
-                        request.range,
-                        request.order,
-                        request.after.as_ref(),
-                    )
-                    .map(|entry| entry.map_err(Error::from)),
-                )
-            } else {
-                // An index entry and its date entry change in one
-                // transaction, but this read is not one: an article changed
-                // between the two reads is passed over.
-                Box::new(
-                    queries::candidates(
-                        trees,
-                        plan,
-                        &request.filter,
-                        request.range,
-                        request.order,
-                        request.after.as_ref(),
-                    )?
-                    .filter_map(|date_key| match date_key {
+        type Candidates<'a> = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a>;
+        let candidates: Candidates<'_> = if plan == queries::Plan::Dates {
+            date_range(trees, request.range, request.order, request.after.as_ref())
+        } else {
+            // An index entry and its date entry change in one
+            // transaction, but this read is not one: an article changed
+            // between the two reads is passed over.
+            Box::new(
+                queries::candidates(
+                    trees,
+                    plan,
+                    &request.filter,
+                    request.range,
+                    request.order,
+                    request.after.as_ref(),
+                )?
+                .filter_map(|date_key| match date_key {
+                    Err(e) => Some(Err(e)),
+                    Ok(key) => match trees.query.get(runs::Index::Dates, &key) {
                         Err(e) => Some(Err(e)),
-                        Ok(key) => match trees.dates.get(&key) {
-                            Err(e) => Some(Err(e.into())),
-                            Ok(None) => None,
-                            Ok(Some(value)) => Some(Ok((sled::IVec::from(key), value))),
-                        },
-                    }),
-                )
-            };
+                        Ok(None) => None,
+                        Ok(Some(value)) => Some(Ok((key, value))),
+                    },
+                }),
+            )
+        };
         for (examined, next) in candidates.enumerate() {
             let (key, value) = next?;
             if entries.len() == request.limit
@@ -1274,11 +1307,11 @@ fn estimated_size(entry: &DateEntry, with_body: bool) -> usize {
 /// Entries of the date index in `range` and `order`, strictly after
 /// `after` when given.
 fn date_range(
-    dates: &sled::Tree,
+    trees: &Trees,
     range: DateRange,
     order: Order,
     after: Option<&Position>,
-) -> Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> {
+) -> runs::KeyValues {
     let key_of = |p: &Position| keys::date_key(p.published_at, &p.id);
     let lower = match (order, after) {
         (Order::OldestFirst, Some(p)) => Bound::Excluded(key_of(p)),
@@ -1299,11 +1332,9 @@ fn date_range(
     if empty {
         return Box::new(std::iter::empty());
     }
-    let iter = dates.range::<Vec<u8>, _>((lower, upper));
-    match order {
-        Order::OldestFirst => Box::new(iter),
-        Order::NewestFirst => Box::new(iter.rev()),
-    }
+    trees
+        .query
+        .range_entries(runs::Index::Dates, lower, upper, order)
 }
 
 impl Drop for SledStore {

@@ -90,7 +90,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
-        trees.query.rebuild(std::iter::empty()).unwrap();
+        trees.query.rebuild(std::iter::empty(), |_, _, _| true).unwrap();
         let log = RecordLog::open(dir.path(), None).unwrap();
         let codec = Codec::default();
         let mut state = WriterState { next_sequence: 1, keep_revisions: 0 };
@@ -195,7 +195,7 @@ proptest! {
             let live = model.values().filter(|m| matches!(m, Model::Live(h) if !h.is_empty())).count();
             prop_assert_eq!(trees.revisions.len(), versions - live);
             prop_assert_eq!(trees.ids.len(), model.len());
-            prop_assert_eq!(trees.dates.len(), live);
+            prop_assert_eq!(super::queries::all_dates(&trees).count(), live);
             for (id, entry) in &model {
                 let parsed = crate::article::ArticleId::parse("id", id).unwrap();
                 let state = IdState::decode(&trees.ids.get(id).unwrap().unwrap()).unwrap();
@@ -226,7 +226,7 @@ proptest! {
                 }
                 // The current version's one date entry.
                 let current = history.last().unwrap();
-                let date = trees.dates.get(keys::date_key(current.published_at, &parsed)).unwrap().unwrap();
+                let date = trees.query.get(super::runs::Index::Dates, &keys::date_key(current.published_at, &parsed)).unwrap().unwrap();
                 let date = DateEntry::decode(&codec, current.published_at, parsed.clone(), &date).unwrap();
                 prop_assert_eq!(date.sequence, current.sequence);
                 prop_assert_eq!(Some(date.pointer), current.pointer);
@@ -274,7 +274,10 @@ proptest! {
 fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
     let dir = tempfile::tempdir().unwrap();
     let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
-    trees.query.rebuild(std::iter::empty()).unwrap();
+    trees
+        .query
+        .rebuild(std::iter::empty(), |_, _, _| true)
+        .unwrap();
     let log = RecordLog::open(dir.path(), None).unwrap();
     let codec = Codec::default();
     let mut state = WriterState {
@@ -306,4 +309,98 @@ fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
         ..Prepared::new(&codec, &article(1, 1, 1))
     };
     assert_eq!(commit(&mut state, &again), WriteOutcome::Unchanged);
+}
+
+/// A store made while the date index was a sled tree (its query runs, if
+/// any, named by a manifest of the version before) gets its date index
+/// moved into the runs at open: the same entries, the sled tree dropped.
+/// The tree held one stray entry too, which shows where the entries came
+/// from (a rebuild from the log would not have it), and which the check
+/// then names. Opened again, nothing is rebuilt.
+#[test]
+fn a_date_index_kept_in_sled_moves_to_the_runs_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = {
+        // Where the store keeps sled: the data directory itself.
+        let trees = Trees::open(sled::open(dir.path()).unwrap(), dir.path()).unwrap();
+        trees
+            .query
+            .rebuild(std::iter::empty(), |_, _, _| true)
+            .unwrap();
+        let log = RecordLog::open(dir.path(), None).unwrap();
+        let codec = Codec::default();
+        let mut state = WriterState {
+            next_sequence: 1,
+            keep_revisions: 0,
+        };
+        for (id, time, text) in [(1, 0, 0), (2, 1, 1), (3, 2, 2), (4, 4, 3), (1, 3, 4)] {
+            let op = writer::Op::Put(Prepared::new(&codec, &article(id, time, text)));
+            writer::commit(&trees, &log, &codec, &mut state, &[&op], Timestamp::now())
+                .unwrap()
+                .remove(0)
+                .unwrap();
+        }
+        let mut held: Vec<(Vec<u8>, Vec<u8>)> = super::queries::all_dates(&trees)
+            .collect::<crate::error::Result<_>>()
+            .unwrap();
+        let stray = keys::date_key(
+            Timestamp {
+                seconds: 7,
+                nanos: 0,
+            },
+            &crate::article::ArticleId::parse("id", "a9").unwrap(),
+        );
+        held.push((stray, held[0].1.clone()));
+        held.sort();
+        // The layout before: the entries in sled's `dates`, a manifest of
+        // runs without them, a query log without them.
+        let sled_dates = trees.db.open_tree(super::DATES_TREE).unwrap();
+        for (key, value) in &held {
+            sled_dates.insert(key, value.as_slice()).unwrap();
+        }
+        trees
+            .meta
+            .insert(super::runs::MANIFEST_KEY, &[1u8][..])
+            .unwrap();
+        trees.query.log_tree().clear().unwrap();
+        trees.db.flush().unwrap();
+        held
+    };
+    assert_eq!(held.len(), 5);
+    let config = crate::store::StoreConfig::new(dir.path());
+    for _ in 0..2 {
+        // sled lets go of its directory lock a moment after the last
+        // handle is dropped, on its own thread.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match super::SledStore::open(&config) {
+                Err(crate::error::Error::DataDirLocked { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => break opened.unwrap(),
+            }
+        };
+        let trees = &store.shared.trees;
+        let now: Vec<(Vec<u8>, Vec<u8>)> = super::queries::all_dates(trees)
+            .collect::<crate::error::Result<_>>()
+            .unwrap();
+        assert_eq!(now, held);
+        assert!(trees.query.held_dates());
+        assert!(!trees
+            .db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == super::DATES_TREE.as_bytes()));
+        let report = store.check().unwrap();
+        assert!(
+            report
+                .problems
+                .contains(&"date entry for a9: no such article".to_string()),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.date_entries, 5);
+    }
 }

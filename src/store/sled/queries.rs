@@ -105,7 +105,7 @@ impl QueryChanges {
     /// An article's current version now is `labels` at `at`.
     pub fn add(&mut self, labels: &Labels, at: Timestamp, id: &ArticleId) {
         for (index, key) in index_keys(labels, at, id) {
-            self.entries.insert(index.key(&key), true);
+            self.entries.insert(index.key(&key), Some(Vec::new()));
         }
         self.count(labels, at, 1);
     }
@@ -113,9 +113,19 @@ impl QueryChanges {
     /// An article's current version no longer is `labels` at `at`.
     pub fn remove(&mut self, labels: &Labels, at: Timestamp, id: &ArticleId) {
         for (index, key) in index_keys(labels, at, id) {
-            self.entries.insert(index.key(&key), false);
+            self.entries.insert(index.key(&key), None);
         }
         self.count(labels, at, -1);
+    }
+
+    /// The date entry at `date_key` now is `entry`.
+    pub fn put_date(&mut self, date_key: &[u8], entry: Vec<u8>) {
+        self.entries.insert(Index::Dates.key(date_key), Some(entry));
+    }
+
+    /// There is no date entry at `date_key` any more.
+    pub fn remove_date(&mut self, date_key: &[u8]) {
+        self.entries.insert(Index::Dates.key(date_key), None);
     }
 
     fn count(&mut self, labels: &Labels, at: Timestamp, delta: i64) {
@@ -225,7 +235,7 @@ fn read_counter(counts: &sled::Tree, key: &[u8]) -> Result<u64> {
     }
 }
 
-/// The labels of `id`'s current version as the `dates` tree holds it.
+/// The labels of `id`'s current version as the date index holds it.
 pub(crate) fn stored_labels(
     trees: &Trees,
     codec: &Codec,
@@ -233,7 +243,7 @@ pub(crate) fn stored_labels(
     published_at: Timestamp,
 ) -> Result<Option<Labels>> {
     let key = keys::date_key(published_at, id);
-    let Some(bytes) = trees.dates.get(&key)? else {
+    let Some(bytes) = trees.query.get(Index::Dates, &key)? else {
         return Ok(None);
     };
     let entry = DateEntry::decode(codec, published_at, id.clone(), &bytes).map_err(|reason| {
@@ -557,10 +567,12 @@ fn count_keys(trees: &Trees, from: Timestamp, to: Timestamp) -> Result<u64> {
         return Ok(0);
     }
     let mut count = 0;
-    for entry in trees
-        .dates
-        .range(keys::timestamp_prefix(from).to_vec()..keys::timestamp_prefix(to).to_vec())
-    {
+    for entry in trees.query.range(
+        Index::Dates,
+        Bound::Included(keys::timestamp_prefix(from).to_vec()),
+        Bound::Excluded(keys::timestamp_prefix(to).to_vec()),
+        Order::OldestFirst,
+    ) {
         entry?;
         count += 1;
     }
@@ -580,8 +592,8 @@ pub(crate) fn date_of(date_key: &[u8]) -> Result<(Timestamp, ArticleId)> {
 /// hold with what `dates` calls for this way, in constant memory; damage
 /// that leaves both the number and the sum as they were is not a worry.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    entries: u64,
+pub(crate) struct Tally {
+    pub(crate) entries: u64,
     hash_sum: u64,
 }
 
@@ -590,8 +602,13 @@ impl Tally {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
+        self.add_hash(hasher.finish());
+    }
+
+    /// Adds an entry already hashed.
+    pub(crate) fn add_hash(&mut self, hash: u64) {
         self.entries += 1;
-        self.hash_sum = self.hash_sum.wrapping_add(hasher.finish());
+        self.hash_sum = self.hash_sum.wrapping_add(hash);
     }
 }
 
@@ -601,6 +618,7 @@ fn slot(index: Index) -> usize {
         Index::Sources => 0,
         Index::Sections => 1,
         Index::Urls => 2,
+        Index::Dates => 3,
     }
 }
 
@@ -612,7 +630,7 @@ fn expected(
     mut each: impl FnMut(Index, Vec<u8>, &ArticleId),
 ) -> Result<BTreeMap<Vec<u8>, u64>> {
     let mut counts: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
-    for entry in &trees.dates {
+    for entry in all_dates(trees) {
         let (key, value) = entry?;
         let Some((published_at, id)) = keys::parse_date_key(&key) else {
             continue; // the date-index check reports it
@@ -633,34 +651,113 @@ fn expected(
     Ok(counts)
 }
 
-/// What the runs hold, per index.
-fn held(query: &RunIndex) -> Result<[Tally; 3]> {
-    let mut held = [Tally::default(); 3];
+/// What the runs hold, per label and url index (the date index is
+/// checked against the log, [`super::check`]).
+fn held(query: &RunIndex) -> Result<[Tally; 4]> {
+    let mut held = [Tally::default(); 4];
     for entry in query.entries() {
         let (index, key) = entry?;
-        held[slot(index)].add(&key);
+        if index != Index::Dates {
+            held[slot(index)].add(&key);
+        }
     }
     Ok(held)
 }
 
+/// Every date entry (date key, entry), in key order.
+pub(crate) fn all_dates(trees: &Trees) -> runs::KeyValues {
+    trees.query.range_entries(
+        Index::Dates,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Order::OldestFirst,
+    )
+}
+
+/// A date entry and the label and url entries its article calls for, as
+/// the runs hold them (tagged key, value): what a rebuild writes for one
+/// article. Just the date entry when it cannot be decoded (the check
+/// reports it).
+pub(crate) fn run_entries(
+    codec: &Codec,
+    date_key: Vec<u8>,
+    entry: Vec<u8>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(4);
+    if let Some((published_at, id)) = keys::parse_date_key(&date_key) {
+        if let Ok(decoded) = DateEntry::decode(codec, published_at, id.clone(), &entry) {
+            let labels = Labels::of(&decoded.article.content);
+            for (index, key) in index_keys(&labels, published_at, &id) {
+                out.push((index.key(&key), Vec::new()));
+            }
+        }
+    }
+    out.push((Index::Dates.key(&date_key), entry));
+    out
+}
+
+/// Whether two stored date entries (tagged key, old and new value) say the
+/// same, whatever dictionary each was compressed with; label and url
+/// entries have no values to differ in.
+pub(crate) fn same_entry(codec: &Codec, key: &[u8], old: &[u8], new: &[u8]) -> bool {
+    let Some(date_key) = key.strip_prefix(&[Index::Dates as u8]) else {
+        return old == new;
+    };
+    let Some((published_at, id)) = keys::parse_date_key(date_key) else {
+        return false;
+    };
+    let decode = |bytes| DateEntry::decode(codec, published_at, id.clone(), bytes).ok();
+    decode(old).is_some_and(|old| Some(old) == decode(new))
+}
+
+/// Writes the query runs anew from `dates` (date key, entry: the whole date
+/// index, in any order), with the label and url entries they call for, and
+/// counts what changed into `report`; then the counters from them.
+pub(crate) fn rebuild_from(
+    trees: &Trees,
+    codec: &Codec,
+    dates: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    report: &mut RepairReport,
+) -> Result<()> {
+    let entries = dates.flat_map(|entry| match entry {
+        Ok((key, value)) => run_entries(codec, key, value)
+            .into_iter()
+            .map(Ok)
+            .collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    });
+    let rebuilt = trees
+        .query
+        .rebuild(entries, |key, old, new| same_entry(codec, key, old, new))?;
+    report.added += rebuilt.added;
+    report.removed += rebuilt.removed;
+    rebuild(trees, codec, report)
+}
+
 /// At most this many articles are named per index whose entry is missing.
-const NAMED_PROBLEMS: usize = 20;
+pub(crate) const NAMED_PROBLEMS: usize = 20;
 /// Articles whose entry is looked up, per damaged index, to name those
 /// missing (a lookup reads a block of every run: at 10M articles, looking
 /// up all of them would take longer than the check itself).
-const NAMING_PROBES: usize = 100_000;
+pub(crate) const NAMING_PROBES: usize = 100_000;
 
 /// Verifies the query indexes against `dates`: every article has its
 /// entries, no index has more entries than that (so none is an orphan),
 /// every run file reads back, and every counter is right. Problems are
 /// pushed to `problems`.
 pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) -> Result<()> {
-    let mut wanted = [Tally::default(); 3];
-    let counts = expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key))?;
+    let mut wanted = [Tally::default(); 4];
+    let counts = match expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key)) {
+        Ok(counts) => counts,
+        Err(e) => {
+            problems.push(format!("query indexes: {e}"));
+            return Ok(());
+        }
+    };
     match held(&trees.query) {
         Err(e) => problems.push(format!("query indexes: {e}")),
         Ok(held) => {
-            for index in Index::ALL {
+            for index in Index::LABELS {
                 let (held, wanted) = (held[slot(index)], wanted[slot(index)]);
                 if held == wanted {
                     continue;
@@ -711,13 +808,14 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
     Ok(())
 }
 
-/// Rebuilds the query indexes from `dates`: the counters first (wrong ones
-/// rewritten, stray ones removed), then, unless the runs already hold
-/// exactly what the articles call for, all runs anew ([`RunIndex::rebuild`],
+/// Rebuilds the query indexes from the date index: the counters first
+/// (wrong ones rewritten, stray ones removed), then, unless the runs
+/// already hold exactly the label and url entries the articles call for,
+/// all runs anew with the date entries as they are ([`RunIndex::rebuild`],
 /// whose manifest is the commit point). Drops the sled trees that held
 /// these indexes in stores made before they moved to runs.
 pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -> Result<()> {
-    let mut wanted = [Tally::default(); 3];
+    let mut wanted = [Tally::default(); 4];
     let counts = expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key))?;
     for entry in &trees.counts {
         let (key, _) = entry?;
@@ -740,27 +838,7 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
         None
     };
     if held != Some(wanted) {
-        report.removed += held.map_or(0, |held| held.iter().map(|t| t.entries).sum());
-        let entries = trees
-            .dates
-            .iter()
-            .flat_map(|entry| -> Vec<Result<Vec<u8>>> {
-                let (key, value) = match entry {
-                    Ok(entry) => entry,
-                    Err(e) => return vec![Err(e.into())],
-                };
-                let Some((published_at, id)) = keys::parse_date_key(&key) else {
-                    return Vec::new();
-                };
-                let Ok(entry) = DateEntry::decode(codec, published_at, id.clone(), &value) else {
-                    return Vec::new();
-                };
-                index_keys(&Labels::of(&entry.article.content), published_at, &id)
-                    .into_iter()
-                    .map(|(index, key)| Ok(index.key(&key)))
-                    .collect()
-            });
-        report.added += trees.query.rebuild(entries)?;
+        return rebuild_from(trees, codec, all_dates(trees), report);
     }
     let names = trees.db.tree_names();
     for name in SLED_QUERY_TREES {
@@ -773,10 +851,19 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
     Ok(())
 }
 
+/// Decodes the date entry `bytes` stored at `date_key`.
+pub(crate) fn decode_entry(codec: &Codec, date_key: &[u8], bytes: &[u8]) -> Result<DateEntry> {
+    let (published_at, id) = date_of(date_key)?;
+    DateEntry::decode(codec, published_at, id, bytes).map_err(|reason| Error::Corrupt {
+        key: format!("dates/{date_key:?}"),
+        reason,
+    })
+}
+
 /// The BASIC article of a date key, if it is (still) there.
 pub(crate) fn entry_at(trees: &Trees, codec: &Codec, date_key: &[u8]) -> Result<Option<DateEntry>> {
     let (published_at, id) = date_of(date_key)?;
-    let Some(bytes) = trees.dates.get(date_key)? else {
+    let Some(bytes) = trees.query.get(Index::Dates, date_key)? else {
         return Ok(None);
     };
     DateEntry::decode(codec, published_at, id, &bytes)

@@ -74,7 +74,12 @@ pub const MANIFEST_KEY: &str = "query_runs";
 pub const MEMTABLE_ENTRIES: usize = 128 * 1024;
 /// Uncompressed bytes of entries per block of a run file.
 const BLOCK_BYTES: usize = 8 * 1024;
-const RUN_MAGIC: &[u8; 8] = b"AARUNS01";
+/// Run files written before entries had values (keys only); still read.
+const RUN_MAGIC_KEYS_ONLY: &[u8; 8] = b"AARUNS01";
+/// Run files whose entries may carry values.
+const RUN_MAGIC: &[u8; 8] = b"AARUNS02";
+/// Uncompressed bytes of entries a rebuild sorts in memory at a time.
+const REBUILD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// `index offset (u64) ‖ index length (u64) ‖ entries (u64) ‖ crc32 of the
 /// index (u32) ‖ magic (8)`, little-endian.
 const FOOTER_BYTES: usize = 8 + 8 + 8 + 4 + 8;
@@ -87,16 +92,21 @@ pub enum Index {
     Sources = b'S' as isize,
     Sections = b'C' as isize,
     Urls = b'U' as isize,
+    /// The date index: date key → date entry (the only index with values).
+    Dates = b'D' as isize,
 }
 
 impl Index {
-    pub const ALL: [Index; 3] = [Index::Sources, Index::Sections, Index::Urls];
+    /// The label and url indexes (their entries are keys alone).
+    pub const LABELS: [Index; 3] = [Index::Sources, Index::Sections, Index::Urls];
+    pub const ALL: [Index; 4] = [Index::Sources, Index::Sections, Index::Urls, Index::Dates];
 
     pub fn name(self) -> &'static str {
         match self {
             Index::Sources => "sources",
             Index::Sections => "sections",
             Index::Urls => "urls",
+            Index::Dates => "dates",
         }
     }
 
@@ -117,11 +127,14 @@ impl Index {
     }
 }
 
-/// A key, and whether it is present (`false`: removed).
-pub(crate) type Entry = (Vec<u8>, bool);
+/// A key, and its value when present (`None`: removed). Label and url
+/// entries have empty values; date entries carry the entry.
+pub(crate) type Entry = (Vec<u8>, Option<Vec<u8>>);
 /// The changes of some batches, by key: later changes replaced earlier.
-pub type Changes = BTreeMap<Vec<u8>, bool>;
+pub type Changes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 type Memtable = Arc<RwLock<Changes>>;
+/// Entries (key without the tag byte, value) read from an index.
+pub(crate) type KeyValues = Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + Send>;
 type Layer = Box<dyn Iterator<Item = Result<Entry>> + Send>;
 
 /// The layers a read sees, taken as one snapshot.
@@ -157,6 +170,8 @@ struct Inner {
     stop: AtomicBool,
     /// Whether the manifest exists: the entries describe every article.
     complete: AtomicBool,
+    /// Whether the manifest is one of runs that hold the date index.
+    held_dates: AtomicBool,
     /// A memtable is frozen once it holds this many entries.
     memtable_entries: AtomicUsize,
     /// Held while the runs change (manifest and view): a flush appends a
@@ -190,9 +205,11 @@ impl RunIndex {
             None => None,
             Some(bytes) => Some(decode_manifest(&bytes)?),
         };
+        let held_dates = manifest.as_ref().is_some_and(|(_, dates)| *dates);
+        // Runs from before the date index moved here are rebuilt with it.
+        let mut complete = held_dates;
+        let named = manifest.map(|(ids, _)| ids).unwrap_or_default();
         let mut runs = Vec::new();
-        let mut complete = manifest.is_some();
-        let named = manifest.clone().unwrap_or_default();
         for &id in &named {
             match Run::open(&dir, id) {
                 Ok(run) => runs.push(Arc::new(run)),
@@ -246,6 +263,7 @@ impl RunIndex {
                 newest_batch: Mutex::new(newest_batch),
                 stop: AtomicBool::new(false),
                 complete: AtomicBool::new(complete),
+                held_dates: AtomicBool::new(held_dates),
                 memtable_entries: AtomicUsize::new(MEMTABLE_ENTRIES),
                 runs_change: Mutex::new(()),
             }),
@@ -353,6 +371,22 @@ impl RunIndex {
         upper: Bound<Vec<u8>>,
         order: Order,
     ) -> Box<dyn Iterator<Item = Result<Vec<u8>>> + Send> {
+        Box::new(
+            self.range_entries(index, lower, upper, order)
+                .map(|entry| entry.map(|(key, _)| key)),
+        )
+    }
+
+    /// The entries (key without the tag byte, value) of `index` in
+    /// `(lower, upper)`, present in the newest layer that has them, in
+    /// `order`.
+    pub fn range_entries(
+        &self,
+        index: Index,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        order: Order,
+    ) -> KeyValues {
         let tagged = |bound: Bound<Vec<u8>>, end: bool| match bound {
             Bound::Included(key) => Bound::Included(index.key(&key)),
             Bound::Excluded(key) => Bound::Excluded(index.key(&key)),
@@ -364,14 +398,28 @@ impl RunIndex {
                 .snapshot()
                 .merged(tagged(lower, false), tagged(upper, true), order, false);
         Box::new(merged.map(|entry| {
-            entry.map(|(mut key, _)| {
+            entry.map(|(mut key, value)| {
                 key.remove(0);
-                key
+                (key, value.unwrap_or_default())
             })
         }))
     }
 
-    /// Every present entry of every index, in key order, with its index.
+    /// The value of `key` in `index`, if it is present.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Corrupt`] from a run's block.
+    pub fn get(&self, index: Index, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let key = index.key(key);
+        let mut layers = self.range_layers(
+            Bound::Included(key.clone()),
+            Bound::Included(key),
+            Order::OldestFirst,
+        );
+        Ok(layers.next().transpose()?.and_then(|(_, value)| value))
+    }
+
+    /// Every present key of every index, in key order, with its index.
     pub fn entries(&self) -> impl Iterator<Item = Result<(Index, Vec<u8>)>> {
         self.inner
             .snapshot()
@@ -427,35 +475,50 @@ impl RunIndex {
         Ok(held)
     }
 
-    /// Replaces everything with `entries` (in any order; each present):
-    /// written out as sorted runs, merged into one, named by a new
-    /// manifest, with `query_log` emptied in the same transaction. No batch
-    /// may be applied meanwhile (the store is being opened or repaired).
+    /// Replaces everything with `entries` (tagged key and value, in any
+    /// order; each present): written out as sorted runs, merged into one,
+    /// named by a new manifest, with `query_log` emptied in the same
+    /// transaction. No batch may be applied meanwhile (the store is being
+    /// opened or repaired).
+    ///
+    /// Returns how many entries were added and removed against what the
+    /// index held before (an entry whose value changed counts once as
+    /// added, unless `same(tagged key, old value, new value)` says the two
+    /// values mean the same); when the old entries cannot be read, every
+    /// new entry counts as added.
     ///
     /// # Errors
     /// [`Error::Storage`] or [`Error::Io`]; the old state is then intact.
-    pub fn rebuild(&self, entries: impl Iterator<Item = Result<Vec<u8>>>) -> Result<u64> {
+    pub fn rebuild(
+        &self,
+        entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+        same: impl Fn(&[u8], &[u8], &[u8]) -> bool,
+    ) -> Result<Rebuilt> {
         self.stop();
         let inner = &self.inner;
         inner.stop.store(false, Ordering::Release);
         inner.complete.store(false, Ordering::Release);
-        let mut chunk = Vec::new();
+        let mut chunk: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut chunk_bytes = 0usize;
         let mut runs = Vec::new();
         let mut written = 0u64;
-        let mut write_chunk = |chunk: &mut Vec<Vec<u8>>| -> Result<()> {
-            chunk.sort_unstable();
-            chunk.dedup();
+        let mut write_chunk = |chunk: &mut Vec<(Vec<u8>, Vec<u8>)>| -> Result<()> {
+            chunk.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            chunk.dedup_by(|a, b| a.0 == b.0);
             written += chunk.len() as u64;
-            let entries = chunk.drain(..).map(|key| Ok((key, true)));
+            let entries = chunk.drain(..).map(|(key, value)| Ok((key, Some(value))));
             if let Some(run) = inner.write_run(entries, false)? {
                 runs.push(Arc::new(run));
             }
             Ok(())
         };
-        for key in entries {
-            chunk.push(key?);
-            if chunk.len() == 8 * MEMTABLE_ENTRIES {
+        for entry in entries {
+            let (key, value) = entry?;
+            chunk_bytes += key.len() + value.len() + 48;
+            chunk.push((key, value));
+            if chunk_bytes >= REBUILD_CHUNK_BYTES {
                 write_chunk(&mut chunk)?;
+                chunk_bytes = 0;
             }
         }
         write_chunk(&mut chunk)?;
@@ -480,6 +543,7 @@ impl RunIndex {
             runs
         };
         let old = inner.snapshot();
+        let rebuilt = compare(&old, &runs, written, &same);
         let logged: Vec<sled::IVec> = inner.log.iter().keys().collect::<sled::Result<_>>()?;
         inner.commit_manifest(&runs, &logged)?;
         *inner
@@ -498,7 +562,16 @@ impl RunIndex {
             run.delete();
         }
         inner.complete.store(true, Ordering::Release);
-        Ok(written)
+        inner.held_dates.store(true, Ordering::Release);
+        Ok(rebuilt)
+    }
+
+    /// Whether the manifest this index was opened with (or has written
+    /// since) is one of runs that hold the date index. A manifest from
+    /// before the date index moved to runs says no: then the date index is
+    /// the sled tree `dates`.
+    pub fn held_dates(&self) -> bool {
+        self.inner.held_dates.load(Ordering::Acquire)
     }
 
     /// Removes the run files of the data directory `path` (for a
@@ -513,6 +586,73 @@ impl RunIndex {
                 Err(Error::io(format!("removing {}", dir.display()), e))
             }
             _ => Ok(()),
+        }
+    }
+}
+
+/// What a [`RunIndex::rebuild`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub added: u64,
+    pub removed: u64,
+}
+
+/// Compares the entries of `old` with those of `new` (key order, both).
+fn compare(
+    old: &View,
+    new: &[Arc<Run>],
+    written: u64,
+    same: &impl Fn(&[u8], &[u8], &[u8]) -> bool,
+) -> Rebuilt {
+    let all = |view: &View| {
+        view.merged(
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Order::OldestFirst,
+            false,
+        )
+    };
+    let new = View {
+        active: Arc::default(),
+        frozen: Vec::new(),
+        runs: new.to_vec(),
+    };
+    let mut rebuilt = Rebuilt::default();
+    let (mut olds, mut news) = (all(old), all(&new));
+    let (mut a, mut b) = (olds.next(), news.next());
+    loop {
+        match (&a, &b) {
+            (None, None) => return rebuilt,
+            (Some(Err(_)), _) | (_, Some(Err(_))) => {
+                return Rebuilt {
+                    added: written,
+                    removed: 0,
+                }
+            }
+            (Some(Ok((old_key, old_value))), Some(Ok((new_key, new_value))))
+                if old_key == new_key =>
+            {
+                let (old_value, new_value) = (
+                    old_value.as_deref().unwrap_or_default(),
+                    new_value.as_deref().unwrap_or_default(),
+                );
+                if old_value != new_value && !same(old_key, old_value, new_value) {
+                    rebuilt.added += 1;
+                }
+                (a, b) = (olds.next(), news.next());
+            }
+            (Some(Ok((old_key, _))), Some(Ok((new_key, _)))) if old_key < new_key => {
+                rebuilt.removed += 1;
+                a = olds.next();
+            }
+            (Some(Ok(_)), None) => {
+                rebuilt.removed += 1;
+                a = olds.next();
+            }
+            _ => {
+                rebuilt.added += 1;
+                b = news.next();
+            }
         }
     }
 }
@@ -619,7 +759,7 @@ impl Inner {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|(key, present)| (key.clone(), *present))
+            .map(|(key, value)| (key.clone(), value.clone()))
             .collect();
         // With no older run, a removal hides nothing. (Runs appear only
         // here, so none can appear meanwhile.)
@@ -754,8 +894,8 @@ impl Inner {
         let mut writer = RunWriter::default();
         let written = (|| -> Result<u64> {
             for entry in entries {
-                let (key, present) = entry?;
-                if !present && !keep_removed {
+                let (key, value) = entry?;
+                if value.is_none() && !keep_removed {
                     continue;
                 }
                 if writer.entries % 4096 == 0 && self.stop.load(Ordering::Acquire) {
@@ -764,7 +904,7 @@ impl Inner {
                     ));
                 }
                 writer
-                    .push(&mut out, &key, present)
+                    .push(&mut out, &key, value.as_deref())
                     .map_err(|e| io("writing", e))?;
             }
             writer.finish(&mut out).map_err(|e| io("writing", e))?;
@@ -892,7 +1032,7 @@ impl Iterator for Merged {
                     }
                 }
             }
-            if winner.1 || self.keep_removed {
+            if winner.1.is_some() || self.keep_removed {
                 return Some(Ok(winner));
             }
         }
@@ -927,12 +1067,12 @@ impl Iterator for MemtableIter {
             let chunk: Vec<Entry> = match self.order {
                 Order::OldestFirst => range
                     .take(MEMTABLE_CHUNK)
-                    .map(|(k, v)| (k.clone(), *v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 Order::NewestFirst => range
                     .rev()
                     .take(MEMTABLE_CHUNK)
-                    .map(|(k, v)| (k.clone(), *v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             };
             drop(table);
@@ -1025,7 +1165,7 @@ impl Run {
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         let u64_at =
             |at: usize| u64::from_le_bytes(footer[at..at + 8].try_into().expect("8 bytes"));
-        if &footer[28..] != RUN_MAGIC {
+        if &footer[28..] != RUN_MAGIC && &footer[28..] != RUN_MAGIC_KEYS_ONLY {
             return Err(damaged("no run footer".into()));
         }
         let (index_offset, index_len, entries) = (u64_at(0), u64_at(8), u64_at(16));
@@ -1092,21 +1232,7 @@ impl Run {
         }
         let raw = zstd::bulk::decompress(&compressed, info.raw_len as usize)
             .map_err(|e| damaged(format!("cannot be decompressed: {e}")))?;
-        let mut entries = Vec::new();
-        let mut at = 0usize;
-        while at < raw.len() {
-            let head = raw
-                .get(at..at + 5)
-                .ok_or_else(|| damaged("cut short".into()))?;
-            let present = head[0] == 1;
-            let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
-            let key = raw
-                .get(at + 5..at + 5 + len)
-                .ok_or_else(|| damaged("cut short".into()))?;
-            entries.push((key.to_vec(), present));
-            at += 5 + len;
-        }
-        Ok(entries)
+        decode_entries(&raw).map_err(damaged)
     }
 
     /// Deletes the file (readers that still hold it keep reading it: the
@@ -1129,14 +1255,16 @@ struct RunWriter {
 }
 
 impl RunWriter {
-    fn push(&mut self, out: &mut impl Write, key: &[u8], present: bool) -> std::io::Result<()> {
+    fn push(
+        &mut self,
+        out: &mut impl Write,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> std::io::Result<()> {
         if self.block.is_empty() {
             self.first_key = key.to_vec();
         }
-        self.block.push(u8::from(present));
-        self.block
-            .extend_from_slice(&(key.len() as u32).to_le_bytes());
-        self.block.extend_from_slice(key);
+        encode_entry(&mut self.block, key, value);
         self.entries += 1;
         if self.block.len() >= BLOCK_BYTES {
             self.end_block(out)?;
@@ -1265,21 +1393,35 @@ impl Iterator for RunIter {
     }
 }
 
+/// Manifest versions: 1, runs of the label and url indexes; 2, runs that
+/// hold the date index too. An older binary refuses a version 2 manifest
+/// (it cannot be read as one of version 1), so it never takes a store
+/// whose date index is here for one whose date index is empty.
+const MANIFEST_KEYS_ONLY: u8 = 1;
+const MANIFEST_WITH_DATES: u8 = 2;
+
 fn encode_manifest(runs: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + runs.len() * 8);
-    out.push(1);
+    out.push(MANIFEST_WITH_DATES);
     for id in runs {
         out.extend_from_slice(&id.to_le_bytes());
     }
     out
 }
 
-fn decode_manifest(bytes: &[u8]) -> Result<Vec<u64>> {
+/// The run ids a manifest names, and whether they hold the date index.
+fn decode_manifest(bytes: &[u8]) -> Result<(Vec<u64>, bool)> {
     match bytes.split_first() {
-        Some((1, ids)) if ids.len() % 8 == 0 => Ok(ids
-            .chunks_exact(8)
-            .map(|id| u64::from_le_bytes(id.try_into().expect("8 bytes")))
-            .collect()),
+        Some((&version @ (MANIFEST_KEYS_ONLY | MANIFEST_WITH_DATES), ids))
+            if ids.len() % 8 == 0 =>
+        {
+            Ok((
+                ids.chunks_exact(8)
+                    .map(|id| u64::from_le_bytes(id.try_into().expect("8 bytes")))
+                    .collect(),
+                version == MANIFEST_WITH_DATES,
+            ))
+        }
         _ => Err(Error::Corrupt {
             key: format!("{}/{MANIFEST_KEY}", super::META_TREE),
             reason: "not a query-run manifest".into(),
@@ -1287,14 +1429,63 @@ fn decode_manifest(bytes: &[u8]) -> Result<Vec<u64>> {
     }
 }
 
-/// A batch's changes as `query_log` holds them: `present (u8) ‖ key length
-/// (u32 LE) ‖ key` each, compressed with zstd.
+/// Entry flags: removed; present with an empty value (all that run files
+/// and logs written before values existed hold); present with a value.
+const REMOVED: u8 = 0;
+const PRESENT: u8 = 1;
+const PRESENT_WITH_VALUE: u8 = 2;
+
+/// Appends `flag (u8) ‖ key length (u32 LE) ‖ key`, then, for a non-empty
+/// value, `value length (u32 LE) ‖ value`.
+fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    let flag = match value {
+        None => REMOVED,
+        Some([]) => PRESENT,
+        Some(_) => PRESENT_WITH_VALUE,
+    };
+    out.push(flag);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    if let Some(value) = value.filter(|value| !value.is_empty()) {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+/// The entries [`encode_entry`] wrote into `raw`, in order.
+fn decode_entries(raw: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    let mut at = 0usize;
+    let take = |n: usize, at: &mut usize| -> std::result::Result<&[u8], String> {
+        let slice = raw.get(*at..*at + n).ok_or("cut short")?;
+        *at += n;
+        Ok(slice)
+    };
+    let length = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize;
+    while at < raw.len() {
+        let flag = take(1, &mut at)?[0];
+        let key_len = length(take(4, &mut at)?);
+        let key = take(key_len, &mut at)?.to_vec();
+        let value = match flag {
+            REMOVED => None,
+            PRESENT => Some(Vec::new()),
+            PRESENT_WITH_VALUE => {
+                let value_len = length(take(4, &mut at)?);
+                Some(take(value_len, &mut at)?.to_vec())
+            }
+            other => return Err(format!("unknown entry flag {other}")),
+        };
+        entries.push((key, value));
+    }
+    Ok(entries)
+}
+
+/// A batch's changes as `query_log` holds them: [`encode_entry`] each,
+/// compressed with zstd.
 pub fn encode_changes(changes: &Changes) -> Vec<u8> {
     let mut raw = Vec::with_capacity(changes.len() * 64);
-    for (key, present) in changes {
-        raw.push(u8::from(*present));
-        raw.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        raw.extend_from_slice(key);
+    for (key, value) in changes {
+        encode_entry(&mut raw, key, value.as_deref());
     }
     zstd::bulk::compress(&raw, 1).expect("zstd compresses any input into memory")
 }
@@ -1302,16 +1493,7 @@ pub fn encode_changes(changes: &Changes) -> Vec<u8> {
 /// The inverse of [`encode_changes`].
 fn decode_changes(bytes: &[u8]) -> std::result::Result<Changes, String> {
     let raw = zstd::stream::decode_all(bytes).map_err(|e| e.to_string())?;
-    let mut changes = Changes::new();
-    let mut at = 0usize;
-    while at < raw.len() {
-        let head = raw.get(at..at + 5).ok_or("cut short")?;
-        let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes")) as usize;
-        let key = raw.get(at + 5..at + 5 + len).ok_or("cut short")?;
-        changes.insert(key.to_vec(), head[0] == 1);
-        at += 5 + len;
-    }
-    Ok(changes)
+    Ok(decode_entries(&raw)?.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -1357,25 +1539,39 @@ mod tests {
 
         /// Whatever the batches, the merged layers (memtable, frozen ones,
         /// runs merged in the background, and everything after a reopen)
-        /// read like one ordered set, in both directions and in any bounds.
+        /// read like one ordered map, in both directions and in any bounds:
+        /// keys alone in one index, keys with values (empty ones among
+        /// them) in the date index.
         #[test]
-        fn runs_read_like_one_ordered_set(
+        fn runs_read_like_one_ordered_map(
             batches in proptest::collection::vec(
-                proptest::collection::vec((0u16..3000, any::<bool>()), 1..400), 1..30),
+                proptest::collection::vec((0u16..3000, any::<bool>(), 0usize..3), 1..400), 1..30),
             lower in 0u16..3000,
             span in 0u16..3000,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let mut model = std::collections::BTreeSet::new();
+            let mut dates = BTreeMap::new();
             {
                 let (_db, index) = open(dir.path());
-                index.rebuild(std::iter::empty()).unwrap();
+                index.rebuild(std::iter::empty(), |_, _, _| true).unwrap();
                 for (n, batch) in batches.iter().enumerate() {
                     let mut changes = Changes::new();
-                    for (k, present) in batch {
-                        let key = Index::Sources.key(&key(*k));
-                        changes.insert(key, *present);
-                        if *present { model.insert(*k); } else { model.remove(k); }
+                    for (k, present, size) in batch {
+                        let key_of = |index: Index| index.key(&key(*k));
+                        // A value of 0, 5 or 600 bytes, different per batch.
+                        let value = format!("{n:05}").repeat([0, 1, 120][*size]).into_bytes();
+                        if *present {
+                            changes.insert(key_of(Index::Sources), Some(Vec::new()));
+                            changes.insert(key_of(Index::Dates), Some(value.clone()));
+                            model.insert(*k);
+                            dates.insert(*k, value);
+                        } else {
+                            changes.insert(key_of(Index::Sources), None);
+                            changes.insert(key_of(Index::Dates), None);
+                            model.remove(k);
+                            dates.remove(k);
+                        }
                     }
                     commit(&index, n as u64 + 1, changes);
                     // Small memtables, so runs and merges happen.
@@ -1384,10 +1580,26 @@ mod tests {
                     }
                 }
                 check_reads(&index, &model, lower, span)?;
+                check_values(&index, &dates, lower, span)?;
             }
             let (_db, index) = open(dir.path());
             prop_assert!(index.is_complete());
+            prop_assert!(index.held_dates());
             check_reads(&index, &model, lower, span)?;
+            check_values(&index, &dates, lower, span)?;
+            // A rebuild from the same entries changes nothing.
+            let entries: Vec<_> = index
+                .range_entries(Index::Dates, Bound::Unbounded, Bound::Unbounded, Order::OldestFirst)
+                .map(|entry| entry.map(|(k, v)| (Index::Dates.key(&k), v)))
+                .chain(index.entries().filter_map(|entry| match entry {
+                    Ok((Index::Dates, _)) => None,
+                    Ok((index, key)) => Some(Ok((index.key(&key), Vec::new()))),
+                    Err(e) => Some(Err(e)),
+                }))
+                .collect();
+            let rebuilt = index.rebuild(entries.into_iter(), |_, _, _| false).unwrap();
+            prop_assert_eq!(rebuilt, Rebuilt::default());
+            check_values(&index, &dates, lower, span)?;
         }
     }
 
@@ -1398,6 +1610,41 @@ mod tests {
             index.inner.flush(&job).unwrap();
             index.inner.merge().unwrap();
         }
+    }
+
+    fn check_values(
+        index: &RunIndex,
+        model: &BTreeMap<u16, Vec<u8>>,
+        lower: u16,
+        span: u16,
+    ) -> std::result::Result<(), TestCaseError> {
+        let upper = lower.saturating_add(span);
+        for order in [Order::OldestFirst, Order::NewestFirst] {
+            let got: Vec<(Vec<u8>, Vec<u8>)> = index
+                .range_entries(
+                    Index::Dates,
+                    Bound::Included(key(lower)),
+                    Bound::Excluded(key(upper)),
+                    order,
+                )
+                .collect::<Result<_>>()
+                .unwrap();
+            let mut wanted: Vec<(Vec<u8>, Vec<u8>)> = model
+                .range(lower..upper)
+                .map(|(k, v)| (key(*k), v.clone()))
+                .collect();
+            if order == Order::NewestFirst {
+                wanted.reverse();
+            }
+            prop_assert_eq!(got, wanted);
+        }
+        for k in [lower, upper.min(2999)] {
+            prop_assert_eq!(
+                index.get(Index::Dates, &key(k)).unwrap(),
+                model.get(&k).cloned()
+            );
+        }
+        Ok(())
     }
 
     fn check_reads(
@@ -1439,7 +1686,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_db, index) = open(dir.path());
         index
-            .rebuild((0..5000u16).map(|k| Ok(Index::Urls.key(&key(k)))))
+            .rebuild(
+                (0..5000u16).map(|k| Ok((Index::Urls.key(&key(k)), Vec::new()))),
+                |_, _, _| true,
+            )
             .unwrap();
         let run = index.inner.snapshot().runs[0].clone();
         let offset = run.blocks[1].offset + 3;

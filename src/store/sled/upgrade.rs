@@ -166,7 +166,7 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
     let quarantine = db.open_tree(FORMAT_1_QUARANTINE)?;
     let trees = Trees::open(db.clone(), &config.path)?;
     // Empty: the conversion's commits fill them, and write runs as they go.
-    trees.query.rebuild(std::iter::empty())?;
+    trees.query.rebuild(std::iter::empty(), |_, _, _| true)?;
     let dir = std::fs::File::open(&config.path).map_err(|e| Error::DataDir {
         path: config.path.clone(),
         doing: "opening it to sync its filesystem",

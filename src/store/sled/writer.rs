@@ -349,12 +349,11 @@ struct BatchChanges<'a> {
     /// Per id: what `ids` will hold (`None`: nothing).
     latest: HashMap<ArticleId, Option<IdState>>,
     ids: sled::Batch,
-    dates: sled::Batch,
     /// Revision entries this batch wrote (`Some`) or removed (`None`).
     revisions: HashMap<Vec<u8>, Option<RevisionEntry>>,
     /// Records no index will point at once the batch commits: erased after.
     erase: Vec<Pointer>,
-    /// The query indexes' changes.
+    /// The query indexes' changes, the date index's among them.
     query: QueryChanges,
     /// Per id: the labels of the current version this batch stored.
     labels: HashMap<ArticleId, Labels>,
@@ -454,7 +453,6 @@ pub(super) fn commit(
         codec,
         latest: HashMap::new(),
         ids: sled::Batch::default(),
-        dates: sled::Batch::default(),
         revisions: HashMap::new(),
         erase: Vec::new(),
         query: QueryChanges::default(),
@@ -510,7 +508,6 @@ pub(super) fn commit(
         }
         let batches = [
             std::mem::take(&mut changes.ids),
-            std::mem::take(&mut changes.dates),
             revisions,
             meta,
             checkpoints,
@@ -519,7 +516,6 @@ pub(super) fn commit(
         ];
         let views = [
             &trees.ids,
-            &trees.dates,
             &trees.revisions,
             &trees.meta,
             &trees.checkpoints,
@@ -644,7 +640,9 @@ fn put(
                 .remove_revisions_up_to(id, (kept_from - 1).min(old.revision.saturating_sub(1)))?;
         }
         if old.published_at != article.published_at {
-            changes.dates.remove(keys::date_key(old.published_at, id));
+            changes
+                .query
+                .remove_date(&keys::date_key(old.published_at, id));
         }
         let old_labels = changes.current_labels(id, old.published_at)?;
         changes.query.remove(&old_labels, old.published_at, id);
@@ -659,8 +657,8 @@ fn put(
         content_sha256: article.content_sha256,
         body_bytes: article.body_bytes,
     };
-    changes.dates.insert(
-        keys::date_key(article.published_at, id),
+    changes.query.put_date(
+        &keys::date_key(article.published_at, id),
         index::encode_date_entry(&facts, &basic),
     );
     changes.set_state(
@@ -721,8 +719,8 @@ fn delete(
     changes.erase.push(current.pointer);
     changes.remove_revisions_up_to(id, current.revision.saturating_sub(1))?;
     changes
-        .dates
-        .remove(keys::date_key(current.published_at, id));
+        .query
+        .remove_date(&keys::date_key(current.published_at, id));
     changes.set_state(
         id,
         IdState::Deleted(Tombstone {
