@@ -81,8 +81,12 @@ const RUN_MAGIC: &[u8; 8] = b"AARUNS02";
 /// Uncompressed bytes of entries a rebuild sorts in memory at a time.
 const REBUILD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// `index offset (u64) ‖ index length (u64) ‖ entries (u64) ‖ crc32 of the
-/// index (u32) ‖ magic (8)`, little-endian.
-const FOOTER_BYTES: usize = 8 + 8 + 8 + 4 + 8;
+/// index (u32) ‖ magic (8)`, little-endian: the footer of a keys-only run.
+const FOOTER_KEYS_ONLY_BYTES: usize = 8 + 8 + 8 + 4 + 8;
+/// The same, then `filter length (u64) ‖ crc32 of the filter (u32)` before
+/// the magic: the footer of a run with values, whose date keys have a
+/// Bloom filter ([`Bloom`]) right after the block index.
+const FOOTER_BYTES: usize = 8 + 8 + 8 + 4 + 8 + 4 + 8;
 /// Entries taken from a memtable under one read lock.
 const MEMTABLE_CHUNK: usize = 256;
 
@@ -411,12 +415,21 @@ impl RunIndex {
     /// [`Error::Io`] or [`Error::Corrupt`] from a run's block.
     pub fn get(&self, index: Index, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let key = index.key(key);
-        let mut layers = self.range_layers(
-            Bound::Included(key.clone()),
-            Bound::Included(key),
-            Order::OldestFirst,
-        );
-        Ok(layers.next().transpose()?.and_then(|(_, value)| value))
+        let view = self.inner.snapshot();
+        for table in std::iter::once(&view.active).chain(view.frozen.iter().rev()) {
+            let table = table
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(value) = table.get(&key) {
+                return Ok(value.clone());
+            }
+        }
+        for run in view.runs.iter().rev() {
+            if let Some(value) = run.find(&key)? {
+                return Ok(value);
+            }
+        }
+        Ok(None)
     }
 
     /// Every present key of every index, in key order, with its index.
@@ -506,8 +519,9 @@ impl RunIndex {
             chunk.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             chunk.dedup_by(|a, b| a.0 == b.0);
             written += chunk.len() as u64;
+            let expected = chunk.len() as u64;
             let entries = chunk.drain(..).map(|(key, value)| Ok((key, Some(value))));
-            if let Some(run) = inner.write_run(entries, false)? {
+            if let Some(run) = inner.write_run(entries, false, expected)? {
                 runs.push(Arc::new(run));
             }
             Ok(())
@@ -534,7 +548,8 @@ impl RunIndex {
                 Order::OldestFirst,
                 false,
             );
-            let one = inner.write_run(merged, false)?;
+            let expected = runs.iter().map(|run| run.entries).sum();
+            let one = inner.write_run(merged, false, expected)?;
             for run in &runs {
                 run.delete();
             }
@@ -764,7 +779,8 @@ impl Inner {
         // With no older run, a removal hides nothing. (Runs appear only
         // here, so none can appear meanwhile.)
         let keep_removed = !self.snapshot().runs.is_empty();
-        let run = self.write_run(entries.into_iter().map(Ok), keep_removed)?;
+        let expected = entries.len() as u64;
+        let run = self.write_run(entries.into_iter().map(Ok), keep_removed, expected)?;
         let trimmed: Vec<sled::IVec> = self
             .log
             .range(..=keys::u64_key(job.covered))
@@ -830,7 +846,7 @@ impl Inner {
                 Order::OldestFirst,
                 from > 0,
             );
-            let run = self.write_run(merged, from > 0)?;
+            let run = self.write_run(merged, from > 0, size)?;
             {
                 let _change = self.lock_runs_change();
                 // Only this thread removes runs, so `merging` is still
@@ -882,6 +898,7 @@ impl Inner {
         &self,
         entries: impl Iterator<Item = Result<Entry>>,
         keep_removed: bool,
+        expected: u64,
     ) -> Result<Option<Run>> {
         let id = self.next_run.fetch_add(1, Ordering::Relaxed);
         let path = run_path(&self.dir, id);
@@ -891,7 +908,7 @@ impl Inner {
         };
         let file = File::create(&temporary).map_err(|e| io("creating", e))?;
         let mut out = BufWriter::with_capacity(256 * 1024, file);
-        let mut writer = RunWriter::default();
+        let mut writer = RunWriter::new(expected);
         let written = (|| -> Result<u64> {
             for entry in entries {
                 let (key, value) = entry?;
@@ -1123,6 +1140,8 @@ pub(crate) struct Run {
     file: File,
     blocks: Vec<BlockInfo>,
     entries: u64,
+    /// Its date keys' filter (`None` in a keys-only run: it has none).
+    dates: Option<Bloom>,
 }
 
 struct BlockInfo {
@@ -1157,22 +1176,57 @@ impl Run {
             .metadata()
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
             .len();
-        if bytes < FOOTER_BYTES as u64 {
+        let read_at = |buffer: &mut [u8], at: u64| {
+            file.read_exact_at(buffer, at)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))
+        };
+        let mut magic = [0u8; 8];
+        if bytes < FOOTER_KEYS_ONLY_BYTES as u64 {
             return Err(damaged("shorter than its footer".into()));
         }
-        let mut footer = [0u8; FOOTER_BYTES];
-        file.read_exact_at(&mut footer, bytes - FOOTER_BYTES as u64)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        read_at(&mut magic, bytes - 8)?;
+        let footer_bytes = match &magic {
+            RUN_MAGIC_KEYS_ONLY => FOOTER_KEYS_ONLY_BYTES,
+            RUN_MAGIC if bytes >= FOOTER_BYTES as u64 => FOOTER_BYTES,
+            _ => return Err(damaged("no run footer".into())),
+        };
+        let mut footer = vec![0u8; footer_bytes];
+        read_at(&mut footer, bytes - footer_bytes as u64)?;
         let u64_at =
             |at: usize| u64::from_le_bytes(footer[at..at + 8].try_into().expect("8 bytes"));
-        if &footer[28..] != RUN_MAGIC && &footer[28..] != RUN_MAGIC_KEYS_ONLY {
-            return Err(damaged("no run footer".into()));
-        }
+        let u32_at =
+            |at: usize| u32::from_le_bytes(footer[at..at + 4].try_into().expect("4 bytes"));
         let (index_offset, index_len, entries) = (u64_at(0), u64_at(8), u64_at(16));
-        let index_crc = u32::from_le_bytes(footer[24..28].try_into().expect("4 bytes"));
-        if index_offset.checked_add(index_len) != Some(bytes - FOOTER_BYTES as u64) {
+        let index_crc = u32_at(24);
+        let (filter_len, filter_crc) = if footer_bytes == FOOTER_BYTES {
+            (u64_at(28), Some(u32_at(36)))
+        } else {
+            (0, None)
+        };
+        let end = index_offset
+            .checked_add(index_len)
+            .and_then(|end| end.checked_add(filter_len));
+        if end != Some(bytes - footer_bytes as u64) {
             return Err(damaged("its block index is out of place".into()));
         }
+        let dates = match filter_crc {
+            None => None,
+            Some(crc) => {
+                let mut filter = vec![
+                    0u8;
+                    usize::try_from(filter_len)
+                        .map_err(|_| damaged("filter too large".into()))?
+                ];
+                read_at(&mut filter, index_offset + index_len)?;
+                if crc32fast::hash(&filter) != crc {
+                    return Err(damaged("its key filter fails its checksum".into()));
+                }
+                Some(
+                    Bloom::from_bytes(&filter)
+                        .ok_or_else(|| damaged("its key filter is cut short".into()))?,
+                )
+            }
+        };
         let mut index = vec![
             0u8;
             usize::try_from(index_len)
@@ -1213,11 +1267,47 @@ impl Run {
             file,
             blocks,
             entries,
+            dates,
+        })
+    }
+
+    /// `key`'s entry in this run: `Some(None)` for a removal, `None` when
+    /// the run does not hold the key. A date key the filter rules out
+    /// costs no read; otherwise one block is read and searched in place.
+    fn find(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        if key.first() == Some(&(Index::Dates as u8))
+            && self
+                .dates
+                .as_ref()
+                .is_some_and(|filter| !filter.may_hold(key))
+        {
+            return Ok(None);
+        }
+        let Some(i) = self
+            .blocks
+            .partition_point(|b| b.first_key.as_slice() <= key)
+            .checked_sub(1)
+        else {
+            return Ok(None);
+        };
+        let raw = self.raw_block(i)?;
+        find_entry(&raw, key).map_err(|reason| Error::Corrupt {
+            key: format!("{} block {i}", self.path.display()),
+            reason,
         })
     }
 
     /// The entries of block `i`, checked against its checksum.
     fn block(&self, i: usize) -> Result<Vec<Entry>> {
+        let raw = self.raw_block(i)?;
+        decode_entries(&raw).map_err(|reason| Error::Corrupt {
+            key: format!("{} block {i}", self.path.display()),
+            reason,
+        })
+    }
+
+    /// Block `i` decompressed, checked against its checksum.
+    fn raw_block(&self, i: usize) -> Result<Vec<u8>> {
         let info = &self.blocks[i];
         let damaged = |reason: String| Error::Corrupt {
             key: format!("{} block {i}", self.path.display()),
@@ -1230,9 +1320,8 @@ impl Run {
         if crc32fast::hash(&compressed) != info.crc {
             return Err(damaged("fails its checksum".into()));
         }
-        let raw = zstd::bulk::decompress(&compressed, info.raw_len as usize)
-            .map_err(|e| damaged(format!("cannot be decompressed: {e}")))?;
-        decode_entries(&raw).map_err(damaged)
+        zstd::bulk::decompress(&compressed, info.raw_len as usize)
+            .map_err(|e| damaged(format!("cannot be decompressed: {e}")))
     }
 
     /// Deletes the file (readers that still hold it keep reading it: the
@@ -1244,17 +1333,30 @@ impl Run {
     }
 }
 
-/// Builds a run file's blocks, index and footer.
-#[derive(Default)]
+/// Builds a run file's blocks, index, date-key filter and footer.
 struct RunWriter {
     block: Vec<u8>,
     first_key: Vec<u8>,
     index: Vec<u8>,
     offset: u64,
     entries: u64,
+    dates: Bloom,
 }
 
 impl RunWriter {
+    /// A writer for a run of at most about `entries` entries (the filter's
+    /// size).
+    fn new(entries: u64) -> Self {
+        Self {
+            block: Vec::new(),
+            first_key: Vec::new(),
+            index: Vec::new(),
+            offset: 0,
+            entries: 0,
+            dates: Bloom::for_keys(entries),
+        }
+    }
+
     fn push(
         &mut self,
         out: &mut impl Write,
@@ -1265,6 +1367,9 @@ impl RunWriter {
             self.first_key = key.to_vec();
         }
         encode_entry(&mut self.block, key, value);
+        if key.first() == Some(&(Index::Dates as u8)) {
+            self.dates.insert(key);
+        }
         self.entries += 1;
         if self.block.len() >= BLOCK_BYTES {
             self.end_block(out)?;
@@ -1296,11 +1401,15 @@ impl RunWriter {
     fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
         self.end_block(out)?;
         out.write_all(&self.index)?;
+        let filter = self.dates.to_bytes();
+        out.write_all(&filter)?;
         let mut footer = Vec::with_capacity(FOOTER_BYTES);
         footer.extend_from_slice(&self.offset.to_le_bytes());
         footer.extend_from_slice(&(self.index.len() as u64).to_le_bytes());
         footer.extend_from_slice(&self.entries.to_le_bytes());
         footer.extend_from_slice(&crc32fast::hash(&self.index).to_le_bytes());
+        footer.extend_from_slice(&(filter.len() as u64).to_le_bytes());
+        footer.extend_from_slice(&crc32fast::hash(&filter).to_le_bytes());
         footer.extend_from_slice(RUN_MAGIC);
         out.write_all(&footer)
     }
@@ -1389,6 +1498,108 @@ impl Iterator for RunIter {
                     self.next_block = block.checked_sub(1);
                 }
             }
+        }
+    }
+}
+
+/// A Bloom filter of a run's date keys, so a point read of the date index
+/// reads a block of the one run that holds the key rather than one of
+/// every run: 10 bits a key and 7 probes, about 1 % false positives.
+/// Its hash must stay the same across builds (the filter is on disk), so
+/// it is FNV-1a with a murmur3 finish, not `std`'s unspecified hasher.
+struct Bloom {
+    words: Vec<u64>,
+}
+
+const BLOOM_BITS_PER_KEY: u64 = 10;
+const BLOOM_PROBES: u64 = 7;
+
+impl Bloom {
+    fn for_keys(keys: u64) -> Self {
+        let bits = keys.saturating_mul(BLOOM_BITS_PER_KEY).max(64);
+        Self {
+            words: vec![0; usize::try_from(bits.div_ceil(64)).unwrap_or(usize::MAX)],
+        }
+    }
+
+    fn hash(key: &[u8]) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in key {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 33;
+        hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        hash ^ (hash >> 33)
+    }
+
+    /// The bits of `key` in a filter of `bits` bits: double hashing from
+    /// one 64-bit hash.
+    fn bits(key: &[u8], bits: u64) -> impl Iterator<Item = u64> {
+        let hash = Self::hash(key);
+        let (first, step) = (hash, hash.rotate_left(32) | 1);
+        (0..BLOOM_PROBES).map(move |i| first.wrapping_add(i.wrapping_mul(step)) % bits)
+    }
+
+    fn insert(&mut self, key: &[u8]) {
+        for bit in Self::bits(key, self.words.len() as u64 * 64) {
+            self.words[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+
+    fn may_hold(&self, key: &[u8]) -> bool {
+        Self::bits(key, self.words.len() as u64 * 64)
+            .all(|bit| self.words[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        self.words
+            .iter()
+            .flat_map(|word| word.to_le_bytes())
+            .collect()
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() % 8 == 0 && !bytes.is_empty()).then(|| Self {
+            words: bytes
+                .chunks_exact(8)
+                .map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes")))
+                .collect(),
+        })
+    }
+}
+
+/// `key`'s entry in a decompressed block (see [`Run::find`]), comparing
+/// keys where they are.
+fn find_entry(raw: &[u8], key: &[u8]) -> std::result::Result<Option<Option<Vec<u8>>>, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+        let slice = raw.get(at..at + n).ok_or("cut short")?;
+        at += n;
+        Ok(slice)
+    };
+    let length = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize;
+    loop {
+        let Ok(flag) = take(1).map(|flag| flag[0]) else {
+            return Ok(None);
+        };
+        let key_len = length(take(4)?);
+        let here = take(key_len)?;
+        let value = match flag {
+            REMOVED => None,
+            PRESENT => Some(&[][..]),
+            PRESENT_WITH_VALUE => {
+                let value_len = length(take(4)?);
+                Some(take(value_len)?)
+            }
+            other => return Err(format!("unknown entry flag {other}")),
+        };
+        match here.cmp(key) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => return Ok(Some(value.map(<[u8]>::to_vec))),
+            std::cmp::Ordering::Greater => return Ok(None),
         }
     }
 }
@@ -1679,6 +1890,26 @@ mod tests {
             );
         }
         Ok(())
+    }
+
+    /// The filter never rules out a key it was given, rules out most
+    /// others (about 1 % get through at 10 bits a key), and reads back as
+    /// written.
+    #[test]
+    fn the_date_key_filter_keeps_every_key_and_few_others() {
+        let mut filter = Bloom::for_keys(10_000);
+        let held = |n: u32| Index::Dates.key(format!("held {n}").as_bytes());
+        for n in 0..10_000 {
+            filter.insert(&held(n));
+        }
+        let filter = Bloom::from_bytes(&filter.to_bytes()).unwrap();
+        assert!((0..10_000).all(|n| filter.may_hold(&held(n))));
+        let through = (0..10_000)
+            .filter(|n| filter.may_hold(&Index::Dates.key(format!("other {n}").as_bytes())))
+            .count();
+        assert!(through < 300, "{through} of 10000 others get through");
+        // Fixed across builds: the filter is on disk.
+        assert_eq!(Bloom::hash(b""), 0xefd0_1f60_ba99_2926);
     }
 
     #[test]
