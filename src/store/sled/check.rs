@@ -1,8 +1,8 @@
 //! Verifying a format 2 store against its record log, and rebuilding its
 //! indexes from it.
 //!
-//! The log is the truth; `ids`, `dates`, `revisions` and `checkpoints` are
-//! derived from it. An article's life in the log is its versions in
+//! The log is the truth; `ids`, the date index, `revisions` and
+//! `checkpoints` are derived from it. An article's life in the log is its versions in
 //! sequence order, ended by a deletion record if it was deleted (and begun
 //! again by the versions after it, if it was allowed back). The check reads
 //! every record (its frame checksum; for a version, its content
@@ -10,8 +10,12 @@
 //! point reads rather than holding the archive in memory:
 //!
 //! - each sound version is held by an index: it is its id's current version
-//!   (then the `ids` entry and the date entry agree with it, field by
-//!   field), or an older revision with a `revisions` entry pointing at it.
+//!   (then the `ids` entry agrees with it, and the date index holds an
+//!   entry that agrees with it field by field: compared as a count and a
+//!   sum of digests over all current versions, since a point read of the
+//!   date index is a block read; the articles at fault are then named by
+//!   lookups, up to a limit), or an older revision with a `revisions`
+//!   entry pointing at it.
 //!   A version no index holds is a problem: an index entry is missing, or
 //!   the version was deleted or pruned and a crash came before its bytes
 //!   were erased; repair settles which from the log and erases it if so;
@@ -406,7 +410,7 @@ fn check_dates(shared: &Shared) -> Result<(CheckReport, Tally)> {
 /// field by field (whatever dictionary compressed it). The check adds
 /// these up on both sides ([`Tally`]) instead of looking up each
 /// version's entry: the date index is in runs, where a point read costs a
-/// block of every run.
+/// block read (and a million of them, the time of the check again).
 fn date_digest(
     date_key: &[u8],
     sequence: u64,
@@ -687,13 +691,16 @@ struct Life {
     newest: Option<(u64, u64, Pointer)>,
 }
 
-/// Rebuilds `ids`, `dates`, `revisions` and `checkpoints` from the log: the
+/// Rebuilds `ids`, the date index, `revisions` and `checkpoints` from the
+/// log: the
 /// newest sound version of each id's current life is its current version,
 /// the other versions of that life its history (the newest
 /// `--keep-revisions`, if set); versions of an earlier life or beyond what
 /// is kept are erased; an id whose last record is a deletion gets its
 /// tombstone. Entries that are already right are left alone, so a repair
-/// of a sound store writes nothing. Not one transaction (the index of a
+/// of a sound store writes nothing (the date index, in runs, is written
+/// anew when its tally differs from what the log calls for, and the report
+/// counts the entries that changed). Not one transaction (the index of a
 /// large archive is too big for one): an interrupted rebuild leaves
 /// problems that the next check finds and the next rebuild finishes.
 pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {

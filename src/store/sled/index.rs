@@ -1,4 +1,6 @@
-//! The values of the index trees, all pointing into the record log.
+//! The values of the indexes, all pointing into the record log (`ids` and
+//! `revisions` are sled trees, the date index is in the runs,
+//! [`super::runs`]).
 //!
 //! - `ids`: id → [`IdState`]: where the current version is, its revision,
 //!   date and hash, so the writer decides CREATED / UPDATED / UNCHANGED and

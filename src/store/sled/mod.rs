@@ -13,36 +13,40 @@
 //!     hash ([`index::IdEntry`]), or the tombstone of a deleted article
 //!     ([`index::Tombstone`]); the writer decides CREATED, UPDATED,
 //!     UNCHANGED or REJECTED from it alone;
-//!   - `dates`: `published_at ‖ id` ([`keys::date_key`]) → where the
-//!     current version is and every field but the body, compressed
-//!     ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
-//!     reads its records in log order;
 //!   - `revisions`: `id ‖ 0 ‖ revision` → where each older revision is;
 //!   - `checkpoints`: each batch's first sequence number → where it is in
 //!     the log, for the change feed to start reading after a sequence;
 //!   - `dicts`: `kind ‖ id` → a zstd dictionary ([`codec`]);
 //!   - `meta`: the format (`2`), the page-token key, the sequence
 //!     high-water mark, the log's committed end, the marker set while
-//!     a process has the store open, and the query runs' manifest;
+//!     a process has the store open, and the runs' manifest;
 //!   - `counts`: articles per day, month, year, source and section
 //!     ([`queries`]);
-//!   - `query_log`: per batch, its changes to the query indexes that are
-//!     not yet in a run ([`runs`]);
+//!   - `query_log`: per batch, its changes to the date and query indexes
+//!     that are not yet in a run ([`runs`]);
 //!   - `quarantined_records`: records `check --repair` found damaged,
 //!     copied out of the log byte for byte before they were erased there
 //!     (`quarantine`, keyed by id, holds what format 1 set aside).
 //!
-//! - `query-runs/`: the query indexes (`sources`, `sections`, `urls`:
-//!   label or url ‖ date key) as sorted run files of our own, written and
-//!   merged by a background thread ([`runs`], [`queries`]), because in
-//!   sled their random entries cost a leaf write each.
+//! - `query-runs/`: the date index and the query indexes as sorted run
+//!   files of our own, written and merged by background threads ([`runs`],
+//!   [`queries`]), because in sled their random entries cost a leaf write
+//!   each:
+//!   - `dates`: `published_at ‖ id` ([`keys::date_key`]) → where the
+//!     current version is and every field but the body, compressed
+//!     ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
+//!     reads its records in log order;
+//!   - `sources`, `sections`, `urls`: label or url ‖ date key.
 //!
 //! A batch's records are written and synced to the log before the one
-//! sled transaction that indexes them (and moves the log's committed end),
-//! so the indexes only ever point at durable records, and a record is
-//! visible exactly when its index entries are. Every index is derived from
-//! the log: [`check`] verifies each against it and repair rebuilds them
-//! from it. [`upgrade`] converts a format 1 directory in place.
+//! sled transaction that indexes them (and moves the log's committed end;
+//! the runs' share of the batch goes into `query_log` in it), so the
+//! indexes only ever point at durable records. The runs' share becomes
+//! readable right after that transaction and before the batch is
+//! acknowledged. Every index is derived from the log: [`check`] verifies
+//! each against it and repair rebuilds them from it. [`upgrade`] converts
+//! a format 1 directory in place; a format 2 store made while the date
+//! index was the sled tree `dates` gets it moved into the runs at open.
 
 pub mod check;
 pub mod codec;

@@ -14,8 +14,9 @@
 //!   big-endian; a counter that reaches 0 is removed.
 //!
 //! All of them describe the *current* version of each live article, so
-//! they are derived from the `dates` tree, and the writer changes them in
-//! the same transaction as `dates` ([`QueryChanges`]). The values are
+//! they are derived from the date index, which is kept in the same runs
+//! (tag `D`, the only entries with values), and the writer changes them
+//! with it, in its batch's transaction ([`QueryChanges`]). Their values are
 //! empty: an entry's date key leads to the article's date entry, which
 //! holds everything a page needs.
 //!

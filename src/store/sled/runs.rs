@@ -1,36 +1,47 @@
-//! The query indexes' entries (`sources`, `sections`, `urls`) as sorted
-//! runs in files of our own, merged in the background: a small LSM tree.
+//! The date index (`dates`) and the query indexes (`sources`, `sections`,
+//! `urls`) as sorted runs in files of our own, merged in the background: a
+//! small LSM tree.
 //!
 //! Why not sled trees (measured; BENCHMARKS.md "Query indexes in sorted
-//! runs"): each article puts one entry at a random place in each index,
-//! and in sled every such entry rewrites a leaf and leaves garbage behind
-//! until segment cleaning. At a million articles the trees no longer fit
-//! the cache, so every batch paged leaves in and out: these three indexes
-//! took ingest at 1M from 1.6 × PostgreSQL's rate to 0.57 ×. Here a
-//! batch's entries go to memory and, once per batch, to one sequentially
-//! keyed sled value; every 128 Ki entries they are written out as one
-//! sorted file, and files are merged in the background.
+//! runs", "The date index in the runs"): each article puts one entry at a
+//! random place in each index, and in sled every such entry rewrites a
+//! leaf and leaves garbage behind until segment cleaning. At a million
+//! articles the trees no longer fit the cache, so every batch paged leaves
+//! in and out: the three query indexes took ingest at 1M from 1.6 ×
+//! PostgreSQL's rate to 0.57 ×, and the date index (whose entries carry
+//! every field but the body) was the largest sled tree, most of sled's
+//! memory and half of the writer's work. Here a batch's entries go to
+//! memory and, once per batch, to one sequentially keyed sled value; every
+//! 128 Ki entries they are written out as one sorted file, and files are
+//! merged in the background.
 //!
 //! # Layout
 //! - `query-runs/run-<id>.run` in the data directory: immutable files of
-//!   sorted entries (key, and whether it is present or removed), written
+//!   sorted entries (key, and its value or that it is removed), written
 //!   once and replaced only by a merge. A file is blocks of about 8 KiB of
 //!   entries, each compressed with zstd and checksummed, then an index of
-//!   the blocks (their first keys) and a footer; see [`Run`].
+//!   the blocks (their first keys), a Bloom filter of its date keys
+//!   ([`Bloom`]) and a footer; see [`Run`].
 //! - `meta/query_runs` in sled: the manifest, the ids of the live runs,
-//!   oldest first. Its presence means the entries describe every article.
+//!   oldest first. Its presence means the entries describe every article;
+//!   its version says whether the runs hold the date index (a store made
+//!   before they did keeps it in the sled tree `dates`, moved here at
+//!   open).
 //! - the `query_log` sled tree: per batch (keyed by its first sequence
 //!   number, [`keys::u64_key`]), that batch's entry changes, written in
-//!   the batch's own transaction with its `dates` entries; so whatever is
-//!   not yet in a run is there, and an open replays it into memory. An
-//!   entry is removed in the transaction that puts its changes in a run.
+//!   the batch's own transaction; so whatever is not yet in a run is
+//!   there, and an open replays it into memory. An entry is removed in the
+//!   transaction that puts its changes in a run.
 //!
 //! A key is the index's tag byte ([`Index`]) followed by the key the index
-//! would have had as a sled tree ([`keys::label_key`],
-//! [`keys::url_index_key`]). Newer layers win: the memtable being filled,
-//! then frozen memtables being written out, then runs from newest to
-//! oldest; a removal hides older entries of its key until a merge into
-//! the oldest run drops both.
+//! would have had as a sled tree ([`keys::date_key`], [`keys::label_key`],
+//! [`keys::url_index_key`]). Only date entries have values. Newer layers
+//! win: the memtable being filled, then frozen memtables being written
+//! out, then runs from newest to oldest; a removal hides older entries of
+//! its key until a merge into the oldest run drops both. A range read
+//! merges a block of every layer; a point read (a date entry by its key)
+//! asks the memtables, then each run whose filter does not rule the key
+//! out, newest first, and reads one block there.
 //!
 //! # Crash safety
 //! A run file is written under a temporary name, synced, renamed and its
@@ -70,7 +81,8 @@ pub const QUERY_LOG_TREE: &str = "query_log";
 /// The manifest's key in `meta`.
 pub const MANIFEST_KEY: &str = "query_runs";
 /// A memtable is written out as a run once it holds this many entries
-/// (about 43,000 articles; some 14 MiB of memory).
+/// (about 32,000 articles, four entries each; some 25 MiB of memory, the
+/// date entries most of it).
 pub const MEMTABLE_ENTRIES: usize = 128 * 1024;
 /// Uncompressed bytes of entries per block of a run file.
 const BLOCK_BYTES: usize = 8 * 1024;
