@@ -99,7 +99,10 @@ const FOOTER_KEYS_ONLY_BYTES: usize = 8 + 8 + 8 + 4 + 8;
 /// the magic: the footer of a run with values, whose date keys have a
 /// Bloom filter ([`Bloom`]) right after the block index.
 const FOOTER_BYTES: usize = 8 + 8 + 8 + 4 + 8 + 4 + 8;
-/// Entries taken from a memtable under one read lock.
+/// Entries taken from a memtable under one read lock: first a few (a
+/// short page needs no more, and each is copied), then twice as many each
+/// time, up to the most.
+const FIRST_MEMTABLE_CHUNK: usize = 16;
 const MEMTABLE_CHUNK: usize = 256;
 
 /// One of the indexes kept here; its value is the tag byte of its keys.
@@ -985,6 +988,7 @@ impl View {
                 order,
                 buffer: VecDeque::new(),
                 exhausted: false,
+                chunk: FIRST_MEMTABLE_CHUNK,
             }));
         }
         for run in self.runs.iter().rev() {
@@ -1077,6 +1081,8 @@ struct MemtableIter {
     order: Order,
     buffer: VecDeque<Entry>,
     exhausted: bool,
+    /// Entries to take next time.
+    chunk: usize,
 }
 
 impl Iterator for MemtableIter {
@@ -1095,17 +1101,18 @@ impl Iterator for MemtableIter {
             let range = table.range::<Vec<u8>, _>((self.lower.clone(), self.upper.clone()));
             let chunk: Vec<Entry> = match self.order {
                 Order::OldestFirst => range
-                    .take(MEMTABLE_CHUNK)
+                    .take(self.chunk)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 Order::NewestFirst => range
                     .rev()
-                    .take(MEMTABLE_CHUNK)
+                    .take(self.chunk)
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
             };
             drop(table);
-            self.exhausted = chunk.len() < MEMTABLE_CHUNK;
+            self.exhausted = chunk.len() < self.chunk;
+            self.chunk = (self.chunk * 2).min(MEMTABLE_CHUNK);
             if let Some((last, _)) = chunk.last() {
                 match self.order {
                     Order::OldestFirst => self.lower = Bound::Excluded(last.clone()),
@@ -1309,15 +1316,6 @@ impl Run {
         })
     }
 
-    /// The entries of block `i`, checked against its checksum.
-    fn block(&self, i: usize) -> Result<Vec<Entry>> {
-        let raw = self.raw_block(i)?;
-        decode_entries(&raw).map_err(|reason| Error::Corrupt {
-            key: format!("{} block {i}", self.path.display()),
-            reason,
-        })
-    }
-
     /// Block `i` decompressed, checked against its checksum.
     fn raw_block(&self, i: usize) -> Result<Vec<u8>> {
         let info = &self.blocks[i];
@@ -1428,6 +1426,9 @@ impl RunWriter {
 }
 
 /// A run's entries in bounds, a block at a time, in either direction.
+/// A block is decompressed whole but its entries are copied out only when
+/// they are returned: a short page takes a few entries of a block of each
+/// run, and copying the rest was most of its time.
 struct RunIter {
     run: Arc<Run>,
     lower: Bound<Vec<u8>>,
@@ -1435,7 +1436,49 @@ struct RunIter {
     order: Order,
     /// The next block to read; `None` when done.
     next_block: Option<usize>,
-    buffer: VecDeque<Entry>,
+    /// The block being read, and its entries' places in it, in the order
+    /// they are returned (last first when reading backwards).
+    raw: Vec<u8>,
+    spans: VecDeque<Span>,
+}
+
+/// Where an entry is in a decompressed block.
+struct Span {
+    key: std::ops::Range<usize>,
+    value: Option<std::ops::Range<usize>>,
+}
+
+/// The places of the entries [`encode_entry`] wrote into `raw`, in order.
+fn entry_spans(raw: &[u8]) -> std::result::Result<Vec<Span>, String> {
+    let mut spans = Vec::new();
+    let mut at = 0usize;
+    let length = |at: usize| -> std::result::Result<usize, String> {
+        raw.get(at..at + 4)
+            .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| "cut short".to_string())
+    };
+    while at < raw.len() {
+        let flag = raw[at];
+        let key_len = length(at + 1)?;
+        let key = at + 5..at + 5 + key_len;
+        at = key.end;
+        let value = match flag {
+            REMOVED => None,
+            PRESENT => Some(at..at),
+            PRESENT_WITH_VALUE => {
+                let value_len = length(at)?;
+                let value = at + 4..at + 4 + value_len;
+                at = value.end;
+                Some(value)
+            }
+            other => return Err(format!("unknown entry flag {other}")),
+        };
+        if at > raw.len() {
+            return Err("cut short".into());
+        }
+        spans.push(Span { key, value });
+    }
+    Ok(spans)
 }
 
 impl RunIter {
@@ -1465,7 +1508,8 @@ impl RunIter {
             upper,
             order,
             next_block,
-            buffer: VecDeque::new(),
+            raw: Vec::new(),
+            spans: VecDeque::new(),
         }
     }
 }
@@ -1475,38 +1519,46 @@ impl Iterator for RunIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if let Some((key, _)) = self.buffer.front() {
-                let inside = above_lower(key, &self.lower) && below_upper(key, &self.upper);
-                if inside {
-                    return self.buffer.pop_front().map(Ok);
+            if let Some(span) = self.spans.pop_front() {
+                let key = &self.raw[span.key.clone()];
+                if above_lower(key, &self.lower) && below_upper(key, &self.upper) {
+                    let value = span.value.map(|value| self.raw[value].to_vec());
+                    return Some(Ok((key.to_vec(), value)));
                 }
                 let past = match self.order {
                     Order::OldestFirst => !below_upper(key, &self.upper),
                     Order::NewestFirst => !above_lower(key, &self.lower),
                 };
                 if past {
-                    self.buffer.clear();
+                    self.spans.clear();
                     self.next_block = None;
                     return None;
                 }
-                self.buffer.pop_front();
                 continue;
             }
             let block = self.next_block?;
-            let entries = match self.run.block(block) {
-                Ok(entries) => entries,
+            let read = self.run.raw_block(block).and_then(|raw| {
+                let spans = entry_spans(&raw).map_err(|reason| Error::Corrupt {
+                    key: format!("{} block {block}", self.run.path.display()),
+                    reason,
+                })?;
+                Ok((raw, spans))
+            });
+            let (raw, spans) = match read {
+                Ok(read) => read,
                 Err(e) => {
                     self.next_block = None;
                     return Some(Err(e));
                 }
             };
+            self.raw = raw;
             match self.order {
                 Order::OldestFirst => {
-                    self.buffer.extend(entries);
+                    self.spans.extend(spans);
                     self.next_block = (block + 1 < self.run.blocks.len()).then_some(block + 1);
                 }
                 Order::NewestFirst => {
-                    self.buffer.extend(entries.into_iter().rev());
+                    self.spans.extend(spans.into_iter().rev());
                     self.next_block = block.checked_sub(1);
                 }
             }
