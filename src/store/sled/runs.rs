@@ -784,18 +784,20 @@ impl Inner {
     /// trims `query_log` in one transaction, then puts the run in the
     /// memtable's place.
     fn flush(&self, job: &Job) -> Result<()> {
-        let entries: Vec<Entry> = job
+        // A frozen memtable no longer changes, so it is written out under
+        // a read lock (readers take one too) rather than copied first.
+        let table = job
             .memtable
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // With no older run, a removal hides nothing. (Runs appear only
         // here, so none can appear meanwhile.)
         let keep_removed = !self.snapshot().runs.is_empty();
-        let expected = entries.len() as u64;
-        let run = self.write_run(entries.into_iter().map(Ok), keep_removed, expected)?;
+        let entries = table
+            .iter()
+            .map(|(key, value)| Ok((key.clone(), value.clone())));
+        let run = self.write_run(entries, keep_removed, table.len() as u64)?;
+        drop(table);
         let trimmed: Vec<sled::IVec> = self
             .log
             .range(..=keys::u64_key(job.covered))
@@ -1330,6 +1332,10 @@ impl Run {
         if crc32fast::hash(&compressed) != info.crc {
             return Err(damaged("fails its checksum".into()));
         }
+        if info.len == info.raw_len {
+            // Stored as it is (see `RunWriter::end_block`).
+            return Ok(compressed);
+        }
         zstd::bulk::decompress(&compressed, info.raw_len as usize)
             .map_err(|e| damaged(format!("cannot be decompressed: {e}")))
     }
@@ -1391,7 +1397,16 @@ impl RunWriter {
         if self.block.is_empty() {
             return Ok(());
         }
+        // A block that compression would shrink by less than a tenth is
+        // stored as it is (its length then equals its raw length): date
+        // entries are compressed already, and a point read of one skips
+        // the decompression. Blocks of label and url keys shrink.
         let compressed = zstd::bulk::compress(&self.block, 1)?;
+        let compressed = if compressed.len() * 10 >= self.block.len() * 9 {
+            self.block.clone()
+        } else {
+            compressed
+        };
         out.write_all(&compressed)?;
         self.index.extend_from_slice(&self.offset.to_le_bytes());
         self.index
@@ -1974,6 +1989,49 @@ mod tests {
         assert!(through < 300, "{through} of 10000 others get through");
         // Fixed across builds: the filter is on disk.
         assert_eq!(Bloom::hash(b""), 0xefd0_1f60_ba99_2926);
+    }
+
+    /// Blocks that would hardly shrink (date entries, compressed already)
+    /// are stored as they are, and read back the same as compressed ones.
+    #[test]
+    fn incompressible_blocks_are_stored_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, index) = open(dir.path());
+        // A value of 200 bytes from a simple generator: no repeats to find.
+        let value = |k: u16| -> Vec<u8> {
+            let mut state = u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+            (0..200)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        index
+            .rebuild(
+                (0..2000u16).map(|k| Ok((Index::Dates.key(&key(k)), value(k)))),
+                |_, _, _| true,
+            )
+            .unwrap();
+        let run = index.inner.snapshot().runs[0].clone();
+        assert!(run.blocks.iter().all(|block| block.len == block.raw_len));
+        for k in [0, 999, 1999] {
+            assert_eq!(index.get(Index::Dates, &key(k)).unwrap(), Some(value(k)));
+        }
+        let all: Vec<(Vec<u8>, Vec<u8>)> = index
+            .range_entries(
+                Index::Dates,
+                Bound::Unbounded,
+                Bound::Unbounded,
+                Order::NewestFirst,
+            )
+            .collect::<Result<_>>()
+            .unwrap();
+        let wanted: Vec<(Vec<u8>, Vec<u8>)> =
+            (0..2000u16).rev().map(|k| (key(k), value(k))).collect();
+        assert_eq!(all, wanted);
     }
 
     #[test]
