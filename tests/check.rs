@@ -538,3 +538,36 @@ fn check_needs_an_archive_no_server_is_using() {
     server.signal("TERM");
     server.wait(Duration::from_secs(30));
 }
+
+/// Runs that must be rebuilt from the log (here: their manifest is gone)
+/// while a current version's record is damaged: the store still opens
+/// (the article is left out of the date index, with a warning), `check`
+/// names the record, and `check --repair` sets it aside and ends clean.
+#[test]
+fn a_damaged_record_does_not_keep_the_runs_from_being_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    archive_with(dir.path(), 4);
+    let a2 = {
+        let db = open_sled(dir.path());
+        db.open_tree("meta")
+            .unwrap()
+            .remove(runs::MANIFEST_KEY)
+            .unwrap()
+            .expect("the manifest was there");
+        db.flush().unwrap();
+        id_entry(&db, "a2").pointer
+    };
+    damage_record(dir.path(), a2);
+    drop(open_store(dir.path()));
+    let (code, text) = check(dir.path(), false);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("date entries 3,"), "{text}");
+    let at = format!("record at {}@{}: ", a2.segment, a2.offset);
+    assert!(text.contains(&at), "{at}: {text}");
+    let (code, text) = check(dir.path(), true);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("moved 1 damaged record(s) to quarantine"),
+        "{text}"
+    );
+}

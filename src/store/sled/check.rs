@@ -915,8 +915,10 @@ fn held_dates(shared: &Shared) -> Result<Tally> {
 
 /// The date entries (date key, entry) of the current versions the `ids`
 /// entries point at, read from the log: what the date index is rebuilt
-/// from when it cannot be trusted. An `ids` entry whose record cannot be
-/// read fails the rebuild (a repair erases damaged records first).
+/// from when it cannot be trusted. A record that cannot be read is left
+/// out with a warning rather than failing the rebuild (which an open may
+/// be doing: the store must still open, so that `check` reports the
+/// article and `check --repair` sets the record aside).
 pub(super) fn dates_from_log(
     shared: &Shared,
 ) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_> {
@@ -929,13 +931,19 @@ pub(super) fn dates_from_log(
             let Ok(IdState::Live(current)) = IdState::decode(&value) else {
                 return Ok(None);
             };
-            let bytes = shared.log.read(current.pointer)?;
-            let stored = record::decode_verified(&shared.codec, &bytes).map_err(|reason| {
-                Error::Corrupt {
+            let read = shared.log.read(current.pointer).and_then(|bytes| {
+                record::decode_verified(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
                     key: format!("record {}", current.sequence),
                     reason,
+                })
+            });
+            let stored = match read {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %id, "the current version cannot be read; its date entry is left out (see `check`)");
+                    return Ok(None);
                 }
-            })?;
+            };
             let entry = index::encode_date_entry(
                 &VersionFacts {
                     sequence: current.sequence,
