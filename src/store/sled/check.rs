@@ -390,13 +390,7 @@ fn check_dates(shared: &Shared) -> Result<(CheckReport, Tally)> {
             }
         }
         match DateEntry::decode(&shared.codec, published_at, id.clone(), &value) {
-            Ok(entry) => held.add_hash(date_digest(
-                &key,
-                entry.sequence,
-                entry.pointer,
-                entry.body_bytes,
-                &entry.article,
-            )),
+            Ok(entry) => held.add_hash(stored_digest(&key, &entry)),
             Err(reason) => report
                 .problems
                 .push(format!("date entry for {id}: {reason}")),
@@ -425,6 +419,17 @@ fn date_digest(
     (article.ingested_at, article.content_sha256).hash(&mut hasher);
     index::plain_basic(&article.content).hash(&mut hasher);
     hasher.finish()
+}
+
+/// [`date_digest`] of a stored date entry at `date_key`.
+fn stored_digest(date_key: &[u8], entry: &DateEntry) -> u64 {
+    date_digest(
+        date_key,
+        entry.sequence,
+        entry.pointer,
+        entry.body_bytes,
+        &entry.article,
+    )
 }
 
 /// Names the current versions whose date entry is missing or wrong, when
@@ -900,15 +905,7 @@ fn held_dates(shared: &Shared) -> Result<Tally> {
         let digest = keys::parse_date_key(&key).and_then(|(published_at, id)| {
             DateEntry::decode(&shared.codec, published_at, id, &value).ok()
         });
-        held.add_hash(digest.map_or(0, |entry| {
-            date_digest(
-                &key,
-                entry.sequence,
-                entry.pointer,
-                entry.body_bytes,
-                &entry.article,
-            )
-        }));
+        held.add_hash(digest.map_or(0, |entry| stored_digest(&key, &entry)));
     }
     Ok(held)
 }

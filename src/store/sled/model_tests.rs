@@ -50,6 +50,22 @@ fn article(id: u8, time: usize, text: u8) -> Article {
     .unwrap()
 }
 
+/// An empty store in `dir` as the writer sees it (sled in `dir` itself,
+/// as the server keeps it), its runs built, and the writer's state.
+fn empty_store(dir: &std::path::Path) -> (Trees, RecordLog, Codec, WriterState) {
+    let trees = Trees::open(sled::open(dir).unwrap(), dir).unwrap();
+    trees
+        .query
+        .rebuild(std::iter::empty(), |_, _, _| true)
+        .unwrap();
+    let log = RecordLog::open(dir, None).unwrap();
+    let state = WriterState {
+        next_sequence: 1,
+        keep_revisions: 0,
+    };
+    (trees, log, Codec::default(), state)
+}
+
 /// One version of an article in the model.
 #[derive(Debug, Clone, PartialEq)]
 struct Version {
@@ -89,11 +105,7 @@ proptest! {
         batches in vec(vec(step(), 1..12), 1..10),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
-        trees.query.rebuild(std::iter::empty(), |_, _, _| true).unwrap();
-        let log = RecordLog::open(dir.path(), None).unwrap();
-        let codec = Codec::default();
-        let mut state = WriterState { next_sequence: 1, keep_revisions: 0 };
+        let (trees, log, codec, mut state) = empty_store(dir.path());
         let mut model: BTreeMap<String, Model> = BTreeMap::new();
         let mut deletions = 0usize;
 
@@ -273,17 +285,7 @@ proptest! {
 #[test]
 fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
     let dir = tempfile::tempdir().unwrap();
-    let trees = Trees::open(sled::open(dir.path().join("db")).unwrap(), dir.path()).unwrap();
-    trees
-        .query
-        .rebuild(std::iter::empty(), |_, _, _| true)
-        .unwrap();
-    let log = RecordLog::open(dir.path(), None).unwrap();
-    let codec = Codec::default();
-    let mut state = WriterState {
-        next_sequence: 1,
-        keep_revisions: 0,
-    };
+    let (trees, log, codec, mut state) = empty_store(dir.path());
     let first = article(1, 0, 0);
     let commit = |state: &mut WriterState, prepared: &Prepared| {
         let op = writer::Op::Put(prepared.clone());
@@ -321,18 +323,7 @@ fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
 fn a_date_index_kept_in_sled_moves_to_the_runs_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let held = {
-        // Where the store keeps sled: the data directory itself.
-        let trees = Trees::open(sled::open(dir.path()).unwrap(), dir.path()).unwrap();
-        trees
-            .query
-            .rebuild(std::iter::empty(), |_, _, _| true)
-            .unwrap();
-        let log = RecordLog::open(dir.path(), None).unwrap();
-        let codec = Codec::default();
-        let mut state = WriterState {
-            next_sequence: 1,
-            keep_revisions: 0,
-        };
+        let (trees, log, codec, mut state) = empty_store(dir.path());
         for (id, time, text) in [(1, 0, 0), (2, 1, 1), (3, 2, 2), (4, 4, 3), (1, 3, 4)] {
             let op = writer::Op::Put(Prepared::new(&codec, &article(id, time, text)));
             writer::commit(&trees, &log, &codec, &mut state, &[&op], Timestamp::now())

@@ -1677,37 +1677,15 @@ impl Bloom {
     }
 }
 
-/// `key`'s entry in a decompressed block (see [`Run::find`]), comparing
-/// keys where they are.
+/// `key`'s entry in a decompressed block (see [`Run::find`]): a binary
+/// search over the places of its entries (a run's blocks are sorted),
+/// comparing keys where they are.
 fn find_entry(raw: &[u8], key: &[u8]) -> std::result::Result<Option<Option<Vec<u8>>>, String> {
-    let mut at = 0usize;
-    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
-        let slice = raw.get(at..at + n).ok_or("cut short")?;
-        at += n;
-        Ok(slice)
-    };
-    let length = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize;
-    loop {
-        let Ok(flag) = take(1).map(|flag| flag[0]) else {
-            return Ok(None);
-        };
-        let key_len = length(take(4)?);
-        let here = take(key_len)?;
-        let value = match flag {
-            REMOVED => None,
-            PRESENT => Some(&[][..]),
-            PRESENT_WITH_VALUE => {
-                let value_len = length(take(4)?);
-                Some(take(value_len)?)
-            }
-            other => return Err(format!("unknown entry flag {other}")),
-        };
-        match here.cmp(key) {
-            std::cmp::Ordering::Less => {}
-            std::cmp::Ordering::Equal => return Ok(Some(value.map(<[u8]>::to_vec))),
-            std::cmp::Ordering::Greater => return Ok(None),
-        }
-    }
+    let spans = entry_spans(raw)?;
+    Ok(spans
+        .binary_search_by(|span| raw[span.key.clone()].cmp(key))
+        .ok()
+        .map(|i| spans[i].value.clone().map(|value| raw[value].to_vec())))
 }
 
 /// Manifest versions: 1, runs of the label and url indexes; 2, runs that
@@ -1771,30 +1749,15 @@ fn encode_entry(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
 
 /// The entries [`encode_entry`] wrote into `raw`, in order.
 fn decode_entries(raw: &[u8]) -> std::result::Result<Vec<Entry>, String> {
-    let mut entries = Vec::new();
-    let mut at = 0usize;
-    let take = |n: usize, at: &mut usize| -> std::result::Result<&[u8], String> {
-        let slice = raw.get(*at..*at + n).ok_or("cut short")?;
-        *at += n;
-        Ok(slice)
-    };
-    let length = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("4 bytes")) as usize;
-    while at < raw.len() {
-        let flag = take(1, &mut at)?[0];
-        let key_len = length(take(4, &mut at)?);
-        let key = take(key_len, &mut at)?.to_vec();
-        let value = match flag {
-            REMOVED => None,
-            PRESENT => Some(Vec::new()),
-            PRESENT_WITH_VALUE => {
-                let value_len = length(take(4, &mut at)?);
-                Some(take(value_len, &mut at)?.to_vec())
-            }
-            other => return Err(format!("unknown entry flag {other}")),
-        };
-        entries.push((key, value));
-    }
-    Ok(entries)
+    Ok(entry_spans(raw)?
+        .into_iter()
+        .map(|span| {
+            (
+                raw[span.key].to_vec(),
+                span.value.map(|value| raw[value].to_vec()),
+            )
+        })
+        .collect())
 }
 
 /// A batch's changes as `query_log` holds them: [`encode_entry`] each,
