@@ -89,10 +89,10 @@ fn date_key(name: &str, seconds: i64) -> Vec<u8> {
     keys::date_key(Timestamp { seconds, nanos: 0 }, &id(name))
 }
 
-/// A date entry pointing where `name`'s `ids` entry points (its BASIC
+/// A date entry pointing where `name`'s id entry points (its BASIC
 /// fields made up): what a stray or misplaced entry looks like.
-fn date_entry_like(db: &sled::Db, name: &str) -> Vec<u8> {
-    let current = id_entry(db, name);
+fn date_entry_like(db: &sled::Db, dir: &Path, name: &str) -> Vec<u8> {
+    let current = id_entry(db, dir, name);
     let codec = Codec::default();
     let content = Article::from_proto(article(name, 0))
         .unwrap()
@@ -124,9 +124,13 @@ fn inject(db: &sled::Db, changes: runs::Changes) {
     db.flush().unwrap();
 }
 
-/// The `ids` entry of an article, read straight from sled.
-fn id_entry(db: &sled::Db, name: &str) -> IdEntry {
-    IdEntry::decode(&db.open_tree("ids").unwrap().get(name).unwrap().unwrap()).unwrap()
+/// The id entry of an article in the closed archive at `dir` (whose sled
+/// database is `db`).
+fn id_entry(db: &sled::Db, dir: &Path, name: &str) -> IdEntry {
+    let bytes = runs::get_closed(db, dir, runs::Index::Ids, name.as_bytes())
+        .unwrap()
+        .unwrap();
+    IdEntry::decode(&bytes).unwrap()
 }
 
 /// A sound archive passes: one record per stored version, one date entry
@@ -153,13 +157,15 @@ fn index_damage_is_found_and_repaired_from_the_log() {
     archive_with(dir.path(), 5);
     {
         let db = open_sled(dir.path());
-        let ids = db.open_tree("ids").unwrap();
         let revisions = db.open_tree("revisions").unwrap();
         // A batch in the query log that takes a0's date entry away, moves
         // a3's to another date and adds one for an article that does not
-        // exist.
-        let a3 = date_entry_like(&db, "a3");
+        // exist; takes a4's id entry away and points a2's at a0's record.
+        let a3 = date_entry_like(&db, dir.path(), "a3");
+        let mut a2 = id_entry(&db, dir.path(), "a2");
+        a2.pointer = id_entry(&db, dir.path(), "a0").pointer;
         let dates = |name: &str, seconds: i64| runs::Index::Dates.key(&date_key(name, seconds));
+        let ids = |name: &str| runs::Index::Ids.key(name.as_bytes());
         inject(
             &db,
             runs::Changes::from([
@@ -167,16 +173,14 @@ fn index_damage_is_found_and_repaired_from_the_log() {
                 (dates("a3", seconds_of(3)), None),
                 (dates("a3", 12_345), Some(a3.clone())),
                 (dates("ghost", 7), Some(a3)),
+                (ids("a4"), None),
+                (ids("a2"), Some(a2.encode())),
             ]),
         );
-        ids.remove("a4").unwrap().unwrap();
         revisions
             .remove(keys::revision_key(&id("a1"), 1))
             .unwrap()
             .unwrap();
-        let mut a2 = id_entry(&db, "a2");
-        a2.pointer = id_entry(&db, "a0").pointer;
-        ids.insert("a2", a2.encode()).unwrap();
         db.flush().unwrap();
     }
     let (code, text) = check(dir.path(), false);
@@ -205,7 +209,7 @@ fn index_damage_is_found_and_repaired_from_the_log() {
     );
     let db = open_sled(dir.path());
     assert_eq!(
-        id_entry(&db, "a1").revision,
+        id_entry(&db, dir.path(), "a1").revision,
         2,
         "the newest revision is current"
     );
@@ -366,7 +370,7 @@ fn damage_across_many_chunks_is_reported_once_each_in_log_order() {
         let db = open_sled(dir.path());
         ["a650", "a3", "a300"]
             .iter()
-            .map(|id| id_entry(&db, id).pointer)
+            .map(|id| id_entry(&db, dir.path(), id).pointer)
             .collect()
     };
     for pointer in &pointers {
@@ -402,7 +406,10 @@ fn damaged_records_block_an_unclean_start_until_repair_sets_them_aside() {
     crash_a_server_on(dir.path());
     let (a1_newest, a2_only) = {
         let db = open_sled(dir.path());
-        (id_entry(&db, "a1").pointer, id_entry(&db, "a2").pointer)
+        (
+            id_entry(&db, dir.path(), "a1").pointer,
+            id_entry(&db, dir.path(), "a2").pointer,
+        )
     };
     let damaged = damage_record(dir.path(), a1_newest);
     damage_record(dir.path(), a2_only);
@@ -488,7 +495,7 @@ fn a_server_repairs_the_indexes_after_an_unclean_stop() {
     crash_a_server_on(dir.path());
     {
         let db = open_sled(dir.path());
-        let a1 = date_entry_like(&db, "a1");
+        let a1 = date_entry_like(&db, dir.path(), "a1");
         assert!(DateEntry::locate(&a1).is_ok());
         let dates = |name: &str, seconds: i64| runs::Index::Dates.key(&date_key(name, seconds));
         inject(
@@ -549,13 +556,14 @@ fn a_damaged_record_does_not_keep_the_runs_from_being_rebuilt() {
     archive_with(dir.path(), 4);
     let a2 = {
         let db = open_sled(dir.path());
+        let a2 = id_entry(&db, dir.path(), "a2").pointer;
         db.open_tree("meta")
             .unwrap()
             .remove(runs::MANIFEST_KEY)
             .unwrap()
             .expect("the manifest was there");
         db.flush().unwrap();
-        id_entry(&db, "a2").pointer
+        a2
     };
     damage_record(dir.path(), a2);
     drop(open_store(dir.path()));

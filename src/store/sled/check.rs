@@ -45,7 +45,7 @@ use super::{
         self, BasicFields, DateEntry, IdEntry, IdState, RevisionEntry, Tombstone, VersionFacts,
     },
     log::{Frame, Pointer},
-    queries::{self, Tally, NAMED_PROBLEMS, NAMING_PROBES},
+    queries::{self, IndexEntry, Tally, NAMED_PROBLEMS, NAMING_PROBES},
     record::{self, RecordHeader, RecordKind},
     runs::Index,
     Shared, QUARANTINED_RECORDS_TREE,
@@ -111,6 +111,9 @@ enum Finding {
     /// ([`date_digest`]).
     Current(u64),
     Damaged,
+    /// A lookup in the id index failed (a run that cannot be read): said
+    /// once, not once per record.
+    IdIndexUnreadable(String),
 }
 
 /// Checks a chunk of consecutive frames on its own: reading, decompressing
@@ -135,21 +138,36 @@ fn check_chunk(shared: &Shared, frames: Vec<Frame>) -> Result<Vec<Finding>> {
                 findings.push(Finding::Damaged);
             }
             Read::Deletion(header, _) => {
-                check_deletion(shared, &header, &mut report)?;
+                let checked = check_deletion(shared, &header, &mut report);
+                unreadable_index(checked, &mut findings)?;
                 problems(&mut report, &mut findings);
                 findings.push(Finding::Sequence(header.sequence));
                 findings.push(Finding::Deletion(header.id, header.sequence));
             }
             Read::Version(header, stored) => {
                 findings.push(Finding::Sequence(header.sequence));
-                let current =
-                    check_version(shared, header.sequence, pointer, &stored, &mut report)?;
+                let current = check_version(shared, header.sequence, pointer, &stored, &mut report);
+                let current = unreadable_index(current, &mut findings)?;
                 problems(&mut report, &mut findings);
-                findings.extend(current.map(Finding::Current));
+                findings.extend(current.flatten().map(Finding::Current));
             }
         }
     }
     Ok(findings)
+}
+
+/// A lookup in the runs that failed (an unreadable block: [`Error::Io`] or
+/// [`Error::Corrupt`]) becomes a finding, so the check goes on and the
+/// repair rebuilds the runs; other errors stop the check.
+fn unreadable_index<T>(checked: Result<T>, findings: &mut Vec<Finding>) -> Result<Option<T>> {
+    match checked {
+        Ok(value) => Ok(Some(value)),
+        Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) => {
+            findings.push(Finding::IdIndexUnreadable(e.to_string()));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Verifies the whole store. Problems are collected, not returned as
@@ -237,6 +255,7 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
     let mut deletions: HashMap<ArticleId, u64> = HashMap::new();
     // The date entries the current versions call for.
     let mut wanted_dates = Tally::default();
+    let mut id_index_unreadable = false;
     for finding in findings.into_values().flatten() {
         match finding {
             Finding::Sequence(sequence) => {
@@ -253,6 +272,12 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
             }
             Finding::Current(digest) => wanted_dates.add_hash(digest),
             Finding::Damaged => report.damaged_records += 1,
+            Finding::IdIndexUnreadable(e) => {
+                if !id_index_unreadable {
+                    report.problems.push(format!("id index: {e}"));
+                    id_index_unreadable = true;
+                }
+            }
         }
     }
     // The index passes read only, each its own index: one thread each.
@@ -307,10 +332,17 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
 /// Each `ids` entry points at its record, or is a tombstone with its
 /// deletion record (`deletions`: per id, its last deletion in the log).
 fn check_ids(shared: &Shared, deletions: &HashMap<ArticleId, u64>) -> Result<CheckReport> {
-    let trees = &shared.trees;
     let mut report = CheckReport::default();
-    for entry in &trees.ids {
-        let (key, value) = entry?;
+    for entry in queries::all_ids(&shared.trees) {
+        let (key, value) = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // A run that cannot be read: the query-index check names
+                // it too; the repair rebuilds the runs from the log.
+                report.problems.push(format!("id index: {e}"));
+                return Ok(report);
+            }
+        };
         report.articles += 1;
         let Some(id) = id_of_key(&key) else {
             report
@@ -369,7 +401,15 @@ fn check_dates(shared: &Shared) -> Result<(CheckReport, Tally)> {
                 .push(format!("date key {key:?} cannot be decoded"));
             continue;
         };
-        match (live_entry(shared, &id)?, DateEntry::locate(&value)) {
+        let current = match live_entry(shared, &id) {
+            Ok(current) => current,
+            Err(e) => {
+                // The id index cannot be read: the record pass says so.
+                report.problems.push(format!("id index: {e}"));
+                break;
+            }
+        };
+        match (current, DateEntry::locate(&value)) {
             (_, Err(reason)) => report
                 .problems
                 .push(format!("date entry for {id}: {reason}")),
@@ -438,11 +478,13 @@ fn stored_digest(date_key: &[u8], entry: &DateEntry) -> u64 {
 /// named.
 fn name_date_problems(shared: &Shared, problems: &mut Vec<String>) -> Result<()> {
     let mut named = 0;
-    for entry in shared.trees.ids.iter().take(NAMING_PROBES) {
+    for entry in queries::all_ids(&shared.trees).take(NAMING_PROBES) {
         if named == NAMED_PROBLEMS {
             break;
         }
-        let (key, value) = entry?;
+        let Ok((key, value)) = entry else {
+            return Ok(()); // the ids pass reports it
+        };
         let (Some(id), Ok(IdState::Live(current))) = (id_of_key(&key), IdState::decode(&value))
         else {
             continue; // the ids pass reports it
@@ -512,7 +554,14 @@ fn check_revisions(shared: &Shared) -> Result<CheckReport> {
                 at(entry.pointer)
             ));
         }
-        if live_entry(shared, &id)?.is_none_or(|current| current.revision <= revision) {
+        let current = match live_entry(shared, &id) {
+            Ok(current) => current,
+            Err(e) => {
+                report.problems.push(format!("id index: {e}"));
+                break;
+            }
+        };
+        if current.is_none_or(|current| current.revision <= revision) {
             report.problems.push(format!(
                 "revision {revision} of {id}: not older than the current revision"
             ));
@@ -551,8 +600,7 @@ fn check_checkpoints(shared: &Shared) -> Result<CheckReport> {
 fn live_entry(shared: &Shared, id: &ArticleId) -> Result<Option<IdEntry>> {
     Ok(shared
         .trees
-        .ids
-        .get(id.as_str())?
+        .id_bytes(id)?
         .and_then(|bytes| IdState::decode(&bytes).ok())
         .and_then(IdState::live))
 }
@@ -582,8 +630,7 @@ fn points_at(
 fn check_deletion(shared: &Shared, header: &RecordHeader, report: &mut CheckReport) -> Result<()> {
     let state = shared
         .trees
-        .ids
-        .get(header.id.as_str())?
+        .id_bytes(&header.id)?
         .and_then(|bytes| IdState::decode(&bytes).ok());
     let settled = match state {
         Some(IdState::Deleted(tombstone)) => tombstone.sequence >= header.sequence,
@@ -696,23 +743,9 @@ struct Life {
     newest: Option<(u64, u64, Pointer)>,
 }
 
-/// Rebuilds `ids`, the date index, `revisions` and `checkpoints` from the
-/// log: the
-/// newest sound version of each id's current life is its current version,
-/// the other versions of that life its history (the newest
-/// `--keep-revisions`, if set); versions of an earlier life or beyond what
-/// is kept are erased; an id whose last record is a deletion gets its
-/// tombstone. Entries that are already right are left alone, so a repair
-/// of a sound store writes nothing (the date index, in runs, is written
-/// anew when its tally differs from what the log calls for, and the report
-/// counts the entries that changed). Not one transaction (the index of a
-/// large archive is too big for one): an interrupted rebuild leaves
-/// problems that the next check finds and the next rebuild finishes.
-pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
-    let trees = &shared.trees;
-    let keep = shared.config.keep_revisions;
-    let mut report = RepairReport::default();
-    // Pass 1: each id's life, in sequence order.
+/// Each id's life as the log tells it (pass 1 of a rebuild): its versions
+/// and deletions in sequence order, damaged records left out.
+fn lives_from_log(shared: &Shared) -> Result<HashMap<ArticleId, Life>> {
     let mut lives: HashMap<ArticleId, Life> = HashMap::new();
     for frame in shared.log.scan()? {
         let frame = frame?;
@@ -741,6 +774,112 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             }
         }
     }
+    Ok(lives)
+}
+
+/// The id and date entries the lives call for: per id, its tombstone, or
+/// its current version's id entry and date entry (that version's record
+/// read again). `each` sees every id entry first. A current version whose
+/// record cannot be read now is left out with a warning (see
+/// [`dates_of`]).
+fn entries_of_lives<'a>(
+    shared: &'a Shared,
+    lives: HashMap<ArticleId, Life>,
+    mut each: impl FnMut(&ArticleId, &Life, &IdState) + 'a,
+) -> impl Iterator<Item = Result<IndexEntry>> + 'a {
+    lives.into_iter().flat_map(move |(id, life)| {
+        let mut out = Vec::with_capacity(2);
+        let state = match (life.newest, life.tombstone) {
+            (None, Some(tombstone)) => IdState::Deleted(tombstone),
+            (None, None) => return out,
+            (Some((_, sequence, pointer)), _) => match current_version(shared, sequence, pointer) {
+                Ok(stored) => {
+                    out.push(Ok(date_entry(shared, &id, sequence, pointer, &stored)));
+                    IdState::Live(IdEntry {
+                        sequence,
+                        pointer,
+                        revision: stored.revision,
+                        published_at: stored.content.published_at,
+                        content_sha256: stored.content_sha256,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %id, "the current version cannot be read; its index entries are left out (see `check`)");
+                    return out;
+                }
+            },
+        };
+        each(&id, &life, &state);
+        out.push(Ok((Index::Ids, id.as_str().as_bytes().to_vec(), state.encode())));
+        out
+    })
+}
+
+/// The id, date, label and url entries, from the log alone: what the
+/// runs are built from when they cannot be trusted and there is nothing
+/// else (an open does this; see [`super::build_indexes`]).
+pub(super) fn indexes_from_log(
+    shared: &Shared,
+) -> Result<impl Iterator<Item = Result<IndexEntry>> + '_> {
+    Ok(entries_of_lives(
+        shared,
+        lives_from_log(shared)?,
+        |_, _, _| {},
+    ))
+}
+
+/// The record of the current version `sequence` at `pointer`, verified.
+fn current_version(shared: &Shared, sequence: u64, pointer: Pointer) -> Result<StoredArticle> {
+    let bytes = shared.log.read(pointer)?;
+    record::decode_verified(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
+        key: format!("record {sequence}"),
+        reason,
+    })
+}
+
+/// The date entry of `id`'s current version `stored`.
+fn date_entry(
+    shared: &Shared,
+    id: &ArticleId,
+    sequence: u64,
+    pointer: Pointer,
+    stored: &StoredArticle,
+) -> IndexEntry {
+    let entry = index::encode_date_entry(
+        &VersionFacts {
+            sequence,
+            pointer,
+            revision: stored.revision,
+            ingested_at: stored.ingested_at,
+            content_sha256: stored.content_sha256,
+            body_bytes: stored.content.body.len() as u64,
+        },
+        &BasicFields::of(&shared.codec, &stored.content),
+    );
+    (
+        Index::Dates,
+        keys::date_key(stored.content.published_at, id),
+        entry,
+    )
+}
+
+/// Rebuilds the id and date indexes (with the query indexes), `revisions`
+/// and `checkpoints` from the log: the newest sound version of each id's
+/// current life is its current version, the other versions of that life
+/// its history (the newest `--keep-revisions`, if set); versions of an
+/// earlier life or beyond what is kept are erased; an id whose last record
+/// is a deletion gets its tombstone. `revisions` and `checkpoints` entries
+/// that are already right are left alone; the runs are written anew, and
+/// the report counts the entries that changed, so a repair of a sound
+/// store reports nothing. Not one transaction (the index of a large
+/// archive is too big for one): an interrupted rebuild leaves problems
+/// that the next check finds and the next rebuild finishes.
+pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
+    let trees = &shared.trees;
+    let keep = shared.config.keep_revisions;
+    let mut report = RepairReport::default();
+    // Pass 1: each id's life, in sequence order.
+    let lives = lives_from_log(shared)?;
     // Pass 2: history entries for the other versions of each current life;
     // the rest is erased; a checkpoint every so many records.
     let mut erase = Vec::new();
@@ -783,64 +922,7 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             wanted_checkpoints.insert(keys::u64_key(header.sequence).to_vec(), pointer);
         }
     }
-    // Pass 3: the ids entries of each id (and what the date index should
-    // hold, as a tally).
-    let mut wanted_dates = Tally::default();
-    for (id, life) in &lives {
-        let state = match (life.newest, life.tombstone) {
-            (None, Some(tombstone)) => IdState::Deleted(tombstone),
-            (None, None) => continue,
-            (Some((_, sequence, pointer)), _) => {
-                let bytes = shared.log.read(pointer)?;
-                let stored = record::decode_verified(&shared.codec, &bytes).map_err(|reason| {
-                    Error::Corrupt {
-                        key: format!("record {sequence}"),
-                        reason,
-                    }
-                })?;
-                wanted_dates.add_hash(date_digest(
-                    &keys::date_key(stored.content.published_at, id),
-                    sequence,
-                    pointer,
-                    stored.content.body.len() as u64,
-                    &stored,
-                ));
-                IdState::Live(IdEntry {
-                    sequence,
-                    pointer,
-                    revision: stored.revision,
-                    published_at: stored.content.published_at,
-                    content_sha256: stored.content_sha256,
-                })
-            }
-        };
-        let entry = state.encode();
-        if trees.ids.get(id.as_str())?.as_deref() != Some(entry.as_slice()) {
-            let old = trees.ids.insert(id.as_str(), entry)?;
-            if let (Some(Ok(IdState::Live(old))), IdState::Live(new)) =
-                (old.map(|old| IdState::decode(&old)), state)
-            {
-                if old.revision > new.revision && life.deleted_at_sequence < old.sequence {
-                    report.reverted.push(format!(
-                        "{id} now serves revision {} (revision {} was damaged and is quarantined)",
-                        new.revision, old.revision
-                    ));
-                }
-            }
-            report.added += 1;
-        }
-    }
-    // Pass 4: whatever the log does not account for.
-    for entry in &trees.ids {
-        let (key, _) = entry?;
-        let known = id_of_key(&key)
-            .and_then(|id| lives.get(&id))
-            .is_some_and(|life| life.newest.is_some() || life.tombstone.is_some());
-        if !known {
-            trees.ids.remove(&key)?;
-            report.removed += 1;
-        }
-    }
+    // Pass 3: whatever the log does not account for.
     for entry in &trees.revisions {
         let (key, value) = entry?;
         let keep_entry = keys::parse_revision_key(&key).is_some_and(|(id, revision)| {
@@ -880,14 +962,24 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
             .insert(key, index::encode_pointer(pointer))?;
     }
     trees.db.flush()?;
-    // The date index, from the log unless it holds just what it should;
-    // the query indexes and counters from it.
-    if !trees.query.is_complete() || held_dates(shared).ok() != Some(wanted_dates) {
-        let dates = dates_from_log(shared)?;
-        queries::rebuild_from(trees, &shared.codec, dates, &mut report)?;
-    } else {
-        queries::rebuild(trees, &shared.codec, &mut report)?;
-    }
+    // Pass 4: the id and date indexes (and the query indexes and counters
+    // from them), written anew; an article now served at an older revision
+    // than the index held (its newer ones were damaged) is reported.
+    let mut reverted = Vec::new();
+    let entries = entries_of_lives(shared, lives, |id, life, state| {
+        let old = trees.id_state(id).ok().flatten();
+        if let (Some(IdState::Live(old)), IdState::Live(new)) = (old, state) {
+            if old.revision > new.revision && life.deleted_at_sequence < old.sequence {
+                reverted.push(format!(
+                    "{id} now serves revision {} (revision {} was damaged and is quarantined)",
+                    new.revision, old.revision
+                ));
+            }
+        }
+    });
+    queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
+    reverted.sort();
+    report.reverted.extend(reverted);
     for pointer in &erase {
         shared.log.erase(*pointer, false)?;
     }
@@ -896,31 +988,19 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     Ok(report)
 }
 
-/// The tally of the date entries as the index holds them (an entry that
-/// cannot be decoded counts as one that says something else).
-fn held_dates(shared: &Shared) -> Result<Tally> {
-    let mut held = Tally::default();
-    for entry in queries::all_dates(&shared.trees) {
-        let (key, value) = entry?;
-        let digest = keys::parse_date_key(&key).and_then(|(published_at, id)| {
-            DateEntry::decode(&shared.codec, published_at, id, &value).ok()
-        });
-        held.add_hash(digest.map_or(0, |entry| stored_digest(&key, &entry)));
-    }
-    Ok(held)
-}
-
-/// The date entries (date key, entry) of the current versions the `ids`
-/// entries point at, read from the log: what the date index is rebuilt
-/// from when it cannot be trusted. A record that cannot be read is left
-/// out with a warning rather than failing the rebuild (which an open may
-/// be doing: the store must still open, so that `check` reports the
-/// article and `check --repair` sets the record aside).
-pub(super) fn dates_from_log(
-    shared: &Shared,
-) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_> {
-    Ok(shared.trees.ids.iter().filter_map(move |entry| {
-        let read = || -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+/// The date entries (tagged with their index) of the current versions
+/// that `ids` (id, encoded id entry) point at, read from the log: what the
+/// date index is built from when there is nothing else. A record that
+/// cannot be read is left out with a warning rather than failing the
+/// rebuild (which an open may be doing: the store must still open, so
+/// that `check` reports the article and `check --repair` sets the record
+/// aside).
+pub(super) fn dates_of<'a>(
+    shared: &'a Shared,
+    ids: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + 'a,
+) -> impl Iterator<Item = Result<IndexEntry>> + 'a {
+    ids.filter_map(move |entry| {
+        let read = || -> Result<Option<IndexEntry>> {
             let (key, value) = entry?;
             let Some(id) = id_of_key(&key) else {
                 return Ok(None);
@@ -928,32 +1008,20 @@ pub(super) fn dates_from_log(
             let Ok(IdState::Live(current)) = IdState::decode(&value) else {
                 return Ok(None);
             };
-            let read = shared.log.read(current.pointer).and_then(|bytes| {
-                record::decode_verified(&shared.codec, &bytes).map_err(|reason| Error::Corrupt {
-                    key: format!("record {}", current.sequence),
-                    reason,
-                })
-            });
-            let stored = match read {
-                Ok(stored) => stored,
+            match current_version(shared, current.sequence, current.pointer) {
+                Ok(stored) => Ok(Some(date_entry(
+                    shared,
+                    &id,
+                    current.sequence,
+                    current.pointer,
+                    &stored,
+                ))),
                 Err(e) => {
                     tracing::warn!(error = %e, id = %id, "the current version cannot be read; its date entry is left out (see `check`)");
-                    return Ok(None);
+                    Ok(None)
                 }
-            };
-            let entry = index::encode_date_entry(
-                &VersionFacts {
-                    sequence: current.sequence,
-                    pointer: current.pointer,
-                    revision: stored.revision,
-                    ingested_at: stored.ingested_at,
-                    content_sha256: stored.content_sha256,
-                    body_bytes: stored.content.body.len() as u64,
-                },
-                &BasicFields::of(&shared.codec, &stored.content),
-            );
-            Ok(Some((keys::date_key(current.published_at, &id), entry)))
+            }
         };
         read().transpose()
-    }))
+    })
 }

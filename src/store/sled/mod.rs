@@ -98,7 +98,10 @@ use crate::{
     error::{Error, Result},
 };
 
+/// The sled tree that held the id index before it moved to the runs.
 pub(crate) const IDS_TREE: &str = "ids";
+/// How damage in the id index is named.
+const IDS_INDEX: &str = "ids";
 pub(crate) const DATES_TREE: &str = "dates";
 pub(crate) const REVISIONS_TREE: &str = "revisions";
 pub(crate) const DICTS_TREE: &str = "dicts";
@@ -116,7 +119,6 @@ pub(crate) const FORMAT_VERSION: &[u8] = b"2";
 /// The sled handles shared by readers and the writer.
 pub(crate) struct Trees {
     pub db: sled::Db,
-    pub ids: sled::Tree,
     pub revisions: sled::Tree,
     pub dicts: sled::Tree,
     pub meta: sled::Tree,
@@ -124,7 +126,7 @@ pub(crate) struct Trees {
     /// log: where the change feed starts reading to resume after a given
     /// sequence number (one entry per batch).
     pub checkpoints: sled::Tree,
-    /// The label and url indexes ([`queries`], [`runs`]).
+    /// The id, date, label and url indexes ([`queries`], [`runs`]).
     pub query: runs::RunIndex,
     /// The query counters ([`queries`]).
     pub counts: sled::Tree,
@@ -135,7 +137,6 @@ impl Trees {
     pub(crate) fn open(db: sled::Db, path: &Path) -> Result<Self> {
         Ok(Self {
             query: runs::RunIndex::open(&db, path)?,
-            ids: db.open_tree(IDS_TREE)?,
             revisions: db.open_tree(REVISIONS_TREE)?,
             dicts: db.open_tree(DICTS_TREE)?,
             meta: db.open_tree(META_TREE)?,
@@ -143,6 +144,30 @@ impl Trees {
             counts: db.open_tree(queries::COUNTS_TREE)?,
             db,
         })
+    }
+
+    /// The stored id entry of `id`, as it is.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Corrupt`] from a run's block.
+    pub(crate) fn id_bytes(&self, id: &ArticleId) -> Result<Option<Vec<u8>>> {
+        self.query.get(runs::Index::Ids, id.as_str().as_bytes())
+    }
+
+    /// What the id index holds for `id`.
+    ///
+    /// # Errors
+    /// As [`Trees::id_bytes`], or [`Error::Corrupt`] for an entry that
+    /// cannot be decoded.
+    pub(crate) fn id_state(&self, id: &ArticleId) -> Result<Option<IdState>> {
+        self.id_bytes(id)?
+            .map(|bytes| {
+                IdState::decode(&bytes).map_err(|reason| Error::Corrupt {
+                    key: format!("{IDS_INDEX}/{id}"),
+                    reason,
+                })
+            })
+            .transpose()
     }
 }
 
@@ -330,10 +355,10 @@ impl Shared {
             return Ok(None);
         }
         let trees = &self.trees;
-        let step = (trees.ids.len() as u64 / DICTIONARY_SAMPLES).max(1) as usize;
+        let step = (queries::live_articles(&trees.counts)? / DICTIONARY_SAMPLES).max(1) as usize;
         let mut content = Vec::new();
         let mut basic = Vec::new();
-        for entry in trees.ids.iter().step_by(step) {
+        for entry in queries::all_ids(trees).step_by(step) {
             let (_, value) = entry?;
             let Ok(entry) = IdEntry::decode(&value) else {
                 continue;
@@ -505,50 +530,18 @@ impl SledStore {
             metrics: std::sync::OnceLock::new(),
         });
         if !shared.trees.query.is_complete() {
-            let started = std::time::Instant::now();
-            let mut report = RepairReport::default();
-            let sled_dates = shared.trees.db.open_tree(DATES_TREE)?;
-            let from = if shared.trees.query.held_dates() || sled_dates.is_empty() {
-                // The runs held the date index, but one of them cannot be
-                // read or their rebuild was interrupted, or their manifest
-                // is gone, or the store is new: everything they hold is
-                // derived from the log.
-                let dates = check::dates_from_log(&shared)?;
-                queries::rebuild_from(&shared.trees, &shared.codec, dates, &mut report)?;
-                "the record log"
-            } else {
-                // Made before the date index moved to the runs: its sled
-                // tree is the source, dropped below once the runs hold it.
-                let dates = sled_dates;
-                let entries = dates.iter().map(|entry| {
-                    entry
-                        .map(|(key, value)| (key.to_vec(), value.to_vec()))
-                        .map_err(Error::from)
-                });
-                queries::rebuild_from(&shared.trees, &shared.codec, entries, &mut report)?;
-                "the sled tree `dates`"
-            };
-            if report.added + report.removed > 0 {
-                info!(
-                    added = report.added,
-                    removed = report.removed,
-                    seconds = started.elapsed().as_secs_f64(),
-                    from,
-                    "built the date and query indexes (dates, sources, sections, urls, counts)"
-                );
-            }
+            build_indexes(&shared)?;
         }
-        if shared.trees.query.held_dates()
-            && shared
-                .trees
-                .db
-                .tree_names()
-                .iter()
-                .any(|name| name.as_ref() == DATES_TREE.as_bytes())
-        {
-            // The date index as a sled tree, from before it moved to the
-            // runs; they hold it now (their manifest says so).
-            shared.trees.db.drop_tree(DATES_TREE)?;
+        if shared.trees.query.is_complete() {
+            // The sled trees that held the id and date indexes before they
+            // moved to the runs, which hold them now (their manifest says
+            // so).
+            let names = shared.trees.db.tree_names();
+            for tree in [IDS_TREE, DATES_TREE] {
+                if names.iter().any(|name| name.as_ref() == tree.as_bytes()) {
+                    shared.trees.db.drop_tree(tree)?;
+                }
+            }
             shared.trees.db.flush()?;
         }
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -617,22 +610,13 @@ impl SledStore {
     /// # Errors
     /// [`Error::NotFound`], [`Error::Deleted`], or damage.
     fn live_entry(&self, id: &ArticleId) -> Result<IdEntry> {
-        let bytes = self
-            .shared
-            .trees
-            .ids
-            .get(id.as_str())?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        match IdState::decode(&bytes) {
-            Ok(IdState::Live(entry)) => Ok(entry),
-            Ok(IdState::Deleted(tombstone)) => Err(Error::Deleted {
+        match self.shared.trees.id_state(id)? {
+            None => Err(Error::NotFound(id.to_string())),
+            Some(IdState::Live(entry)) => Ok(entry),
+            Some(IdState::Deleted(tombstone)) => Err(Error::Deleted {
                 id: id.to_string(),
                 at: tombstone.deleted_at,
                 sequence: tombstone.sequence,
-            }),
-            Err(reason) => Err(Error::Corrupt {
-                key: format!("{IDS_TREE}/{id}"),
-                reason,
             }),
         }
     }
@@ -1019,7 +1003,7 @@ impl SledStore {
     /// revisions (not deleted, not pruned): only those are in the feed.
     fn still_held(&self, header: &record::RecordHeader, pointer: Pointer) -> Result<bool> {
         let trees = &self.shared.trees;
-        let Some(bytes) = trees.ids.get(header.id.as_str())? else {
+        let Some(bytes) = trees.id_bytes(&header.id)? else {
             return Ok(false);
         };
         let Ok(IdState::Live(current)) = IdState::decode(&bytes) else {
@@ -1067,8 +1051,7 @@ impl SledStore {
         let stored = if self.shared.expect_unchanged.load(Ordering::Relaxed) {
             self.shared
                 .trees
-                .ids
-                .get(article.id().as_str())
+                .id_bytes(article.id())
                 .ok()
                 .flatten()
                 .and_then(|bytes| IdEntry::decode(&bytes).ok())
@@ -1369,6 +1352,67 @@ impl Drop for SledStore {
             }
         }
     }
+}
+
+/// Writes the runs anew when they do not hold every index (see
+/// [`runs::RunIndex::is_complete`]), from what there is:
+/// - a store made before the id index moved to the runs: its sled tree
+///   `ids`, with the date index of the runs (made after it moved there),
+///   of the sled tree `dates` (made before), or of the records the ids
+///   point at (neither can be read);
+/// - otherwise (a run cannot be read, a rebuild was interrupted, the
+///   manifest is gone, or the store is new): the record log alone.
+///
+/// The sled trees are dropped by the caller once the new manifest, the
+/// commit point, is written: a crash before leaves them the source.
+fn build_indexes(shared: &Shared) -> Result<()> {
+    let started = std::time::Instant::now();
+    let trees = &shared.trees;
+    let mut report = RepairReport::default();
+    let sled_ids = trees.db.open_tree(IDS_TREE)?;
+    let sled_dates = trees.db.open_tree(DATES_TREE)?;
+    let sled_entries = |tree: &sled::Tree, index: runs::Index| {
+        tree.iter().map(move |entry| {
+            entry
+                .map(|(key, value)| (index, key.to_vec(), value.to_vec()))
+                .map_err(Error::from)
+        })
+    };
+    let from = if sled_ids.is_empty() {
+        let entries = check::indexes_from_log(shared)?;
+        queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
+        "the record log"
+    } else if trees.query.holds_dates() {
+        let dates = queries::all_dates(trees)
+            .map(|entry| entry.map(|(key, value)| (runs::Index::Dates, key, value)));
+        let entries = dates.chain(sled_entries(&sled_ids, runs::Index::Ids));
+        queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
+        "the sled tree `ids` and the runs"
+    } else if !sled_dates.is_empty() {
+        let entries = sled_entries(&sled_dates, runs::Index::Dates)
+            .chain(sled_entries(&sled_ids, runs::Index::Ids));
+        queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
+        "the sled trees `ids` and `dates`"
+    } else {
+        let ids = sled_ids.iter().map(|entry| {
+            entry
+                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .map_err(Error::from)
+        });
+        let entries = check::dates_of(shared, ids).chain(sled_entries(&sled_ids, runs::Index::Ids));
+        queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
+        "the sled tree `ids` and the records"
+    };
+    if report.added + report.removed > 0 {
+        info!(
+            added = report.added,
+            removed = report.removed,
+            seconds = started.elapsed().as_secs_f64(),
+            from,
+            "built the id, date and query indexes (ids, dates, sources, sections, urls, counts)"
+        );
+    }
+    Ok(())
 }
 
 fn open_error(path: &Path, e: sled::Error) -> Error {

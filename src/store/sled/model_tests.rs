@@ -206,11 +206,11 @@ proptest! {
             // tombstones for the deleted.
             let live = model.values().filter(|m| matches!(m, Model::Live(h) if !h.is_empty())).count();
             prop_assert_eq!(trees.revisions.len(), versions - live);
-            prop_assert_eq!(trees.ids.len(), model.len());
+            prop_assert_eq!(super::queries::all_ids(&trees).count(), model.len());
             prop_assert_eq!(super::queries::all_dates(&trees).count(), live);
             for (id, entry) in &model {
                 let parsed = crate::article::ArticleId::parse("id", id).unwrap();
-                let state = IdState::decode(&trees.ids.get(id).unwrap().unwrap()).unwrap();
+                let state = trees.id_state(&parsed).unwrap().unwrap();
                 let history = match (entry, state) {
                     (Model::Deleted { sequence, allow_reingest }, IdState::Deleted(tombstone)) => {
                         prop_assert_eq!((tombstone.sequence, tombstone.allow_reingest), (*sequence, *allow_reingest));
@@ -303,7 +303,8 @@ fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
         ..Prepared::new(&codec, &article(1, 1, 1))
     };
     assert_eq!(commit(&mut state, &deferred), WriteOutcome::Updated);
-    let entry = IdEntry::decode(&trees.ids.get("a1").unwrap().unwrap()).unwrap();
+    let a1 = crate::article::ArticleId::parse("id", "a1").unwrap();
+    let entry = IdEntry::decode(&trees.id_bytes(&a1).unwrap().unwrap()).unwrap();
     let stored = record::decode_verified(&codec, &log.read(entry.pointer).unwrap()).unwrap();
     assert_eq!(&stored.content, article(1, 1, 1).content());
     let again = Prepared {
@@ -313,16 +314,32 @@ fn a_deferred_article_is_stored_right_when_it_changed_in_between() {
     assert_eq!(commit(&mut state, &again), WriteOutcome::Unchanged);
 }
 
-/// A store made while the date index was a sled tree (its query runs, if
-/// any, named by a manifest of the version before) gets its date index
-/// moved into the runs at open: the same entries, the sled tree dropped.
-/// The tree held one stray entry too, which shows where the entries came
-/// from (a rebuild from the log would not have it), and which the check
-/// then names. Opened again, nothing is rebuilt.
+/// The layouts before the id and date indexes moved to the runs.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    /// Both in sled trees, the runs (manifest version 1) with neither.
+    DatesAndIdsInSled,
+    /// The id index in a sled tree, the date index in the runs (manifest
+    /// version 2).
+    IdsInSled,
+}
+
+/// A store made while the id index (and perhaps the date index) was a
+/// sled tree gets it moved into the runs at open: the same entries, the
+/// sled trees dropped. Each tree held one stray entry too, which shows
+/// where the entries came from (a rebuild from the log would not have
+/// it), and which the check then names. Opened again, nothing is rebuilt.
 #[test]
-fn a_date_index_kept_in_sled_moves_to_the_runs_at_open() {
+fn indexes_kept_in_sled_move_to_the_runs_at_open() {
+    for before in [Before::DatesAndIdsInSled, Before::IdsInSled] {
+        indexes_kept_in_sled_move_to_the_runs(before);
+    }
+}
+
+fn indexes_kept_in_sled_move_to_the_runs(before: Before) {
+    type Entries = Vec<(Vec<u8>, Vec<u8>)>;
     let dir = tempfile::tempdir().unwrap();
-    let held = {
+    let (dates, ids) = {
         let (trees, log, codec, mut state) = empty_store(dir.path());
         for (id, time, text) in [(1, 0, 0), (2, 1, 1), (3, 2, 2), (4, 4, 3), (1, 3, 4)] {
             let op = writer::Op::Put(Prepared::new(&codec, &article(id, time, text)));
@@ -331,33 +348,72 @@ fn a_date_index_kept_in_sled_moves_to_the_runs_at_open() {
                 .remove(0)
                 .unwrap();
         }
-        let mut held: Vec<(Vec<u8>, Vec<u8>)> = super::queries::all_dates(&trees)
-            .collect::<crate::error::Result<_>>()
-            .unwrap();
-        let stray = keys::date_key(
+        let all = |entries: super::runs::KeyValues| -> Entries {
+            entries.collect::<crate::error::Result<_>>().unwrap()
+        };
+        let (mut dates, mut ids) = (
+            all(super::queries::all_dates(&trees)),
+            all(super::queries::all_ids(&trees)),
+        );
+        let stray_date = keys::date_key(
             Timestamp {
                 seconds: 7,
                 nanos: 0,
             },
             &crate::article::ArticleId::parse("id", "a9").unwrap(),
         );
-        held.push((stray, held[0].1.clone()));
-        held.sort();
-        // The layout before: the entries in sled's `dates`, a manifest of
-        // runs without them, a query log without them.
-        let sled_dates = trees.db.open_tree(super::DATES_TREE).unwrap();
-        for (key, value) in &held {
-            sled_dates.insert(key, value.as_slice()).unwrap();
+        dates.push((stray_date, dates[0].1.clone()));
+        dates.sort();
+        let stray_id = IdState::Deleted(super::index::Tombstone {
+            sequence: 99,
+            deleted_at: Timestamp::now(),
+            allow_reingest: false,
+        });
+        ids.push((b"a8".to_vec(), stray_id.encode()));
+        ids.sort();
+        let into_sled = |name: &str, entries: &Entries| {
+            let tree = trees.db.open_tree(name).unwrap();
+            for (key, value) in entries {
+                tree.insert(key, value.as_slice()).unwrap();
+            }
+        };
+        into_sled(super::IDS_TREE, &ids);
+        match before {
+            Before::DatesAndIdsInSled => {
+                // The runs of labels alone, named by a manifest of version 1.
+                into_sled(super::DATES_TREE, &dates);
+                trees
+                    .meta
+                    .insert(super::runs::MANIFEST_KEY, &[1u8][..])
+                    .unwrap();
+            }
+            Before::IdsInSled => {
+                // Runs of the date and query indexes, named by a manifest
+                // of version 2.
+                let entries = dates.iter().flat_map(|(key, value)| {
+                    super::queries::run_entries(&codec, key.clone(), value.clone())
+                        .into_iter()
+                        .map(Ok)
+                });
+                trees.query.rebuild(entries, |_, _, _| false).unwrap();
+                let mut manifest = trees
+                    .meta
+                    .get(super::runs::MANIFEST_KEY)
+                    .unwrap()
+                    .unwrap()
+                    .to_vec();
+                manifest[0] = 2;
+                trees
+                    .meta
+                    .insert(super::runs::MANIFEST_KEY, manifest)
+                    .unwrap();
+            }
         }
-        trees
-            .meta
-            .insert(super::runs::MANIFEST_KEY, &[1u8][..])
-            .unwrap();
         trees.query.log_tree().clear().unwrap();
         trees.db.flush().unwrap();
-        held
+        (dates, ids)
     };
-    assert_eq!(held.len(), 5);
+    assert_eq!((dates.len(), ids.len()), (5, 5), "{before:?}");
     let config = crate::store::StoreConfig::new(dir.path());
     for _ in 0..2 {
         // sled lets go of its directory lock a moment after the last
@@ -374,24 +430,33 @@ fn a_date_index_kept_in_sled_moves_to_the_runs_at_open() {
             }
         };
         let trees = &store.shared.trees;
-        let now: Vec<(Vec<u8>, Vec<u8>)> = super::queries::all_dates(trees)
-            .collect::<crate::error::Result<_>>()
-            .unwrap();
-        assert_eq!(now, held);
-        assert!(trees.query.held_dates());
-        assert!(!trees
-            .db
-            .tree_names()
-            .iter()
-            .any(|name| name.as_ref() == super::DATES_TREE.as_bytes()));
+        let all = |entries: super::runs::KeyValues| -> Entries {
+            entries.collect::<crate::error::Result<_>>().unwrap()
+        };
+        assert_eq!(all(super::queries::all_dates(trees)), dates, "{before:?}");
+        assert_eq!(all(super::queries::all_ids(trees)), ids, "{before:?}");
+        assert!(trees.query.is_complete());
+        for tree in [super::DATES_TREE, super::IDS_TREE] {
+            assert!(
+                !trees
+                    .db
+                    .tree_names()
+                    .iter()
+                    .any(|name| name.as_ref() == tree.as_bytes()),
+                "{before:?}: {tree} is still a sled tree"
+            );
+        }
         let report = store.check().unwrap();
-        assert!(
-            report
-                .problems
-                .contains(&"date entry for a9: no such article".to_string()),
-            "{:?}",
-            report.problems
-        );
+        for problem in [
+            "date entry for a9: no such article",
+            "ids entry a8: a tombstone for deletion 99, which the log does not hold",
+        ] {
+            assert!(
+                report.problems.contains(&problem.to_string()),
+                "{before:?}: {:?}",
+                report.problems
+            );
+        }
         assert_eq!(report.date_entries, 5);
     }
 }

@@ -129,6 +129,12 @@ impl QueryChanges {
         self.entries.insert(Index::Dates.key(date_key), None);
     }
 
+    /// What the id index holds for `id` now is `state` (encoded).
+    pub fn put_id(&mut self, id: &ArticleId, state: Vec<u8>) {
+        self.entries
+            .insert(Index::Ids.key(id.as_str().as_bytes()), Some(state));
+    }
+
     fn count(&mut self, labels: &Labels, at: Timestamp, delta: i64) {
         for interval in INTERVALS {
             let key = keys::counter_key(interval.counter_kind(), interval.bucket(at));
@@ -613,13 +619,23 @@ impl Tally {
     }
 }
 
-/// The slot of an index in per-index arrays.
-fn slot(index: Index) -> usize {
+/// The slot of a label or url index in per-index arrays (`None` for the
+/// date and id indexes, which are checked against the log).
+fn slot(index: Index) -> Option<usize> {
     match index {
-        Index::Sources => 0,
-        Index::Sections => 1,
-        Index::Urls => 2,
-        Index::Dates => 3,
+        Index::Sources => Some(0),
+        Index::Sections => Some(1),
+        Index::Urls => Some(2),
+        Index::Dates | Index::Ids => None,
+    }
+}
+
+/// The tallies of the label and url indexes.
+type LabelTallies = [Tally; 3];
+
+fn tally(tallies: &mut LabelTallies, index: Index, key: &[u8]) {
+    if let Some(slot) = slot(index) {
+        tallies[slot].add(key);
     }
 }
 
@@ -652,14 +668,18 @@ fn expected(
     Ok(counts)
 }
 
-/// What the runs hold, per label and url index (the date index is
-/// checked against the log, [`super::check`]).
-fn held(query: &RunIndex) -> Result<[Tally; 4]> {
-    let mut held = [Tally::default(); 4];
-    for entry in query.entries() {
-        let (index, key) = entry?;
-        if index != Index::Dates {
-            held[slot(index)].add(&key);
+/// What the runs hold, per label and url index (the date and id indexes
+/// are checked against the log, [`super::check`]).
+fn held(query: &RunIndex) -> Result<LabelTallies> {
+    let mut held = LabelTallies::default();
+    for index in Index::LABELS {
+        for key in query.range(
+            index,
+            Bound::Unbounded,
+            Bound::Unbounded,
+            Order::OldestFirst,
+        ) {
+            tally(&mut held, index, &key?);
         }
     }
     Ok(held)
@@ -669,6 +689,16 @@ fn held(query: &RunIndex) -> Result<[Tally; 4]> {
 pub(crate) fn all_dates(trees: &Trees) -> runs::KeyValues {
     trees.query.range_entries(
         Index::Dates,
+        Bound::Unbounded,
+        Bound::Unbounded,
+        Order::OldestFirst,
+    )
+}
+
+/// Every id entry (id, encoded [`super::index::IdState`]), in id order.
+pub(crate) fn all_ids(trees: &Trees) -> runs::KeyValues {
+    trees.query.range_entries(
+        Index::Ids,
         Bound::Unbounded,
         Bound::Unbounded,
         Order::OldestFirst,
@@ -711,20 +741,25 @@ pub(crate) fn same_entry(codec: &Codec, key: &[u8], old: &[u8], new: &[u8]) -> b
     decode(old).is_some_and(|old| Some(old) == decode(new))
 }
 
-/// Writes the query runs anew from `dates` (date key, entry: the whole date
-/// index, in any order), with the label and url entries they call for, and
-/// counts what changed into `report`; then the counters from them.
+/// An entry of the whole date or id index, for [`rebuild_from`]: its
+/// index, its key there and its value.
+pub(crate) type IndexEntry = (Index, Vec<u8>, Vec<u8>);
+
+/// Writes the runs anew from `entries` (the whole date and id indexes, in
+/// any order), with the label and url entries the date entries call for,
+/// and counts what changed into `report`; then the counters from them.
 pub(crate) fn rebuild_from(
     trees: &Trees,
     codec: &Codec,
-    dates: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    entries: impl Iterator<Item = Result<IndexEntry>>,
     report: &mut RepairReport,
 ) -> Result<()> {
-    let entries = dates.flat_map(|entry| match entry {
-        Ok((key, value)) => run_entries(codec, key, value)
+    let entries = entries.flat_map(|entry| match entry {
+        Ok((Index::Dates, key, value)) => run_entries(codec, key, value)
             .into_iter()
             .map(Ok)
             .collect::<Vec<_>>(),
+        Ok((index, key, value)) => vec![Ok((index.key(&key), value))],
         Err(e) => vec![Err(e)],
     });
     let rebuilt = trees
@@ -747,8 +782,10 @@ pub(crate) const NAMING_PROBES: usize = 100_000;
 /// every run file reads back, and every counter is right. Problems are
 /// pushed to `problems`.
 pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) -> Result<()> {
-    let mut wanted = [Tally::default(); 4];
-    let counts = match expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key)) {
+    let mut wanted = LabelTallies::default();
+    let counts = match expected(trees, codec, |index, key, _| {
+        tally(&mut wanted, index, &key)
+    }) {
         Ok(counts) => counts,
         Err(e) => {
             problems.push(format!("query indexes: {e}"));
@@ -758,8 +795,8 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
     match held(&trees.query) {
         Err(e) => problems.push(format!("query indexes: {e}")),
         Ok(held) => {
-            for index in Index::LABELS {
-                let (held, wanted) = (held[slot(index)], wanted[slot(index)]);
+            for (slot, index) in Index::LABELS.into_iter().enumerate() {
+                let (held, wanted) = (held[slot], wanted[slot]);
                 if held == wanted {
                     continue;
                 }
@@ -816,8 +853,10 @@ pub(crate) fn check(trees: &Trees, codec: &Codec, problems: &mut Vec<String>) ->
 /// whose manifest is the commit point). Drops the sled trees that held
 /// these indexes in stores made before they moved to runs.
 pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -> Result<()> {
-    let mut wanted = [Tally::default(); 4];
-    let counts = expected(trees, codec, |index, key, _| wanted[slot(index)].add(&key))?;
+    let mut wanted = LabelTallies::default();
+    let counts = expected(trees, codec, |index, key, _| {
+        tally(&mut wanted, index, &key)
+    })?;
     for entry in &trees.counts {
         let (key, _) = entry?;
         if !counts.contains_key(key.as_ref()) {
@@ -839,7 +878,12 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
         None
     };
     if held != Some(wanted) {
-        return rebuild_from(trees, codec, all_dates(trees), report);
+        let tagged = |index: Index, entries: runs::KeyValues| {
+            entries.map(move |entry| entry.map(|(key, value)| (index, key, value)))
+        };
+        let entries =
+            tagged(Index::Dates, all_dates(trees)).chain(tagged(Index::Ids, all_ids(trees)));
+        return rebuild_from(trees, codec, entries, report);
     }
     let names = trees.db.tree_names();
     for name in SLED_QUERY_TREES {

@@ -97,8 +97,11 @@ thread_local! {
 
 /// Run files written before entries had values (keys only); still read.
 const RUN_MAGIC_KEYS_ONLY: &[u8; 8] = b"AARUNS01";
-/// Run files whose entries may carry values.
-const RUN_MAGIC: &[u8; 8] = b"AARUNS02";
+/// Run files whose entries may carry values, with a filter of their date
+/// keys.
+const RUN_MAGIC_DATES_FILTER: &[u8; 8] = b"AARUNS02";
+/// The same, with a filter of their date and id keys (the same layout).
+const RUN_MAGIC: &[u8; 8] = b"AARUNS03";
 /// Uncompressed bytes of entries a rebuild sorts in memory at a time.
 const REBUILD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// `index offset (u64) ‖ index length (u64) ‖ entries (u64) ‖ crc32 of the
@@ -120,14 +123,22 @@ pub enum Index {
     Sources = b'S' as isize,
     Sections = b'C' as isize,
     Urls = b'U' as isize,
-    /// The date index: date key → date entry (the only index with values).
+    /// The date index: date key → date entry.
     Dates = b'D' as isize,
+    /// The id index: id → what the id holds ([`super::index::IdState`]).
+    Ids = b'I' as isize,
 }
 
 impl Index {
     /// The label and url indexes (their entries are keys alone).
     pub const LABELS: [Index; 3] = [Index::Sources, Index::Sections, Index::Urls];
-    pub const ALL: [Index; 4] = [Index::Sources, Index::Sections, Index::Urls, Index::Dates];
+    pub const ALL: [Index; 5] = [
+        Index::Sources,
+        Index::Sections,
+        Index::Urls,
+        Index::Dates,
+        Index::Ids,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -135,6 +146,7 @@ impl Index {
             Index::Sections => "sections",
             Index::Urls => "urls",
             Index::Dates => "dates",
+            Index::Ids => "ids",
         }
     }
 
@@ -142,8 +154,15 @@ impl Index {
         self as u8
     }
 
+    #[cfg(test)]
     fn of_tag(tag: u8) -> Option<Index> {
         Index::ALL.into_iter().find(|index| index.tag() == tag)
+    }
+
+    /// Whether the index is read by key (its entries carry values), so
+    /// its keys are in a run's filter.
+    fn read_by_key(tag: u8) -> bool {
+        tag == Index::Dates as u8 || tag == Index::Ids as u8
     }
 
     /// The stored key of `key` in this index.
@@ -196,10 +215,12 @@ struct Inner {
     newest_batch: Mutex<Option<u64>>,
     /// Set to make the flusher stop what it is doing.
     stop: AtomicBool,
-    /// Whether the manifest exists: the entries describe every article.
+    /// Whether the manifest is of the current version and every run it
+    /// names could be read: the entries describe every article.
     complete: AtomicBool,
-    /// Whether the manifest is one of runs that hold the date index.
-    held_dates: AtomicBool,
+    /// Whether the runs hold the date index: a manifest of version 2 or
+    /// later, every run of which could be read.
+    holds_dates: AtomicBool,
     /// A memtable is frozen once it holds this many entries.
     memtable_entries: AtomicUsize,
     /// Held while the runs change (manifest and view): a flush appends a
@@ -233,20 +254,23 @@ impl RunIndex {
             None => None,
             Some(bytes) => Some(decode_manifest(&bytes)?),
         };
-        let held_dates = manifest.as_ref().is_some_and(|(_, dates)| *dates);
-        // Runs from before the date index moved here are rebuilt with it.
-        let mut complete = held_dates;
+        let version = manifest.as_ref().map_or(0, |(_, version)| *version);
         let named = manifest.map(|(ids, _)| ids).unwrap_or_default();
         let mut runs = Vec::new();
+        let mut readable = true;
         for &id in &named {
             match Run::open(&dir, id) {
                 Ok(run) => runs.push(Arc::new(run)),
                 Err(e) => {
-                    warn!(error = %e, "a query-index run cannot be read; the query indexes are rebuilt");
-                    complete = false;
+                    warn!(error = %e, "an index run cannot be read; the indexes it holds are rebuilt");
+                    readable = false;
                 }
             }
         }
+        // Runs from before the date or id index moved here are rebuilt
+        // with it.
+        let complete = readable && version == MANIFEST_VERSION;
+        let holds_dates = readable && version >= MANIFEST_WITH_DATES;
         let mut next_run = named.iter().max().map_or(1, |id| id + 1);
         for file in std::fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
@@ -291,7 +315,7 @@ impl RunIndex {
                 newest_batch: Mutex::new(newest_batch),
                 stop: AtomicBool::new(false),
                 complete: AtomicBool::new(complete),
-                held_dates: AtomicBool::new(held_dates),
+                holds_dates: AtomicBool::new(holds_dates),
                 memtable_entries: AtomicUsize::new(MEMTABLE_ENTRIES),
                 runs_change: Mutex::new(()),
             }),
@@ -457,6 +481,7 @@ impl RunIndex {
     }
 
     /// Every present key of every index, in key order, with its index.
+    #[cfg(test)]
     pub fn entries(&self) -> impl Iterator<Item = Result<(Index, Vec<u8>)>> {
         self.inner
             .snapshot()
@@ -601,16 +626,17 @@ impl RunIndex {
             run.delete();
         }
         inner.complete.store(true, Ordering::Release);
-        inner.held_dates.store(true, Ordering::Release);
+        inner.holds_dates.store(true, Ordering::Release);
         Ok(rebuilt)
     }
 
-    /// Whether the manifest this index was opened with (or has written
-    /// since) is one of runs that hold the date index. A manifest from
-    /// before the date index moved to runs says no: then the date index is
-    /// the sled tree `dates`.
-    pub fn held_dates(&self) -> bool {
-        self.inner.held_dates.load(Ordering::Acquire)
+    /// Whether the runs hold the date index: every run of the manifest
+    /// this index was opened with could be read, and that manifest is one
+    /// of runs that hold it (or the index was rebuilt since). A manifest
+    /// from before the date index moved to runs says no: then the date
+    /// index is the sled tree `dates`.
+    pub fn holds_dates(&self) -> bool {
+        self.inner.holds_dates.load(Ordering::Acquire)
     }
 
     /// Removes the run files of the data directory `path` (for a
@@ -627,6 +653,18 @@ impl RunIndex {
             _ => Ok(()),
         }
     }
+}
+
+/// The value of `key` in `index` of the closed archive in the data
+/// directory `path`, whose sled database `db` is: for tools and tests
+/// that look into an archive no store has open. (Like an open, this
+/// deletes run files that no manifest names.)
+///
+/// # Errors
+/// [`Error::Storage`], [`Error::Io`] or [`Error::Corrupt`].
+pub fn get_closed(db: &sled::Db, path: &Path, index: Index, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    let runs = RunIndex::open(db, path)?;
+    runs.get(index, key)
 }
 
 /// What a [`RunIndex::rebuild`] changed.
@@ -1170,8 +1208,12 @@ pub(crate) struct Run {
     file: File,
     blocks: Vec<BlockInfo>,
     entries: u64,
-    /// Its date keys' filter (`None` in a keys-only run: it has none).
-    dates: Option<Bloom>,
+    /// The filter of its keys that are read by key (`None` in a keys-only
+    /// run: it has none).
+    filter: Option<Bloom>,
+    /// Whether that filter has the id keys (a run written before the ids
+    /// moved here filters its date keys only).
+    filter_has_ids: bool,
 }
 
 struct BlockInfo {
@@ -1217,7 +1259,7 @@ impl Run {
         read_at(&mut magic, bytes - 8)?;
         let footer_bytes = match &magic {
             RUN_MAGIC_KEYS_ONLY => FOOTER_KEYS_ONLY_BYTES,
-            RUN_MAGIC if bytes >= FOOTER_BYTES as u64 => FOOTER_BYTES,
+            RUN_MAGIC | RUN_MAGIC_DATES_FILTER if bytes >= FOOTER_BYTES as u64 => FOOTER_BYTES,
             _ => return Err(damaged("no run footer".into())),
         };
         let mut footer = vec![0u8; footer_bytes];
@@ -1239,7 +1281,7 @@ impl Run {
         if end != Some(bytes - footer_bytes as u64) {
             return Err(damaged("its block index is out of place".into()));
         }
-        let dates = match filter_crc {
+        let filter = match filter_crc {
             None => None,
             Some(crc) => {
                 let mut filter = vec![
@@ -1297,17 +1339,24 @@ impl Run {
             file,
             blocks,
             entries,
-            dates,
+            filter,
+            filter_has_ids: &magic == RUN_MAGIC,
         })
     }
 
     /// `key`'s entry in this run: `Some(None)` for a removal, `None` when
-    /// the run does not hold the key. A date key the filter rules out
-    /// costs no read; otherwise one block is read and searched in place.
+    /// the run does not hold the key. A date or id key the filter rules
+    /// out costs no read; otherwise one block is read and searched in
+    /// place.
     fn find(&self, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
-        if key.first() == Some(&(Index::Dates as u8))
+        let filtered = match key.first() {
+            Some(&tag) if tag == Index::Ids as u8 => self.filter_has_ids,
+            Some(&tag) => Index::read_by_key(tag),
+            None => false,
+        };
+        if filtered
             && self
-                .dates
+                .filter
                 .as_ref()
                 .is_some_and(|filter| !filter.may_hold(key))
         {
@@ -1373,14 +1422,14 @@ impl Run {
     }
 }
 
-/// Builds a run file's blocks, index, date-key filter and footer.
+/// Builds a run file's blocks, index, key filter and footer.
 struct RunWriter {
     block: Vec<u8>,
     first_key: Vec<u8>,
     index: Vec<u8>,
     offset: u64,
     entries: u64,
-    dates: Bloom,
+    filter: Bloom,
 }
 
 impl RunWriter {
@@ -1393,7 +1442,7 @@ impl RunWriter {
             index: Vec::new(),
             offset: 0,
             entries: 0,
-            dates: Bloom::for_keys(entries),
+            filter: Bloom::for_keys(entries),
         }
     }
 
@@ -1407,8 +1456,8 @@ impl RunWriter {
             self.first_key = key.to_vec();
         }
         encode_entry(&mut self.block, key, value);
-        if key.first() == Some(&(Index::Dates as u8)) {
-            self.dates.insert(key);
+        if key.first().is_some_and(|&tag| Index::read_by_key(tag)) {
+            self.filter.insert(key);
         }
         self.entries += 1;
         if self.block.len() >= BLOCK_BYTES {
@@ -1424,12 +1473,18 @@ impl RunWriter {
         // A block that compression would shrink by less than a tenth is
         // stored as it is (its length then equals its raw length): date
         // entries are compressed already, and a point read of one skips
-        // the decompression. Blocks of label and url keys shrink.
+        // the decompression. So is a block of id entries, whatever it
+        // would shrink to: a GetArticle reads one, and decompressing it
+        // was a fifth of the server's time per Get (measured). Blocks of
+        // label and url keys shrink.
         let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(self.block.len()));
-        BLOCK_COMPRESSOR
-            .with(|cctx| cctx.borrow_mut().compress(&mut compressed, &self.block, 1))
-            .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
-        let compressed = if compressed.len() * 10 >= self.block.len() * 9 {
+        let ids = self.first_key.first() == Some(&(Index::Ids as u8));
+        if !ids {
+            BLOCK_COMPRESSOR
+                .with(|cctx| cctx.borrow_mut().compress(&mut compressed, &self.block, 1))
+                .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
+        }
+        let compressed = if ids || compressed.len() * 10 >= self.block.len() * 9 {
             self.block.clone()
         } else {
             compressed
@@ -1453,7 +1508,7 @@ impl RunWriter {
     fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
         self.end_block(out)?;
         out.write_all(&self.index)?;
-        let filter = self.dates.to_bytes();
+        let filter = self.filter.to_bytes();
         out.write_all(&filter)?;
         let mut footer = Vec::with_capacity(FOOTER_BYTES);
         footer.extend_from_slice(&self.offset.to_le_bytes());
@@ -1689,32 +1744,33 @@ fn find_entry(raw: &[u8], key: &[u8]) -> std::result::Result<Option<Option<Vec<u
 }
 
 /// Manifest versions: 1, runs of the label and url indexes; 2, runs that
-/// hold the date index too. An older binary refuses a version 2 manifest
-/// (it cannot be read as one of version 1), so it never takes a store
-/// whose date index is here for one whose date index is empty.
+/// hold the date index too; 3, and the id index. An older binary refuses
+/// a newer manifest (it cannot be read as one it knows), so it never takes
+/// a store whose date or id index is here for one whose index is empty.
 const MANIFEST_KEYS_ONLY: u8 = 1;
 const MANIFEST_WITH_DATES: u8 = 2;
+const MANIFEST_VERSION: u8 = 3;
 
 fn encode_manifest(runs: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + runs.len() * 8);
-    out.push(MANIFEST_WITH_DATES);
+    out.push(MANIFEST_VERSION);
     for id in runs {
         out.extend_from_slice(&id.to_le_bytes());
     }
     out
 }
 
-/// The run ids a manifest names, and whether they hold the date index.
-fn decode_manifest(bytes: &[u8]) -> Result<(Vec<u64>, bool)> {
+/// The run ids a manifest names, and its version.
+fn decode_manifest(bytes: &[u8]) -> Result<(Vec<u64>, u8)> {
     match bytes.split_first() {
-        Some((&version @ (MANIFEST_KEYS_ONLY | MANIFEST_WITH_DATES), ids))
+        Some((&version @ (MANIFEST_KEYS_ONLY | MANIFEST_WITH_DATES | MANIFEST_VERSION), ids))
             if ids.len() % 8 == 0 =>
         {
             Ok((
                 ids.chunks_exact(8)
                     .map(|id| u64::from_le_bytes(id.try_into().expect("8 bytes")))
                     .collect(),
-                version == MANIFEST_WITH_DATES,
+                version,
             ))
         }
         _ => Err(Error::Corrupt {
@@ -1864,7 +1920,7 @@ mod tests {
             }
             let (_db, index) = open(dir.path());
             prop_assert!(index.is_complete());
-            prop_assert!(index.held_dates());
+            prop_assert!(index.holds_dates());
             check_reads(&index, &model, lower, span)?;
             check_values(&index, &dates, lower, span)?;
             // A rebuild from the same entries changes nothing.

@@ -56,8 +56,9 @@ impl SledStore {
             Err(crate::Error::Corrupt { key, reason }) => {
                 tracing::warn!(%key, %reason, "a damaged article counter; counting the ids index instead (run `check`)");
                 let mut live = 0;
-                for value in self.shared.trees.ids.iter().values() {
-                    if matches!(IdState::decode(&value?), Ok(IdState::Live(_))) {
+                for entry in super::queries::all_ids(&self.shared.trees) {
+                    let (_, value) = entry?;
+                    if matches!(IdState::decode(&value), Ok(IdState::Live(_))) {
                         live += 1;
                     }
                 }

@@ -346,34 +346,25 @@ pub(super) fn sync_filesystem(dir: &std::fs::File) -> Result<()> {
 struct BatchChanges<'a> {
     trees: &'a Trees,
     codec: &'a Codec,
-    /// Per id: what `ids` will hold (`None`: nothing).
+    /// Per id: what the id index will hold (`None`: nothing).
     latest: HashMap<ArticleId, Option<IdState>>,
-    ids: sled::Batch,
     /// Revision entries this batch wrote (`Some`) or removed (`None`).
     revisions: HashMap<Vec<u8>, Option<RevisionEntry>>,
     /// Records no index will point at once the batch commits: erased after.
     erase: Vec<Pointer>,
-    /// The query indexes' changes, the date index's among them.
+    /// The changes of the indexes in the runs: ids, dates, labels, urls.
     query: QueryChanges,
     /// Per id: the labels of the current version this batch stored.
     labels: HashMap<ArticleId, Labels>,
 }
 
 impl BatchChanges<'_> {
-    /// What `ids` holds for `id`, as of the operations so far.
+    /// What the id index holds for `id`, as of the operations so far.
     fn state(&mut self, id: &ArticleId) -> std::result::Result<Option<IdState>, Error> {
         if let Some(known) = self.latest.get(id) {
             return Ok(*known);
         }
-        match self.trees.ids.get(id.as_str())? {
-            None => Ok(None),
-            Some(bytes) => IdState::decode(&bytes)
-                .map(Some)
-                .map_err(|reason| Error::Corrupt {
-                    key: format!("ids/{id}"),
-                    reason,
-                }),
-        }
+        self.trees.id_state(id)
     }
 
     /// The labels of `id`'s current version (at `published_at`), as of the
@@ -391,7 +382,7 @@ impl BatchChanges<'_> {
     }
 
     fn set_state(&mut self, id: &ArticleId, state: IdState) {
-        self.ids.insert(id.as_str(), state.encode());
+        self.query.put_id(id, state.encode());
         self.latest.insert(id.clone(), Some(state));
     }
 
@@ -452,7 +443,6 @@ pub(super) fn commit(
         trees,
         codec,
         latest: HashMap::new(),
-        ids: sled::Batch::default(),
         revisions: HashMap::new(),
         erase: Vec::new(),
         query: QueryChanges::default(),
@@ -506,16 +496,8 @@ pub(super) fn commit(
                 runs::encode_changes(&query_changes),
             );
         }
-        let batches = [
-            std::mem::take(&mut changes.ids),
-            revisions,
-            meta,
-            checkpoints,
-            query_log,
-            counts,
-        ];
+        let batches = [revisions, meta, checkpoints, query_log, counts];
         let views = [
-            &trees.ids,
             &trees.revisions,
             &trees.meta,
             &trees.checkpoints,
