@@ -21,8 +21,8 @@
 //! - [`auth`]: optional bearer tokens for writing, reading and deleting.
 //! - [`store`]: the storage interface the service calls, and its sled
 //!   engine ([`store::sled`], storage format 2: a record log of every
-//!   version and deletion, small indexes in sled, the date and query
-//!   indexes in sorted runs of our own, counters; a
+//!   version and deletion, the id, date and query indexes in sorted runs
+//!   of our own, small indexes and counters in sled; a
 //!   single writer thread does group commit, flush and filesystem sync,
 //!   then acknowledges, and refuses writes while the disk is short of
 //!   space), and its PostgreSQL engine ([`store::postgres`]: tables with

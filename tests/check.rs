@@ -278,6 +278,8 @@ fn query_index_damage_is_found_and_repaired() {
         text.contains("query indexes:") && text.contains("checksum"),
         "{text}"
     );
+    // The id index is in that run too: said once, not once per record.
+    assert_eq!(text.matches("id index:").count(), 1, "{text}");
     let (code, text) = check(dir.path(), true);
     assert_eq!(code, Some(0), "{text}");
     let (code, text) = check(dir.path(), false);

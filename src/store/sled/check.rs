@@ -1,8 +1,8 @@
 //! Verifying a format 2 store against its record log, and rebuilding its
 //! indexes from it.
 //!
-//! The log is the truth; `ids`, the date index, `revisions` and
-//! `checkpoints` are derived from it. An article's life in the log is its versions in
+//! The log is the truth; the id index (`ids`), the date index,
+//! `revisions` and `checkpoints` are derived from it. An article's life in the log is its versions in
 //! sequence order, ended by a deletion record if it was deleted (and begun
 //! again by the versions after it, if it was allowed back). The check reads
 //! every record (its frame checksum; for a version, its content
@@ -21,7 +21,9 @@
 //!   were erased; repair settles which from the log and erases it if so;
 //! - each deletion record has its tombstone (or a later life of the id);
 //! - each `ids` entry points at a record of that id and sequence, or is a
-//!   tombstone with its deletion record;
+//!   tombstone with its deletion record (the id and date indexes are in
+//!   the runs, so a lookup there is a block read; one that fails is
+//!   reported once, and repair rebuilds the runs from the log);
 //! - each date entry is at the date of its id's current version and points
 //!   at it; each `revisions` entry at that revision's record, older than
 //!   the current one; each checkpoint at a record of that sequence;
@@ -326,6 +328,12 @@ pub(super) fn check(shared: &Shared) -> Result<CheckReport> {
         report.problems.extend(part.problems);
     }
     report.problems.extend(queries?);
+    // An unreadable run fails a lookup in each pass that reads it: said
+    // once.
+    let mut seen = std::collections::HashSet::new();
+    report
+        .problems
+        .retain(|problem| seen.insert(problem.clone()));
     Ok(report)
 }
 

@@ -1,5 +1,5 @@
-//! The values of the indexes, all pointing into the record log (`ids` and
-//! `revisions` are sled trees, the date index is in the runs,
+//! The values of the indexes, all pointing into the record log
+//! (`revisions` is a sled tree, the id and date indexes are in the runs,
 //! [`super::runs`]).
 //!
 //! - `ids`: id → [`IdState`]: where the current version is, its revision,
@@ -91,7 +91,7 @@ struct IdEntryV2 {
     allow_reingest: bool,
 }
 
-/// What the `ids` tree holds for an id.
+/// What the id index holds for an id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdState {
     /// A stored article.
@@ -160,7 +160,7 @@ impl IdState {
     }
 }
 
-/// The `ids` entry of a stored (not deleted) article.
+/// The id entry of a stored (not deleted) article.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdEntry {
     /// Sequence number of the current version.

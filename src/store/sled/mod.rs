@@ -1,5 +1,5 @@
 //! The sled engine: storage format 2, a compressed, append-only record log
-//! with small indexes.
+//! with indexes derived from it.
 //!
 //! # Layout (in the data directory)
 //! - `records/`: the record log ([`log`]): every stored version of every
@@ -9,10 +9,6 @@
 //!   ([`record`], [`codec`]). Ingest appends, however large the archive
 //!   is. Old versions stay: they are the article's history.
 //! - the sled database (`db`, `conf`, `snap.*`), whose trees are small:
-//!   - `ids`: id → where the current version is, its revision, date and
-//!     hash ([`index::IdEntry`]), or the tombstone of a deleted article
-//!     ([`index::Tombstone`]); the writer decides CREATED, UPDATED,
-//!     UNCHANGED or REJECTED from it alone;
 //!   - `revisions`: `id ‖ 0 ‖ revision` → where each older revision is;
 //!   - `checkpoints`: each batch's first sequence number → where it is in
 //!     the log, for the change feed to start reading after a sequence;
@@ -22,16 +18,20 @@
 //!     a process has the store open, and the runs' manifest;
 //!   - `counts`: articles per day, month, year, source and section
 //!     ([`queries`]);
-//!   - `query_log`: per batch, its changes to the date and query indexes
-//!     that are not yet in a run ([`runs`]);
+//!   - `query_log`: per batch, its changes to the id, date and query
+//!     indexes that are not yet in a run ([`runs`]);
 //!   - `quarantined_records`: records `check --repair` found damaged,
 //!     copied out of the log byte for byte before they were erased there
 //!     (`quarantine`, keyed by id, holds what format 1 set aside).
 //!
-//! - `query-runs/`: the date index and the query indexes as sorted run
-//!   files of our own, written and merged by background threads ([`runs`],
+//! - `query-runs/`: the id, date and query indexes as sorted run files of
+//!   our own, written and merged by background threads ([`runs`],
 //!   [`queries`]), because in sled their random entries cost a leaf write
-//!   each:
+//!   each, and sled's memory grew with them:
+//!   - `ids`: id → where the current version is, its revision, date and
+//!     hash ([`index::IdEntry`]), or the tombstone of a deleted article
+//!     ([`index::Tombstone`]); the writer decides CREATED, UPDATED,
+//!     UNCHANGED or REJECTED from it alone;
 //!   - `dates`: `published_at ‖ id` ([`keys::date_key`]) → where the
 //!     current version is and every field but the body, compressed
 //!     ([`index::DateEntry`]): a BASIC page is one range scan, a FULL page
@@ -45,8 +45,9 @@
 //! readable right after that transaction and before the batch is
 //! acknowledged. Every index is derived from the log: [`check`] verifies
 //! each against it and repair rebuilds them from it. [`upgrade`] converts
-//! a format 1 directory in place; a format 2 store made while the date
-//! index was the sled tree `dates` gets it moved into the runs at open.
+//! a format 1 directory in place; a format 2 store made while the id
+//! index (or the date index too) was a sled tree, `ids` (`dates`), gets it
+//! moved into the runs at open ([`build_indexes`]).
 
 pub mod check;
 pub mod codec;
@@ -605,7 +606,7 @@ impl SledStore {
         }
     }
 
-    /// The live `ids` entry of `id`.
+    /// The live id entry of `id`.
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::Deleted`], or damage.
@@ -1044,7 +1045,7 @@ impl SledStore {
         let content_sha256 = article.content().sha256();
         // Re-sent content (a load run again) is most often stored already:
         // then compressing it would be wasted, as the writer answers
-        // UNCHANGED. A read of the `ids` entry tells, without the writer,
+        // UNCHANGED. A read of the id entry tells, without the writer,
         // but costs a fresh load about a sixth of its speed (measured), so
         // it is done only while the writer's last batch was mostly
         // UNCHANGED.

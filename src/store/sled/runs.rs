@@ -1,6 +1,6 @@
-//! The date index (`dates`) and the query indexes (`sources`, `sections`,
-//! `urls`) as sorted runs in files of our own, merged in the background: a
-//! small LSM tree.
+//! The id index (`ids`), the date index (`dates`) and the query indexes
+//! (`sources`, `sections`, `urls`) as sorted runs in files of our own,
+//! merged in the background: a small LSM tree.
 //!
 //! Why not sled trees (measured; BENCHMARKS.md "Query indexes in sorted
 //! runs", "The date index in the runs"): each article puts one entry at a
@@ -10,7 +10,12 @@
 //! in and out: the three query indexes took ingest at 1M from 1.6 ×
 //! PostgreSQL's rate to 0.57 ×, and the date index (whose entries carry
 //! every field but the body) was the largest sled tree, most of sled's
-//! memory and half of the writer's work. Here a batch's entries go to
+//! memory and half of the writer's work; with it gone, `ids` (one entry
+//! per article at a random place too) held most of sled's memory, which
+//! grew with the archive (a program that only opened sled and read `ids`
+//! held 190 MiB at 1M articles; the server 280), and its
+//! reads were most of the writer's remaining sled time. Here a batch's
+//! entries go to
 //! memory and, once per batch, to one sequentially keyed sled value; every
 //! 128 Ki entries they are written out as one sorted file, and files are
 //! merged in the background.
@@ -20,13 +25,13 @@
 //!   sorted entries (key, and its value or that it is removed), written
 //!   once and replaced only by a merge. A file is blocks of about 8 KiB of
 //!   entries, each compressed with zstd and checksummed, then an index of
-//!   the blocks (their first keys), a Bloom filter of its date keys
-//!   ([`Bloom`]) and a footer; see [`Run`].
+//!   the blocks (their first keys), a Bloom filter of its date and id
+//!   keys ([`Bloom`]) and a footer; see [`Run`].
 //! - `meta/query_runs` in sled: the manifest, the ids of the live runs,
 //!   oldest first. Its presence means the entries describe every article;
-//!   its version says whether the runs hold the date index (a store made
-//!   before they did keeps it in the sled tree `dates`, moved here at
-//!   open).
+//!   its version says whether the runs hold the date and id indexes (a
+//!   store made before they did keeps them in the sled trees `dates` and
+//!   `ids`, moved here at open).
 //! - the `query_log` sled tree: per batch (keyed by its first sequence
 //!   number, [`keys::u64_key`]), that batch's entry changes, written in
 //!   the batch's own transaction; so whatever is not yet in a run is
@@ -35,13 +40,14 @@
 //!
 //! A key is the index's tag byte ([`Index`]) followed by the key the index
 //! would have had as a sled tree ([`keys::date_key`], [`keys::label_key`],
-//! [`keys::url_index_key`]). Only date entries have values. Newer layers
+//! [`keys::url_index_key`]; the id itself). Only date and id entries have
+//! values. Newer layers
 //! win: the memtable being filled, then frozen memtables being written
 //! out, then runs from newest to oldest; a removal hides older entries of
 //! its key until a merge into the oldest run drops both. A range read
-//! merges a block of every layer; a point read (a date entry by its key)
-//! asks the memtables, then each run whose filter does not rule the key
-//! out, newest first, and reads one block there.
+//! merges a block of every layer; a point read (a date or id entry by its
+//! key) asks the memtables, then each run whose filter does not rule the
+//! key out, newest first, and reads one block there.
 //!
 //! # Crash safety
 //! A run file is written under a temporary name, synced, renamed and its
@@ -81,7 +87,7 @@ pub const QUERY_LOG_TREE: &str = "query_log";
 /// The manifest's key in `meta`.
 pub const MANIFEST_KEY: &str = "query_runs";
 /// A memtable is written out as a run once it holds this many entries
-/// (about 32,000 articles, four entries each; some 25 MiB of memory, the
+/// (about 26,000 articles, five entries each; some 25 MiB of memory, the
 /// date entries most of it).
 pub const MEMTABLE_ENTRIES: usize = 128 * 1024;
 /// Uncompressed bytes of entries per block of a run file.
@@ -108,8 +114,9 @@ const REBUILD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// index (u32) ‖ magic (8)`, little-endian: the footer of a keys-only run.
 const FOOTER_KEYS_ONLY_BYTES: usize = 8 + 8 + 8 + 4 + 8;
 /// The same, then `filter length (u64) ‖ crc32 of the filter (u32)` before
-/// the magic: the footer of a run with values, whose date keys have a
-/// Bloom filter ([`Bloom`]) right after the block index.
+/// the magic: the footer of a run with values, whose date keys (and id
+/// keys, in a run of [`RUN_MAGIC`]) have a Bloom filter ([`Bloom`]) right
+/// after the block index.
 const FOOTER_BYTES: usize = 8 + 8 + 8 + 4 + 8 + 4 + 8;
 /// Entries taken from a memtable under one read lock: first a few (a
 /// short page needs no more, and each is copied), then twice as many each
@@ -337,7 +344,7 @@ impl RunIndex {
     }
 
     /// Whether the entries describe every article (else they must be
-    /// rebuilt from the date index before they are used).
+    /// built before they are used: see `super::build_indexes`).
     pub fn is_complete(&self) -> bool {
         self.inner.complete.load(Ordering::Acquire)
     }
@@ -1663,9 +1670,11 @@ impl Iterator for RunIter {
     }
 }
 
-/// A Bloom filter of a run's date keys, so a point read of the date index
-/// reads a block of the one run that holds the key rather than one of
-/// every run: 10 bits a key and 7 probes, about 1 % false positives.
+/// A Bloom filter of a run's date and id keys, so a point read of the date
+/// or id index reads a block of the one run that holds the key rather than
+/// one of every run (and none for an id not yet stored, the writer's
+/// commonest read): 10 bits a key and 7 probes, about 1 % false
+/// positives.
 /// Its hash must stay the same across builds (the filter is on disk), so
 /// it is FNV-1a with a murmur3 finish, not `std`'s unspecified hasher.
 struct Bloom {
