@@ -300,8 +300,12 @@ pub struct Durable {
 /// A new dictionary is trained each time the archive has grown this many
 /// times since the last one, so it follows what the archive holds.
 const DICTIONARY_GROWTH: u64 = 64;
-/// Most records a dictionary is trained on.
-const DICTIONARY_SAMPLES: u64 = 4000;
+/// Most records a dictionary is trained on. Training takes about 0.25 ms
+/// of CPU a sample, on the two cores the first load needs: from 4000
+/// samples it took 1 s and ended after a 10,000-article load (whose
+/// records then went without it); from 2000, 0.4 s, for a dictionary
+/// that compresses 0.4 % worse (BENCHMARKS.md "The id index in the runs").
+const DICTIONARY_SAMPLES: u64 = 2000;
 
 impl Shared {
     /// Called by the writer after each commit, with the next sequence
