@@ -101,8 +101,6 @@ use crate::{
 
 /// The sled tree that held the id index before it moved to the runs.
 pub(crate) const IDS_TREE: &str = "ids";
-/// How damage in the id index is named.
-const IDS_INDEX: &str = "ids";
 pub(crate) const DATES_TREE: &str = "dates";
 pub(crate) const REVISIONS_TREE: &str = "revisions";
 pub(crate) const DICTS_TREE: &str = "dicts";
@@ -164,7 +162,7 @@ impl Trees {
         self.id_bytes(id)?
             .map(|bytes| {
                 IdState::decode(&bytes).map_err(|reason| Error::Corrupt {
-                    key: format!("{IDS_INDEX}/{id}"),
+                    key: format!("{}/{id}", runs::Index::Ids.name()),
                     reason,
                 })
             })
@@ -542,12 +540,15 @@ impl SledStore {
             // moved to the runs, which hold them now (their manifest says
             // so).
             let names = shared.trees.db.tree_names();
+            let mut dropped = false;
             for tree in [IDS_TREE, DATES_TREE] {
                 if names.iter().any(|name| name.as_ref() == tree.as_bytes()) {
-                    shared.trees.db.drop_tree(tree)?;
+                    dropped |= shared.trees.db.drop_tree(tree)?;
                 }
             }
-            shared.trees.db.flush()?;
+            if dropped {
+                shared.trees.db.flush()?;
+            }
         }
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let queued_kib_limit = u32::try_from(config.queue_bytes / 1024)
