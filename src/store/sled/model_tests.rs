@@ -460,3 +460,50 @@ fn indexes_kept_in_sled_move_to_the_runs(before: Before) {
         assert_eq!(report.date_entries, 5);
     }
 }
+
+/// An id entry that cannot be decoded fails only its own article: the
+/// other articles of the batch are stored, and the damaged entry is named.
+#[test]
+fn a_damaged_id_entry_fails_only_its_own_article() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trees, log, codec, mut state) = empty_store(dir.path());
+    let put = |id: u8, text: u8| writer::Op::Put(Prepared::new(&codec, &article(id, 1, text)));
+    let first = put(1, 1);
+    writer::commit(
+        &trees,
+        &log,
+        &codec,
+        &mut state,
+        &[&first],
+        Timestamp::now(),
+    )
+    .unwrap()
+    .remove(0)
+    .unwrap();
+    // a1's id entry replaced by bytes that do not decode, as a later
+    // batch of the query log would put it.
+    let damaged =
+        super::runs::Changes::from([(super::runs::Index::Ids.key(b"a1"), Some(vec![0xFF; 7]))]);
+    trees.query.apply(damaged, 1_000_000);
+
+    let (update, other) = (put(1, 2), put(2, 1));
+    let outcomes = writer::commit(
+        &trees,
+        &log,
+        &codec,
+        &mut state,
+        &[&update, &other],
+        Timestamp::now(),
+    )
+    .unwrap();
+    match &outcomes[0] {
+        Err(crate::error::Error::Corrupt { key, .. }) => assert_eq!(key, "ids/a1"),
+        outcome => panic!("a1: {outcome:?}"),
+    }
+    assert_eq!(outcomes[1].as_ref().unwrap(), &WriteOutcome::Created);
+    let a2 = crate::article::ArticleId::parse("id", "a2").unwrap();
+    assert!(matches!(
+        trees.id_state(&a2).unwrap(),
+        Some(IdState::Live(_))
+    ));
+}
