@@ -134,7 +134,8 @@ fn id_entry(db: &sled::Db, dir: &Path, name: &str) -> IdEntry {
 }
 
 /// A sound archive passes: one record per stored version, one date entry
-/// per article, one revision entry per version that is not current.
+/// per article, one revision entry per version that is not current. A
+/// repair of it (which writes the runs anew) reports no entry changed.
 #[test]
 fn a_sound_archive_passes() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,6 +146,14 @@ fn a_sound_archive_passes() {
         text.contains("records 6, articles 5, date entries 5, revision entries 1, problems 0"),
         "{text}"
     );
+    let store = open_store(dir.path());
+    let repaired = store.repair().unwrap();
+    assert_eq!(
+        (repaired.added, repaired.removed, repaired.erased),
+        (0, 0, 0),
+        "{repaired:?}"
+    );
+    assert!(store.check().unwrap().problems.is_empty());
 }
 
 /// Every kind of index damage is reported: a missing date entry, an orphan
