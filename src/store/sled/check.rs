@@ -788,11 +788,13 @@ fn lives_from_log(shared: &Shared) -> Result<HashMap<ArticleId, Life>> {
 /// The id and date entries the lives call for: per id, its tombstone, or
 /// its current version's id entry and date entry (that version's record
 /// read again). `each` sees every id entry first. A current version whose
-/// record cannot be read now is left out with a warning (see
-/// [`dates_of`]).
+/// record cannot be read now is an error when `skip_unreadable` is false
+/// (a repair then stops, the old indexes intact), else it is left out
+/// with a warning (an open must still succeed: see [`dates_of`]).
 fn entries_of_lives<'a>(
     shared: &'a Shared,
     lives: HashMap<ArticleId, Life>,
+    skip_unreadable: bool,
     mut each: impl FnMut(&ArticleId, &Life, &IdState) + 'a,
 ) -> impl Iterator<Item = Result<IndexEntry>> + 'a {
     lives.into_iter().flat_map(move |(id, life)| {
@@ -811,8 +813,12 @@ fn entries_of_lives<'a>(
                         content_sha256: stored.content_sha256,
                     })
                 }
-                Err(e) => {
+                Err(e) if skip_unreadable => {
                     tracing::warn!(error = %e, id = %id, "the current version cannot be read; its index entries are left out (see `check`)");
+                    return out;
+                }
+                Err(e) => {
+                    out.push(Err(e));
                     return out;
                 }
             },
@@ -832,6 +838,7 @@ pub(super) fn indexes_from_log(
     Ok(entries_of_lives(
         shared,
         lives_from_log(shared)?,
+        true,
         |_, _, _| {},
     ))
 }
@@ -974,7 +981,7 @@ pub(super) fn rebuild_indexes(shared: &Shared) -> Result<RepairReport> {
     // from them), written anew; an article now served at an older revision
     // than the index held (its newer ones were damaged) is reported.
     let mut reverted = Vec::new();
-    let entries = entries_of_lives(shared, lives, |id, life, state| {
+    let entries = entries_of_lives(shared, lives, false, |id, life, state| {
         let old = trees.id_state(id).ok().flatten();
         if let (Some(IdState::Live(old)), IdState::Live(new)) = (old, state) {
             if old.revision > new.revision && life.deleted_at_sequence < old.sequence {
