@@ -789,8 +789,9 @@ fn lives_from_log(shared: &Shared) -> Result<HashMap<ArticleId, Life>> {
 /// its current version's id entry and date entry (that version's record
 /// read again). `each` sees every id entry first. A current version whose
 /// record cannot be read now is an error when `skip_unreadable` is false
-/// (a repair then stops, the old indexes intact), else it is left out
-/// with a warning (an open must still succeed: see [`dates_of`]).
+/// (a repair then stops before it erases anything, the runs as they
+/// were), else it is left out with a warning (an open must still
+/// succeed: see [`dates_of`]).
 fn entries_of_lives<'a>(
     shared: &'a Shared,
     lives: HashMap<ArticleId, Life>,
