@@ -1389,9 +1389,8 @@ fn build_indexes(shared: &Shared) -> Result<()> {
         queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
         "the record log"
     } else if trees.query.holds_dates() {
-        let dates = queries::all_dates(trees)
-            .map(|entry| entry.map(|(key, value)| (runs::Index::Dates, key, value)));
-        let entries = dates.chain(sled_entries(&sled_ids, runs::Index::Ids));
+        let entries = queries::tagged(runs::Index::Dates, queries::all_dates(trees))
+            .chain(sled_entries(&sled_ids, runs::Index::Ids));
         queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
         "the sled tree `ids` and the runs"
     } else if !sled_dates.is_empty() {
@@ -1400,11 +1399,8 @@ fn build_indexes(shared: &Shared) -> Result<()> {
         queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
         "the sled trees `ids` and `dates`"
     } else {
-        let ids = sled_ids.iter().map(|entry| {
-            entry
-                .map(|(key, value)| (key.to_vec(), value.to_vec()))
-                .map_err(Error::from)
-        });
+        let ids = sled_entries(&sled_ids, runs::Index::Ids)
+            .map(|entry| entry.map(|(_, key, value)| (key, value)));
         let entries = check::dates_of(shared, ids).chain(sled_entries(&sled_ids, runs::Index::Ids));
         queries::rebuild_from(trees, &shared.codec, entries, &mut report)?;
         "the sled tree `ids` and the records"

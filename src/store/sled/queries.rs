@@ -745,6 +745,15 @@ pub(crate) fn same_entry(codec: &Codec, key: &[u8], old: &[u8], new: &[u8]) -> b
 /// index, its key there and its value.
 pub(crate) type IndexEntry = (Index, Vec<u8>, Vec<u8>);
 
+/// The entries of `index` read from the runs ([`all_dates`], [`all_ids`]),
+/// as [`rebuild_from`] takes them.
+pub(crate) fn tagged(
+    index: Index,
+    entries: runs::KeyValues,
+) -> impl Iterator<Item = Result<IndexEntry>> {
+    entries.map(move |entry| entry.map(|(key, value)| (index, key, value)))
+}
+
 /// Writes the runs anew from `entries` (the whole date and id indexes, in
 /// any order), with the label and url entries the date entries call for,
 /// and counts what changed into `report`; then the counters from them.
@@ -878,9 +887,6 @@ pub(crate) fn rebuild(trees: &Trees, codec: &Codec, report: &mut RepairReport) -
         None
     };
     if held != Some(wanted) {
-        let tagged = |index: Index, entries: runs::KeyValues| {
-            entries.map(move |entry| entry.map(|(key, value)| (index, key, value)))
-        };
         let entries =
             tagged(Index::Dates, all_dates(trees)).chain(tagged(Index::Ids, all_ids(trees)));
         return rebuild_from(trees, codec, entries, report);
