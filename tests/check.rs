@@ -12,7 +12,6 @@ use article_archive::{
     store::{
         keys,
         sled::{
-            codec::Codec,
             index::{self, BasicFields, DateEntry, IdEntry, VersionFacts},
             log::Pointer,
             runs,
@@ -93,7 +92,6 @@ fn date_key(name: &str, seconds: i64) -> Vec<u8> {
 /// fields made up): what a stray or misplaced entry looks like.
 fn date_entry_like(db: &sled::Db, dir: &Path, name: &str) -> Vec<u8> {
     let current = id_entry(db, dir, name);
-    let codec = Codec::default();
     let content = Article::from_proto(article(name, 0))
         .unwrap()
         .content()
@@ -110,7 +108,7 @@ fn date_entry_like(db: &sled::Db, dir: &Path, name: &str) -> Vec<u8> {
             content_sha256: current.content_sha256,
             body_bytes: 1,
         },
-        &BasicFields::of(&codec, &content),
+        &BasicFields::of(&content),
     )
 }
 

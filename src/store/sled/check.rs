@@ -805,7 +805,7 @@ fn entries_of_lives<'a>(
             (None, None) => return out,
             (Some((_, sequence, pointer)), _) => match current_version(shared, sequence, pointer) {
                 Ok(stored) => {
-                    out.push(Ok(date_entry(shared, &id, sequence, pointer, &stored)));
+                    out.push(Ok(date_entry(&id, sequence, pointer, &stored)));
                     IdState::Live(IdEntry {
                         sequence,
                         pointer,
@@ -855,7 +855,6 @@ fn current_version(shared: &Shared, sequence: u64, pointer: Pointer) -> Result<S
 
 /// The date entry of `id`'s current version `stored`.
 fn date_entry(
-    shared: &Shared,
     id: &ArticleId,
     sequence: u64,
     pointer: Pointer,
@@ -870,7 +869,7 @@ fn date_entry(
             content_sha256: stored.content_sha256,
             body_bytes: stored.content.body.len() as u64,
         },
-        &BasicFields::of(&shared.codec, &stored.content),
+        &BasicFields::of(&stored.content),
     );
     (
         Index::Dates,
@@ -1026,7 +1025,6 @@ pub(super) fn dates_of<'a>(
             };
             match current_version(shared, current.sequence, current.pointer) {
                 Ok(stored) => Ok(Some(date_entry(
-                    shared,
                     &id,
                     current.sequence,
                     current.pointer,

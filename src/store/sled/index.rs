@@ -7,9 +7,10 @@
 //!   moves the date entry without reading a record; or, for a deleted
 //!   article, its [`Tombstone`];
 //! - `dates`: `published_at ‖ id` → [`DateEntry`]: the current version's
-//!   place and every field but the body (compressed with a dictionary of
-//!   their own), so a BASIC page is one range scan and a FULL page knows
-//!   which records to read, and how large they are, before it reads them;
+//!   place and every field but the body (plain: the run's blocks are
+//!   compressed, so they are compressed with their neighbours), so a BASIC
+//!   page is one range scan and a FULL page knows which records to read,
+//!   and how large they are, before it reads them;
 //! - `revisions`: `id ‖ 0 ‖ revision` → [`RevisionEntry`]: where each
 //!   *older* revision is. The current one is in `ids`, so an article that
 //!   was never updated (most) costs nothing here.
@@ -295,10 +296,17 @@ struct BasicFieldsV2 {
 }
 
 /// Every field but the body and published_at (which is in the key),
-/// encoded and compressed, ready for a date entry.
+/// encoded, ready for a date entry.
+///
+/// Stored plain. They were once compressed one entry at a time with a
+/// dictionary of their own (351 → about 160 bytes), but a date entry lives
+/// in a run block that zstd compresses whole, about twenty entries
+/// together, and that alone makes the runs as small (BENCHMARKS.md "Plain
+/// BASIC fields in the date entries"); a frame per entry only cost time, a
+/// fifth of a BASIC walk's server CPU. Entries written compressed by an
+/// archive from before still decode ([`DateEntry::decode`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicFields {
-    compression: Compression,
     bytes: Vec<u8>,
 }
 
@@ -326,10 +334,11 @@ pub fn plain_basic(content: &ArticleContent) -> Vec<u8> {
 }
 
 impl BasicFields {
-    /// Encodes and compresses the fields of `content` a BASIC listing shows.
-    pub fn of(codec: &Codec, content: &ArticleContent) -> Self {
-        let (compression, bytes) = codec.compress(Kind::Basic, &plain_basic(content));
-        Self { compression, bytes }
+    /// Encodes the fields of `content` a BASIC listing shows.
+    pub fn of(content: &ArticleContent) -> Self {
+        Self {
+            bytes: plain_basic(content),
+        }
     }
 
     /// Stored length.
@@ -357,7 +366,7 @@ pub struct VersionFacts {
 
 /// Encodes a date entry.
 pub fn encode_date_entry(facts: &VersionFacts, basic: &BasicFields) -> Vec<u8> {
-    let (basic_compression, basic_dictionary) = basic.compression.to_fields();
+    let (basic_compression, basic_dictionary) = Compression::None.to_fields();
     DateEntryV2 {
         sequence: facts.sequence,
         pointer: Some(facts.pointer.into()),
@@ -388,7 +397,7 @@ pub struct DateEntry {
 
 impl DateEntry {
     /// Decodes the entry stored under `(published_at, id)`, decompressing
-    /// its BASIC fields.
+    /// its BASIC fields if an archive from before compressed them.
     ///
     /// # Errors
     /// A description of the damage.
@@ -456,6 +465,7 @@ fn sha(bytes: &[u8]) -> Result<[u8; 32], DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sled::codec;
 
     #[test]
     fn the_plain_basic_fields_are_the_basic_message() {
@@ -486,6 +496,83 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(plain_basic(&content), expected);
+    }
+
+    #[test]
+    fn entries_with_basic_fields_compressed_by_an_archive_from_before_still_decode() {
+        let codec = Codec::default();
+        let content = |i: u32| ArticleContent {
+            url: format!("https://example{}.com/news/{i}", i % 7),
+            title: format!("Council approves the budget for district {i}"),
+            body: String::new(),
+            published_at: Timestamp {
+                seconds: -86_400 + i64::from(i),
+                nanos: 0,
+            },
+            authors: vec![format!("Reporter {}", i % 13)],
+            source: format!("example{}.com", i % 7),
+            section: ["World", "Politics", "Sport"][i as usize % 3].into(),
+            tags: vec!["budget".into(), format!("district-{i}")],
+            language: "en".into(),
+            description: format!("The council met on day {i} and approved the budget."),
+        };
+        let samples: Vec<_> = (0..500).map(|i| plain_basic(&content(i))).collect();
+        codec.add_dictionary(
+            Kind::Basic,
+            3,
+            &codec::train(Kind::Basic, &samples).unwrap(),
+        );
+        let article = content(9999);
+        let (compression, basic) = codec.compress(Kind::Basic, &plain_basic(&article));
+        assert_eq!(compression, Compression::Zstd { dictionary: 3 });
+        let at = Pointer {
+            segment: 2,
+            offset: 40,
+            len: 700,
+        };
+        let old_entry = |dictionary: u32| {
+            DateEntryV2 {
+                sequence: 11,
+                pointer: Some(at.into()),
+                revision: 1,
+                ingested_seconds: 5,
+                content_sha256: vec![1; 32],
+                basic_compression: 1,
+                basic_dictionary: dictionary,
+                basic: basic.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let id = ArticleId::parse("id", "old").unwrap();
+        let entry =
+            DateEntry::decode(&codec, article.published_at, id.clone(), &old_entry(3)).unwrap();
+        assert_eq!(entry.article.content, article);
+        assert_eq!((entry.sequence, entry.pointer), (11, at));
+        // One naming a dictionary the archive does not hold is damage, and
+        // says which.
+        let missing = DateEntry::decode(&codec, article.published_at, id, &old_entry(4));
+        assert!(missing.unwrap_err().contains("dictionary 4 is missing"));
+        // New entries are written plain.
+        let new = encode_date_entry(
+            &VersionFacts {
+                sequence: 12,
+                pointer: at,
+                revision: 2,
+                ingested_at: Timestamp {
+                    seconds: 6,
+                    nanos: 0,
+                },
+                content_sha256: [1; 32],
+                body_bytes: 0,
+            },
+            &BasicFields::of(&article),
+        );
+        let raw = DateEntryV2::decode(new.as_slice()).unwrap();
+        assert_eq!(
+            (raw.basic_compression, raw.basic),
+            (0, plain_basic(&article))
+        );
     }
 
     #[test]
@@ -522,7 +609,7 @@ mod tests {
             content_sha256: [3; 32],
             body_bytes: 28,
         };
-        let bytes = encode_date_entry(&facts, &BasicFields::of(&codec, &content));
+        let bytes = encode_date_entry(&facts, &BasicFields::of(&content));
         let id = ArticleId::parse("id", "a").unwrap();
         let entry = DateEntry::decode(&codec, content.published_at, id, &bytes).unwrap();
         assert_eq!((entry.sequence, entry.pointer), (1 << 40, at));

@@ -212,7 +212,7 @@ impl Encoded {
             Encoded::Ready { payload, basic } => (payload.clone(), basic.clone()),
             Encoded::Deferred(article) => (
                 record::payload(codec, article.content()),
-                BasicFields::of(codec, article.content()),
+                BasicFields::of(article.content()),
             ),
         }
     }
@@ -227,7 +227,7 @@ impl Prepared {
             content.sha256(),
             Encoded::Ready {
                 payload: record::payload(codec, content),
-                basic: BasicFields::of(codec, content),
+                basic: BasicFields::of(content),
             },
         )
     }
@@ -350,9 +350,11 @@ impl Shared {
     }
 
     /// Samples up to [`DICTIONARY_SAMPLES`] current versions spread over
-    /// the archive, trains a dictionary of each kind from them, makes them
-    /// durable, and only then lets new payloads use them. Returns the id of
-    /// the new content dictionary.
+    /// the archive, trains a records' dictionary from them, makes it
+    /// durable, and only then lets new payloads use it. Returns its id.
+    /// (The BASIC fields in the date index are no longer compressed on
+    /// their own, [`BasicFields`]; their dictionaries from before stay in
+    /// `dicts` for the entries that name them.)
     fn train_dictionary(&self, records: u64) -> Result<Option<u32>> {
         if *self.health.borrow() != WriteHealth::Writable {
             return Ok(None);
@@ -360,7 +362,6 @@ impl Shared {
         let trees = &self.trees;
         let step = (queries::live_articles(&trees.counts)? / DICTIONARY_SAMPLES).max(1) as usize;
         let mut content = Vec::new();
-        let mut basic = Vec::new();
         for entry in queries::all_ids(trees).step_by(step) {
             let (_, value) = entry?;
             let Ok(entry) = IdEntry::decode(&value) else {
@@ -371,25 +372,18 @@ impl Shared {
             };
             if let Ok(stored) = record::decode_version(&self.codec, &bytes) {
                 content.push(record::plain_content(&stored.content));
-                basic.push(index::plain_basic(&stored.content));
             }
         }
-        let mut trained = Vec::new();
-        for (kind, samples) in [(Kind::Content, content), (Kind::Basic, basic)] {
-            let dictionary = codec::train(kind, &samples).map_err(Error::Config)?;
-            let id = self.codec.current_dictionary(kind) + 1;
-            trees
-                .dicts
-                .insert(dictionary_key(kind, id), dictionary.as_slice())?;
-            trained.push((kind, id, dictionary));
-        }
+        let dictionary = codec::train(Kind::Content, &content).map_err(Error::Config)?;
+        let id = self.codec.current_dictionary(Kind::Content) + 1;
+        trees
+            .dicts
+            .insert(dictionary_key(Kind::Content, id), dictionary.as_slice())?;
         trees.db.flush()?;
         writer::sync_filesystem(&self.dir)?;
-        for (kind, id, dictionary) in &trained {
-            self.codec.add_dictionary(*kind, *id, dictionary);
-        }
-        tracing::debug!(records, "dictionaries trained");
-        Ok(Some(trained[0].1))
+        self.codec.add_dictionary(Kind::Content, id, &dictionary);
+        tracing::debug!(records, "dictionary trained");
+        Ok(Some(id))
     }
 }
 
@@ -1077,7 +1071,7 @@ impl SledStore {
             content_sha256,
             Encoded::Ready {
                 payload: record::payload(&self.shared.codec, content),
-                basic: BasicFields::of(&self.shared.codec, content),
+                basic: BasicFields::of(content),
             },
         )
     }

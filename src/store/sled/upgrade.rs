@@ -27,7 +27,7 @@ use tracing::info;
 
 use super::{
     codec::{self, Codec, Kind},
-    dictionary_key, format1, index,
+    dictionary_key, format1,
     log::RecordLog,
     open_sled,
     writer::{self, WriterState},
@@ -193,20 +193,11 @@ pub fn upgrade(config: &StoreConfig) -> Result<UpgradeReport> {
             .iter()
             .map(|stored| super::record::plain_content(&stored.content))
             .collect();
-        let basic: Vec<_> = samples
-            .iter()
-            .map(|stored| index::plain_basic(&stored.content))
-            .collect();
-        if let (Ok(content), Ok(basic)) = (
-            codec::train(Kind::Content, &content),
-            codec::train(Kind::Basic, &basic),
-        ) {
-            for (kind, dictionary) in [(Kind::Content, content), (Kind::Basic, basic)] {
-                trees
-                    .dicts
-                    .insert(dictionary_key(kind, 1), dictionary.as_slice())?;
-                codec.add_dictionary(kind, 1, &dictionary);
-            }
+        if let Ok(dictionary) = codec::train(Kind::Content, &content) {
+            trees
+                .dicts
+                .insert(dictionary_key(Kind::Content, 1), dictionary.as_slice())?;
+            codec.add_dictionary(Kind::Content, 1, &dictionary);
             report.dictionary = true;
         }
     }
