@@ -277,7 +277,15 @@ fn query_index_damage_is_found_and_repaired() {
         .find(|path| path.extension().is_some_and(|e| e == "run"))
         .expect("the repair wrote a run");
     let mut bytes = std::fs::read(&run).unwrap();
+    // A block of a query index (the first), and the block of id entries
+    // (stored as they are, so its first key is there to find).
     bytes[2] ^= 0x55;
+    let id_key = runs::Index::Ids.key(b"a1");
+    let at = bytes
+        .windows(id_key.len())
+        .position(|window| window == id_key.as_slice())
+        .expect("the id entries are stored as they are");
+    bytes[at] ^= 0x55;
     std::fs::write(&run, bytes).unwrap();
     let (code, text) = check(dir.path(), false);
     assert_eq!(code, Some(1), "{text}");

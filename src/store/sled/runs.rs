@@ -24,7 +24,8 @@
 //! - `query-runs/run-<id>.run` in the data directory: immutable files of
 //!   sorted entries (key, and its value or that it is removed), written
 //!   once and replaced only by a merge. A file is blocks of about 8 KiB of
-//!   entries, each compressed with zstd and checksummed, then an index of
+//!   entries of one index, each checksummed and compressed the way that
+//!   index is read ([`BlockCodec`]), then an index of
 //!   the blocks (their first keys), a Bloom filter of its date and id
 //!   keys ([`Bloom`]) and a footer; see [`Run`].
 //! - `meta/query_runs` in sled: the manifest, the ids of the live runs,
@@ -107,7 +108,10 @@ const RUN_MAGIC_KEYS_ONLY: &[u8; 8] = b"AARUNS01";
 /// keys.
 const RUN_MAGIC_DATES_FILTER: &[u8; 8] = b"AARUNS02";
 /// The same, with a filter of their date and id keys (the same layout).
-const RUN_MAGIC: &[u8; 8] = b"AARUNS03";
+const RUN_MAGIC_IDS_FILTER: &[u8; 8] = b"AARUNS03";
+/// The same, with how each block is stored in its block index entry
+/// ([`BlockCodec`]), and each block holding one index's entries.
+const RUN_MAGIC: &[u8; 8] = b"AARUNS04";
 /// Uncompressed bytes of entries a rebuild sorts in memory at a time.
 const REBUILD_CHUNK_BYTES: usize = 64 * 1024 * 1024;
 /// `index offset (u64) ‖ index length (u64) ‖ entries (u64) ‖ crc32 of the
@@ -222,7 +226,7 @@ struct Inner {
     newest_batch: Mutex<Option<u64>>,
     /// Set to make the flusher stop what it is doing.
     stop: AtomicBool,
-    /// Whether the manifest is of the current version and every run it
+    /// Whether the manifest is of version 3 or later and every run it
     /// names could be read: the entries describe every article.
     complete: AtomicBool,
     /// Whether the runs hold the date index: a manifest of version 2 or
@@ -275,8 +279,9 @@ impl RunIndex {
             }
         }
         // Runs from before the date or id index moved here are rebuilt
-        // with it.
-        let complete = readable && version == MANIFEST_VERSION;
+        // with it. (Those of version 3 hold everything; the next manifest
+        // written says 4.)
+        let complete = readable && version >= MANIFEST_WITH_IDS;
         let holds_dates = readable && version >= MANIFEST_WITH_DATES;
         let mut next_run = named.iter().max().map_or(1, |id| id + 1);
         for file in std::fs::read_dir(&dir)
@@ -1228,7 +1233,47 @@ struct BlockInfo {
     len: u32,
     raw_len: u32,
     crc: u32,
+    codec: BlockCodec,
     first_key: Vec<u8>,
+}
+
+/// How a block of a run file is stored. Each index gets the one that suits
+/// how it is read (measured; BENCHMARKS.md "lz4 for the date index's
+/// blocks"):
+/// - date entries, lz4: they are read in ranges (a BASIC page) and one by
+///   one (a filtered page's candidates, BatchGet in the BASIC view), each
+///   of which decompresses a whole block; zstd's 8 KiB took 2–4 times as
+///   long to undo for a tenth less disk;
+/// - id entries, as they are: a GetArticle reads one block, and
+///   decompressing it was a fifth of the server's time per Get;
+/// - label and url keys, zstd: read only in ranges, and they shrink most.
+///
+/// Any block that would shrink by less than a tenth is stored as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockCodec {
+    Stored = 0,
+    Zstd = 1,
+    Lz4 = 2,
+}
+
+impl BlockCodec {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            0 => Some(BlockCodec::Stored),
+            1 => Some(BlockCodec::Zstd),
+            2 => Some(BlockCodec::Lz4),
+            _ => None,
+        }
+    }
+
+    /// The one for a block whose entries are of the index tagged `tag`.
+    fn for_tag(tag: Option<u8>) -> Self {
+        match tag {
+            Some(tag) if tag == Index::Ids as u8 => BlockCodec::Stored,
+            Some(tag) if tag == Index::Dates as u8 => BlockCodec::Lz4,
+            _ => BlockCodec::Zstd,
+        }
+    }
 }
 
 fn run_path(dir: &Path, id: u64) -> PathBuf {
@@ -1266,7 +1311,11 @@ impl Run {
         read_at(&mut magic, bytes - 8)?;
         let footer_bytes = match &magic {
             RUN_MAGIC_KEYS_ONLY => FOOTER_KEYS_ONLY_BYTES,
-            RUN_MAGIC | RUN_MAGIC_DATES_FILTER if bytes >= FOOTER_BYTES as u64 => FOOTER_BYTES,
+            RUN_MAGIC | RUN_MAGIC_IDS_FILTER | RUN_MAGIC_DATES_FILTER
+                if bytes >= FOOTER_BYTES as u64 =>
+            {
+                FOOTER_BYTES
+            }
             _ => return Err(damaged("no run footer".into())),
         };
         let mut footer = vec![0u8; footer_bytes];
@@ -1330,6 +1379,18 @@ impl Run {
             let len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
             let raw_len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
             let crc = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+            let codec = if &magic == RUN_MAGIC {
+                let byte = take(1)?[0];
+                BlockCodec::from_byte(byte)
+                    .ok_or_else(|| damaged(format!("a block is stored in unknown way {byte}")))?
+            } else if len == raw_len {
+                BlockCodec::Stored
+            } else {
+                BlockCodec::Zstd
+            };
+            if codec == BlockCodec::Stored && len != raw_len {
+                return Err(damaged("a stored block's lengths disagree".into()));
+            }
             let key_len = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
             let first_key = take(key_len)?.to_vec();
             blocks.push(BlockInfo {
@@ -1337,6 +1398,7 @@ impl Run {
                 len,
                 raw_len,
                 crc,
+                codec,
                 first_key,
             });
         }
@@ -1347,7 +1409,7 @@ impl Run {
             blocks,
             entries,
             filter,
-            filter_has_ids: &magic == RUN_MAGIC,
+            filter_has_ids: &magic == RUN_MAGIC || &magic == RUN_MAGIC_IDS_FILTER,
         })
     }
 
@@ -1397,19 +1459,23 @@ impl Run {
         if crc32fast::hash(&compressed) != info.crc {
             return Err(damaged("fails its checksum".into()));
         }
-        if info.len == info.raw_len {
-            // Stored as it is (see `RunWriter::end_block`).
-            return Ok(compressed);
-        }
-        let mut raw = Vec::with_capacity(info.raw_len as usize);
-        BLOCK_DECOMPRESSOR
-            .with(|dctx| dctx.borrow_mut().decompress(&mut raw, &compressed))
-            .map_err(|code| {
-                damaged(format!(
-                    "cannot be decompressed: {}",
-                    zstd::zstd_safe::get_error_name(code)
-                ))
-            })?;
+        let raw = match info.codec {
+            BlockCodec::Stored => return Ok(compressed),
+            BlockCodec::Lz4 => lz4_flex::block::decompress(&compressed, info.raw_len as usize)
+                .map_err(|e| damaged(format!("cannot be decompressed: {e}")))?,
+            BlockCodec::Zstd => {
+                let mut raw = Vec::with_capacity(info.raw_len as usize);
+                BLOCK_DECOMPRESSOR
+                    .with(|dctx| dctx.borrow_mut().decompress(&mut raw, &compressed))
+                    .map_err(|code| {
+                        damaged(format!(
+                            "cannot be decompressed: {}",
+                            zstd::zstd_safe::get_error_name(code)
+                        ))
+                    })?;
+                raw
+            }
+        };
         if raw.len() != info.raw_len as usize {
             return Err(damaged(format!(
                 "decompresses to {} bytes, not {}",
@@ -1459,6 +1525,11 @@ impl RunWriter {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> std::io::Result<()> {
+        // A block holds one index's entries, so it is stored the way that
+        // index is read.
+        if !self.block.is_empty() && self.first_key.first() != key.first() {
+            self.end_block(out)?;
+        }
         if self.block.is_empty() {
             self.first_key = key.to_vec();
         }
@@ -1477,25 +1548,25 @@ impl RunWriter {
         if self.block.is_empty() {
             return Ok(());
         }
-        // A block that compression would shrink by less than a tenth is
-        // stored as it is (its length then equals its raw length): date
-        // entries are compressed already, and a point read of one skips
-        // the decompression. So is a block of id entries, whatever it
-        // would shrink to: a GetArticle reads one, and decompressing it
-        // was a fifth of the server's time per Get (measured). Blocks of
-        // label and url keys shrink.
-        let mut compressed = Vec::with_capacity(zstd::zstd_safe::compress_bound(self.block.len()));
-        let ids = self.first_key.first() == Some(&(Index::Ids as u8));
-        if !ids {
-            BLOCK_COMPRESSOR
-                .with(|cctx| cctx.borrow_mut().compress(&mut compressed, &self.block, 1))
-                .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
-        }
-        let compressed = if ids || compressed.len() * 10 >= self.block.len() * 9 {
-            self.block.clone()
-        } else {
-            compressed
+        let codec = BlockCodec::for_tag(self.first_key.first().copied());
+        let compressed = match codec {
+            BlockCodec::Stored => Vec::new(),
+            BlockCodec::Lz4 => lz4_flex::block::compress(&self.block),
+            BlockCodec::Zstd => {
+                let mut compressed =
+                    Vec::with_capacity(zstd::zstd_safe::compress_bound(self.block.len()));
+                BLOCK_COMPRESSOR
+                    .with(|cctx| cctx.borrow_mut().compress(&mut compressed, &self.block, 1))
+                    .map_err(|code| std::io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
+                compressed
+            }
         };
+        let (codec, compressed) =
+            if codec == BlockCodec::Stored || compressed.len() * 10 >= self.block.len() * 9 {
+                (BlockCodec::Stored, self.block.clone())
+            } else {
+                (codec, compressed)
+            };
         out.write_all(&compressed)?;
         self.index.extend_from_slice(&self.offset.to_le_bytes());
         self.index
@@ -1504,6 +1575,7 @@ impl RunWriter {
             .extend_from_slice(&(self.block.len() as u32).to_le_bytes());
         self.index
             .extend_from_slice(&crc32fast::hash(&compressed).to_le_bytes());
+        self.index.push(codec as u8);
         self.index
             .extend_from_slice(&(self.first_key.len() as u32).to_le_bytes());
         self.index.extend_from_slice(&self.first_key);
@@ -1753,12 +1825,15 @@ fn find_entry(raw: &[u8], key: &[u8]) -> std::result::Result<Option<Option<Vec<u
 }
 
 /// Manifest versions: 1, runs of the label and url indexes; 2, runs that
-/// hold the date index too; 3, and the id index. An older binary refuses
-/// a newer manifest (it cannot be read as one it knows), so it never takes
-/// a store whose date or id index is here for one whose index is empty.
+/// hold the date index too; 3, and the id index; 4, run files may be of
+/// [`RUN_MAGIC`] (blocks stored in more than one way). An older binary
+/// refuses a newer manifest (it cannot be read as one it knows), so it
+/// never takes a store whose date or id index is here for one whose index
+/// is empty, nor meets a run file it cannot read.
 const MANIFEST_KEYS_ONLY: u8 = 1;
 const MANIFEST_WITH_DATES: u8 = 2;
-const MANIFEST_VERSION: u8 = 3;
+const MANIFEST_WITH_IDS: u8 = 3;
+const MANIFEST_VERSION: u8 = 4;
 
 fn encode_manifest(runs: &[u64]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + runs.len() * 8);
@@ -1772,9 +1847,7 @@ fn encode_manifest(runs: &[u64]) -> Vec<u8> {
 /// The run ids a manifest names, and its version.
 fn decode_manifest(bytes: &[u8]) -> Result<(Vec<u64>, u8)> {
     match bytes.split_first() {
-        Some((&version @ (MANIFEST_KEYS_ONLY | MANIFEST_WITH_DATES | MANIFEST_VERSION), ids))
-            if ids.len() % 8 == 0 =>
-        {
+        Some((&version @ MANIFEST_KEYS_ONLY..=MANIFEST_VERSION, ids)) if ids.len() % 8 == 0 => {
             Ok((
                 ids.chunks_exact(8)
                     .map(|id| u64::from_le_bytes(id.try_into().expect("8 bytes")))
@@ -2046,8 +2119,8 @@ mod tests {
         assert_eq!(Bloom::hash(b""), 0xefd0_1f60_ba99_2926);
     }
 
-    /// Blocks that would hardly shrink (date entries, compressed already)
-    /// are stored as they are, and read back the same as compressed ones.
+    /// Blocks that would hardly shrink are stored as they are, and read
+    /// back the same as compressed ones.
     #[test]
     fn incompressible_blocks_are_stored_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
@@ -2071,7 +2144,10 @@ mod tests {
             )
             .unwrap();
         let run = index.inner.snapshot().runs[0].clone();
-        assert!(run.blocks.iter().all(|block| block.len == block.raw_len));
+        assert!(run
+            .blocks
+            .iter()
+            .all(|block| block.len == block.raw_len && block.codec == BlockCodec::Stored));
         for k in [0, 999, 1999] {
             assert_eq!(index.get(Index::Dates, &key(k)).unwrap(), Some(value(k)));
         }
@@ -2087,6 +2163,153 @@ mod tests {
         let wanted: Vec<(Vec<u8>, Vec<u8>)> =
             (0..2000u16).rev().map(|k| (key(k), value(k))).collect();
         assert_eq!(all, wanted);
+    }
+
+    /// Compressible entries of a label index, the id index and (if asked)
+    /// the date index, rebuilt into one run.
+    fn three_indexes(index: &RunIndex, dates: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..1500u16)
+            .flat_map(|k| {
+                let value = format!("entry {k} of a news article's fields, {}", k % 7).into_bytes();
+                [
+                    (Index::Sources.key(&key(k)), Vec::new()),
+                    (Index::Dates.key(&key(k)), value.clone()),
+                    (Index::Ids.key(&key(k)), value),
+                ]
+            })
+            .filter(|(key, _)| dates || key[0] != Index::Dates as u8)
+            .collect();
+        index
+            .rebuild(entries.clone().into_iter().map(Ok), |_, _, _| true)
+            .unwrap();
+        entries.sort();
+        entries
+    }
+
+    fn all_entries(index: &RunIndex) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let snapshot = index.inner.snapshot();
+        snapshot
+            .merged(
+                Bound::Unbounded,
+                Bound::Unbounded,
+                Order::OldestFirst,
+                false,
+            )
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                (key, value.unwrap_or_default())
+            })
+            .collect()
+    }
+
+    /// Each block holds one index's entries and is stored the way that
+    /// index is read: label keys with zstd, date entries with lz4, id
+    /// entries as they are.
+    #[test]
+    fn each_index_is_stored_its_own_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, index) = open(dir.path());
+        let entries = three_indexes(&index, true);
+        let run = index.inner.snapshot().runs[0].clone();
+        for (i, block) in run.blocks.iter().enumerate() {
+            let raw = run.raw_block(i).unwrap();
+            let tags: std::collections::BTreeSet<u8> = entry_spans(&raw)
+                .unwrap()
+                .iter()
+                .map(|span| raw[span.key.start])
+                .collect();
+            assert_eq!(tags.len(), 1, "block {i} mixes indexes");
+            let expected = match block.first_key[0] {
+                b'S' => BlockCodec::Zstd,
+                b'D' => BlockCodec::Lz4,
+                b'I' => BlockCodec::Stored,
+                other => panic!("unexpected tag {other}"),
+            };
+            assert_eq!(block.codec, expected, "block {i}");
+            assert!(expected == BlockCodec::Stored || block.len < block.raw_len);
+        }
+        assert_eq!(all_entries(&index), entries);
+        for k in [0, 777, 1499] {
+            let (key, value) = &entries[entries
+                .binary_search_by(|(key_, _)| key_.as_slice().cmp(&Index::Dates.key(&key(k))))
+                .unwrap()];
+            assert_eq!(
+                index.get(Index::Dates, &key[1..]).unwrap().as_ref(),
+                Some(value)
+            );
+        }
+    }
+
+    /// A run file written before blocks said how they are stored (magic
+    /// `AARUNS03`: a block is zstd unless its length is its raw length),
+    /// named by a manifest of version 3, still reads, and the index is
+    /// complete (nothing to rebuild): every store made before has them.
+    #[test]
+    fn run_files_of_the_format_before_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries = {
+            let (db, index) = open(dir.path());
+            // Only zstd and stored blocks: what the format before wrote.
+            let entries = three_indexes(&index, false);
+            let run = index.inner.snapshot().runs[0].clone();
+            let bytes = std::fs::read(&run.path).unwrap();
+            // Rewrite the file in the format before: the block index
+            // without its codec bytes, and that footer.
+            let tail = FOOTER_BYTES;
+            let footer = &bytes[bytes.len() - tail..];
+            let u64_at = |at: usize| u64::from_le_bytes(footer[at..at + 8].try_into().unwrap());
+            let (index_offset, index_len) = (u64_at(0) as usize, u64_at(8) as usize);
+            let filter = &bytes[index_offset + index_len..bytes.len() - tail];
+            let mut old_index = Vec::new();
+            for block in &run.blocks {
+                assert!(block.codec != BlockCodec::Lz4);
+                old_index.extend_from_slice(&block.offset.to_le_bytes());
+                old_index.extend_from_slice(&block.len.to_le_bytes());
+                old_index.extend_from_slice(&block.raw_len.to_le_bytes());
+                old_index.extend_from_slice(&block.crc.to_le_bytes());
+                old_index.extend_from_slice(&(block.first_key.len() as u32).to_le_bytes());
+                old_index.extend_from_slice(&block.first_key);
+            }
+            let mut old = bytes[..index_offset].to_vec();
+            old.extend_from_slice(&old_index);
+            old.extend_from_slice(filter);
+            old.extend_from_slice(&(index_offset as u64).to_le_bytes());
+            old.extend_from_slice(&(old_index.len() as u64).to_le_bytes());
+            old.extend_from_slice(&footer[16..24]);
+            old.extend_from_slice(&crc32fast::hash(&old_index).to_le_bytes());
+            old.extend_from_slice(&footer[28..40]);
+            old.extend_from_slice(RUN_MAGIC_IDS_FILTER);
+            drop(index);
+            std::fs::write(&run.path, old).unwrap();
+            // And the manifest of then, which says version 3.
+            let meta = db.open_tree(super::super::META_TREE).unwrap();
+            let mut manifest = meta.get(MANIFEST_KEY).unwrap().unwrap().to_vec();
+            manifest[0] = MANIFEST_WITH_IDS;
+            meta.insert(MANIFEST_KEY, manifest).unwrap();
+            db.flush().unwrap();
+            drop(db);
+            entries
+        };
+        let (_db, index) = open(dir.path());
+        assert!(index.is_complete());
+        let run = index.inner.snapshot().runs[0].clone();
+        assert!(run.filter_has_ids);
+        assert!(run
+            .blocks
+            .iter()
+            .any(|block| block.codec == BlockCodec::Zstd));
+        assert_eq!(all_entries(&index), entries);
+        assert_eq!(
+            index.get(Index::Ids, &key(42)).unwrap(),
+            Some(
+                entries
+                    .iter()
+                    .find(|(k, _)| *k == Index::Ids.key(&key(42)))
+                    .unwrap()
+                    .1
+                    .clone()
+            )
+        );
     }
 
     #[test]
