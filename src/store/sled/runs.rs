@@ -88,7 +88,7 @@ pub const QUERY_LOG_TREE: &str = "query_log";
 /// The manifest's key in `meta`.
 pub const MANIFEST_KEY: &str = "query_runs";
 /// A memtable is written out as a run once it holds this many entries
-/// (about 26,000 articles, five entries each; some 25 MiB of memory, the
+/// (about 26,000 articles, five entries each; some 30 MiB of memory, the
 /// date entries most of it).
 pub const MEMTABLE_ENTRIES: usize = 128 * 1024;
 /// Uncompressed bytes of entries per block of a run file.
