@@ -1242,8 +1242,9 @@ struct BlockInfo {
 /// blocks"):
 /// - date entries, lz4: they are read in ranges (a BASIC page) and one by
 ///   one (a filtered page's candidates, BatchGet in the BASIC view), each
-///   of which decompresses a whole block; zstd's 8 KiB took 2–4 times as
-///   long to undo for a tenth less disk;
+///   of which decompresses a whole block; zstd took about four times as
+///   long to undo (943 against 4,026 MB/s on the benchmark's fields) for
+///   an eighth less disk;
 /// - id entries, as they are: a GetArticle reads one block, and
 ///   decompressing it was a fifth of the server's time per Get;
 /// - label and url keys, zstd: read only in ranges, and they shrink most.
