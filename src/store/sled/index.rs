@@ -300,11 +300,12 @@ struct BasicFieldsV2 {
 ///
 /// Stored plain. They were once compressed one entry at a time with a
 /// dictionary of their own (351 → about 160 bytes), but a date entry lives
-/// in a run block that zstd compresses whole, about twenty entries
-/// together, and that alone makes the runs as small (BENCHMARKS.md "Plain
-/// BASIC fields in the date entries"); a frame per entry only cost time, a
-/// fifth of a BASIC walk's server CPU. Entries written compressed by an
-/// archive from before still decode ([`DateEntry::decode`]).
+/// in a run block that is compressed whole, about twenty entries together
+/// (with zstd that alone made the runs as small; they are lz4 now, for
+/// reads, 14 % larger: BENCHMARKS.md "Plain BASIC fields in the date
+/// entries"); a frame per entry cost a fifth of a BASIC walk's server CPU.
+/// Entries written compressed by an archive from before still decode
+/// ([`DateEntry::decode`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BasicFields {
     bytes: Vec<u8>,
