@@ -1246,7 +1246,7 @@ struct BlockInfo {
 ///   long to undo (943 against 4,026 MB/s on the benchmark's fields) for
 ///   an eighth less disk;
 /// - id entries, as they are: a GetArticle reads one block, and
-///   decompressing it was a fifth of the server's time per Get;
+///   decompressing it was a sixth of the server's time per Get;
 /// - label and url keys, zstd: read only in ranges, and they shrink most.
 ///
 /// Any block that would shrink by less than a tenth is stored as it is.
